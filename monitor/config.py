@@ -1,0 +1,407 @@
+"""One validated Settings object, from a TOML file plus ``FORUM_MONITOR_*`` environment.
+
+This is the only module that reads ``os.environ``; everything else receives a
+``Settings``. Validation errors are collected into a ``ConfigError`` holding one
+line per problem, each naming the field path (``communities[2].subreddit: ...``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from monitor.errors import ConfigError
+
+ENV_PREFIX = "FORUM_MONITOR_"
+DEFAULT_LISTEN = "127.0.0.1:9808"
+DEFAULT_DATA_DIR = "var"
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in a duration such as ``"5m"``, ``"1h30m"``, ``"90s"`` or a plain number."""
+    if isinstance(value, bool):
+        raise ValueError('expected a duration such as "5m", got a boolean')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if not text:
+            raise ValueError('expected a duration such as "5m", got an empty string')
+        position, seconds = 0, 0.0
+        for match in _DURATION_PART.finditer(text):
+            if text[position : match.start()].strip():
+                break
+            seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+            position = match.end()
+        if position == 0 or text[position:].strip():
+            raise ValueError(
+                f'{value!r} is not a duration; use a number with a unit s, m, h or d, e.g. "5m"'
+            )
+    else:
+        raise ValueError(f'expected a duration such as "5m", got {type(value).__name__}')
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+Duration = Annotated[float, Field(description='seconds; accepts "30s", "5m", "1h"')]
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value.rstrip("/")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class KeywordGroups(BaseModel):
+    """Keyword groups: group name -> phrases matched case-insensitively on word boundaries."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="after")
+    def _check_groups(self) -> KeywordGroups:
+        for name, phrases in (self.model_extra or {}).items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(
+                    f"group name {name!r} must be lower-case letters, digits and _ "
+                    "(it becomes a label value)"
+                )
+            if not isinstance(phrases, list) or not phrases:
+                raise ValueError(f"group {name!r} must be a non-empty list of phrases")
+            if not all(isinstance(p, str) and p.strip() for p in phrases):
+                raise ValueError(f"group {name!r} must hold only non-empty strings")
+        return self
+
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        return {name: tuple(phrases) for name, phrases in (self.model_extra or {}).items()}
+
+
+class CommunityBase(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    interval: Duration = 300.0
+    history_days: int = Field(default=30, ge=0, le=3650)
+    base_url: str | None = None
+    keywords: KeywordGroups | None = None
+    enabled: bool = True
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, value: object) -> float:
+        seconds = parse_duration(value)
+        if seconds < 1:
+            raise ValueError("must be at least 1s")
+        return seconds
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value)
+
+    def url_root(self, default: str) -> str:
+        """The API root: ``base_url`` when set (tests, mirrors), else the source's default."""
+        return self.base_url or default
+
+
+class RedditCommunity(CommunityBase):
+    source: Literal["reddit"]
+    subreddit: str = Field(pattern=r"^[A-Za-z0-9_]{2,21}$")
+
+
+class DiscourseCommunity(CommunityBase):
+    source: Literal["discourse"]
+    base_url: str  # required: a Discourse forum has no default host
+    category: str | None = None
+    api_username: str | None = None
+
+
+class HackerNewsCommunity(CommunityBase):
+    source: Literal["hackernews"]
+    query: str | None = Field(
+        default=None,
+        description="keyword scope via the Algolia search API; omit to watch the whole site",
+    )
+    search_base_url: str | None = None
+
+    @field_validator("search_base_url")
+    @classmethod
+    def _search_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value)
+
+
+class FeedCommunity(CommunityBase):
+    source: Literal["rss"]
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_http_url(value)
+
+
+Community = Annotated[
+    RedditCommunity | DiscourseCommunity | HackerNewsCommunity | FeedCommunity,
+    Field(discriminator="source"),
+]
+SOURCE_KINDS = ("reddit", "discourse", "hackernews", "rss")
+
+
+class RedditSettings(_Strict):
+    user_agent: str | None = Field(
+        default=None,
+        description="Reddit's required form: <platform>:<app id>:<version> (by /u/<user>)",
+    )
+    client_id: str | None = None
+    client_secret: str | None = None
+
+    @field_validator("user_agent")
+    @classmethod
+    def _ua(cls, value: str | None) -> str | None:
+        form = r"[^:\s]+:[^:\s]+:[^:\s]+ \(by /u/[\w-]+\)"
+        if value is not None and not re.fullmatch(form, value):
+            raise ValueError(
+                "must have Reddit's form '<platform>:<app id>:<version> (by /u/<user>)'"
+            )
+        return value
+
+
+class DiscourseSettings(_Strict):
+    api_key: str | None = None
+
+
+class HttpSettings(_Strict):
+    """The HTTP policy's knobs; the defaults are polite for public sites."""
+
+    connect_timeout: Duration = 10.0
+    read_timeout: Duration = 30.0
+    total_timeout: Duration = 60.0
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    backoff_base: Duration = 1.0
+    max_retry_wait: Duration = 60.0
+    rate_per_minute: dict[str, float] = Field(
+        default_factory=dict,
+        description="per-host request rate overriding the source kind's default",
+    )
+
+    @field_validator(
+        "connect_timeout",
+        "read_timeout",
+        "total_timeout",
+        "backoff_base",
+        "max_retry_wait",
+        mode="before",
+    )
+    @classmethod
+    def _durations(cls, value: object) -> float:
+        return parse_duration(value)
+
+    @field_validator("rate_per_minute")
+    @classmethod
+    def _rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for host, rate in value.items():
+            if rate <= 0:
+                raise ValueError(f"rate for {host!r} must be greater than zero")
+        return value
+
+
+class Settings(_Strict):
+    database_url: str | None = None
+    listen: str = DEFAULT_LISTEN
+    data_dir: str = DEFAULT_DATA_DIR
+    contact: str = Field(
+        default="https://github.com/forum-monitor/forum-monitor",
+        description="URL or e-mail put in the User-Agent so site operators can reach you",
+    )
+    pseudonym_key: str | None = Field(default=None, min_length=16, repr=False)
+    store_bodies: bool = False
+    retention_days: int = Field(default=30, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_concurrent_polls: int = Field(default=4, ge=1, le=64)
+    keywords: KeywordGroups = Field(default_factory=KeywordGroups)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    reddit: RedditSettings = Field(default_factory=RedditSettings)
+    discourse: DiscourseSettings = Field(default_factory=DiscourseSettings)
+    communities: list[Community] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{Path(self.data_dir) / 'forum-monitor.db'}"
+
+    def keyword_groups_for(self, community: CommunityBase) -> dict[str, tuple[str, ...]]:
+        groups = self.keywords.groups()
+        if community.keywords is not None:
+            groups.update(community.keywords.groups())
+        return groups
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+# Environment variables that override top-level settings (name -> field).
+_ENV_FIELDS = {
+    "DATABASE_URL": "database_url",
+    "LISTEN": "listen",
+    "DATA_DIR": "data_dir",
+    "PSEUDONYM_KEY": "pseudonym_key",
+    "STORE_BODIES": "store_bodies",
+    "LOG_LEVEL": "log_level",
+    "CONTACT": "contact",
+}
+_ENV_NESTED = {
+    "REDDIT_CLIENT_ID": ("reddit", "client_id"),
+    "REDDIT_CLIENT_SECRET": ("reddit", "client_secret"),
+    "REDDIT_USER_AGENT": ("reddit", "user_agent"),
+    "DISCOURSE_API_KEY": ("discourse", "api_key"),
+}
+
+
+def _format_location(location: tuple[int | str, ...]) -> str:
+    path = ""
+    skip_next_tag = False
+    for index, part in enumerate(location):
+        if isinstance(part, int):
+            path += f"[{part}]"
+            # a discriminated union adds the tag (e.g. "reddit") after the index
+            skip_next_tag = location[:index] == ("communities",)
+            continue
+        if skip_next_tag and part in SOURCE_KINDS:
+            skip_next_tag = False
+            continue
+        skip_next_tag = False
+        path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling)"
+    if kind == "missing":
+        return "field required"
+    if kind == "union_tag_invalid":
+        return f"unknown source kind; expected one of {', '.join(SOURCE_KINDS)}"
+    if kind == "union_tag_not_found":
+        return "field required (the source kind)"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def validation_problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        location = tuple(error["loc"])
+        if error["type"] == "union_tag_invalid" or error["type"] == "union_tag_not_found":
+            location = (*location, "source")
+        problems.append(f"{_format_location(location)}: {_describe(error)}")
+    return problems
+
+
+def _duplicate_ids(data: Mapping[str, Any]) -> list[str]:
+    communities = data.get("communities")
+    if not isinstance(communities, list):
+        return []
+    problems: list[str] = []
+    first_index: dict[str, int] = {}
+    for index, community in enumerate(communities):
+        ident = community.get("id") if isinstance(community, dict) else None
+        if not isinstance(ident, str):
+            continue
+        if ident in first_index:
+            problems.append(
+                f"communities[{index}].id: duplicate id {ident!r} "
+                f"(first used by communities[{first_index[ident]}])"
+            )
+        else:
+            first_index[ident] = index
+    return problems
+
+
+def settings_from_mapping(data: Mapping[str, Any]) -> Settings:
+    problems = _duplicate_ids(data)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc) + problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    merged = dict(data)
+    for suffix, field in _ENV_FIELDS.items():
+        if (value := environ.get(ENV_PREFIX + suffix)) is not None:
+            merged[field] = value
+    for suffix, (section, field) in _ENV_NESTED.items():
+        if (value := environ.get(ENV_PREFIX + suffix)) is not None:
+            existing = merged.get(section)
+            merged[section] = {**(existing if isinstance(existing, dict) else {}), field: value}
+    return merged
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory, not a config file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    if not text.strip():
+        raise ConfigError([f"{path}: the file is empty; see deploy/examples/config.toml"])
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+
+
+def config_path(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path | None:
+    env = os.environ if environ is None else environ
+    chosen = explicit or env.get(ENV_PREFIX + "CONFIG")
+    return Path(chosen) if chosen else None
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read ``path`` (if any), apply ``FORUM_MONITOR_*`` overrides and validate."""
+    env = os.environ if environ is None else environ
+    data = read_toml(path) if path is not None else {}
+    return settings_from_mapping(_env_overrides(data, env))

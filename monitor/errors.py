@@ -1,0 +1,136 @@
+"""The typed errors of forum-monitor.
+
+Expected failures are translated into these at the edge where they happen
+(HTTP, database, config) with ``raise ... from exc``; anything else is a bug and
+is logged with its traceback.
+
+    ForumMonitorError
+    ├── ConfigError              invalid settings; ``problems`` holds one line each
+    ├── StoreError               the database cannot be used
+    │   └── DatabaseUnreachable  cannot connect; ``host`` names it (never the password)
+    └── SourceError              a poll of one community failed; ``community``, ``reason``
+        ├── UnknownSource        no adapter is registered for the configured kind
+        ├── PollCancelled        the service is stopping; the poll rolls back
+        └── FetchError           one HTTP exchange failed; ``host``, ``url``
+            ├── TransportError   connect error, reset, timeout (``reason`` timeout/connect)
+            ├── HTTPStatusError  a non-success status; ``status``
+            │   └── RateLimited  429 or 503 with Retry-After; ``retry_after`` seconds
+            ├── ResponseTooLarge the body passed the size cap
+            └── MalformedResponse the body is not what the API documents
+
+Every ``SourceError`` has a short ``reason`` (a Prometheus label value from a
+small fixed set) and never carries a user name, a post body or a secret.
+"""
+
+from __future__ import annotations
+
+
+class ForumMonitorError(Exception):
+    """Base of every error forum-monitor raises on purpose."""
+
+
+class ConfigError(ForumMonitorError):
+    """The configuration is invalid; ``problems`` has one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class StoreError(ForumMonitorError):
+    """The database cannot be used."""
+
+
+class DatabaseUnreachable(StoreError):
+    """No connection could be made to the database server at ``host``."""
+
+    def __init__(self, host: str, detail: str) -> None:
+        self.host = host
+        self.detail = detail
+        super().__init__(f"cannot connect to the database at {host}: {detail}")
+
+
+class SourceError(ForumMonitorError):
+    """A poll of one community failed."""
+
+    reason = "error"
+
+    def __init__(self, message: str, *, community: str | None = None) -> None:
+        self.community = community
+        super().__init__(message)
+
+
+class UnknownSource(SourceError):
+    reason = "unknown_source"
+
+
+class PollCancelled(SourceError):
+    reason = "cancelled"
+
+
+class FetchError(SourceError):
+    """One HTTP exchange failed."""
+
+    reason = "fetch_error"
+
+    def __init__(
+        self, message: str, *, host: str, url: str = "", community: str | None = None
+    ) -> None:
+        self.host = host
+        self.url = url
+        super().__init__(message, community=community)
+
+
+class TransportError(FetchError):
+    """The connection failed, was reset or timed out."""
+
+    reason = "connect"
+
+    def __init__(self, message: str, *, host: str, url: str = "", timeout: bool = False) -> None:
+        super().__init__(message, host=host, url=url)
+        if timeout:
+            self.reason = "timeout"
+
+
+class HTTPStatusError(FetchError):
+    """The server answered with a status that is not a success."""
+
+    def __init__(self, message: str, *, host: str, url: str = "", status: int) -> None:
+        self.status = status
+        super().__init__(message, host=host, url=url)
+        self.reason = "http_5xx" if status >= 500 else "http_4xx"
+
+
+class RateLimited(HTTPStatusError):
+    """The server asked us to wait ``retry_after`` seconds before asking again."""
+
+    def __init__(
+        self, message: str, *, host: str, url: str = "", status: int, retry_after: float
+    ) -> None:
+        super().__init__(message, host=host, url=url, status=status)
+        self.retry_after = retry_after
+        self.reason = "rate_limited"
+
+
+class ResponseTooLarge(FetchError):
+    reason = "too_large"
+
+
+class MalformedResponse(FetchError):
+    reason = "malformed"
+
+
+FAILURE_REASONS = (
+    "unknown_source",
+    "cancelled",
+    "connect",
+    "timeout",
+    "http_4xx",
+    "http_5xx",
+    "rate_limited",
+    "too_large",
+    "malformed",
+    "store",
+    "internal",
+)
+"""Every value the ``reason`` label of ``forum_monitor_poll_failures_total`` takes."""

@@ -1,0 +1,329 @@
+"""The one HTTP policy every source goes through.
+
+- timeouts on connect, read and the whole exchange; a cap on the body size;
+- retries with exponential backoff and full jitter on connection errors,
+  timeouts and 5xx (GET only, which is all a source sends);
+- ``Retry-After`` on 429/503 (seconds or an HTTP date): the host is not asked
+  again before that moment, by this poll or any other;
+- per-host rate limits (a leaky bucket per host, rate set by the source kind)
+  and ``X-Ratelimit-Remaining``/``-Reset`` headers, which pause a host when
+  its budget is spent;
+- a descriptive User-Agent carrying the operator's contact;
+- conditional requests (``If-None-Match``/``If-Modified-Since``) where the
+  server sent validators;
+- ``forum_monitor_http_requests_total{host,code}`` and
+  ``forum_monitor_rate_limit_remaining{host}``.
+
+httpx retries nothing by itself except connection setup, so this is ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aiolimiter import AsyncLimiter
+
+from monitor import __version__
+from monitor.errors import (
+    FetchError,
+    HTTPStatusError,
+    MalformedResponse,
+    RateLimited,
+    ResponseTooLarge,
+    TransportError,
+)
+from monitor.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpPolicy:
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    total_timeout: float = 60.0
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_retries: int = 3
+    backoff_base: float = 1.0
+    backoff_cap: float = 30.0
+    max_retry_wait: float = 60.0
+    """A Retry-After longer than this ends the poll; the next poll waits for it instead."""
+    contact: str = ""
+
+    @property
+    def user_agent(self) -> str:
+        contact = f"; +{self.contact}" if self.contact else ""
+        return f"forum-monitor/{__version__} (community health monitor{contact})"
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    url: str
+    headers: httpx.Headers
+    content: bytes
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+    @property
+    def validators(self) -> dict[str, str]:
+        found = {}
+        if etag := self.headers.get("etag"):
+            found["etag"] = etag
+        if modified := self.headers.get("last-modified"):
+            found["last_modified"] = modified
+        return found
+
+    def json(self) -> Any:
+        """The body as JSON; an HTML error page or truncated body is a ``MalformedResponse``."""
+        host = httpx.URL(self.url).host
+        try:
+            return json.loads(self.content)
+        except (ValueError, UnicodeDecodeError) as exc:
+            kind = self.headers.get("content-type", "unknown type").split(";")[0]
+            raise MalformedResponse(
+                f"expected JSON from {host}, got {kind} that does not parse "
+                f"({exc.__class__.__name__})",
+                host=host,
+                url=self.url,
+            ) from exc
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date)."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment is None:
+        return None
+    return max(0.0, moment.timestamp() - now)
+
+
+@dataclass
+class _HostState:
+    limiter: AsyncLimiter
+    per_minute: float
+    blocked_until: float = 0.0
+
+
+@dataclass
+class RequestCounter:
+    """Counts the requests one poll sends (retries included)."""
+
+    requests: int = 0
+    not_modified: int = 0
+    hosts: set[str] = field(default_factory=set)
+
+
+class PoliteClient:
+    """An ``httpx.AsyncClient`` wrapped in the policy above; one per service."""
+
+    def __init__(
+        self,
+        *,
+        policy: HttpPolicy,
+        telemetry: Telemetry,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+        default_per_minute: float = 60.0,
+    ) -> None:
+        self.policy = policy
+        self._telemetry = telemetry
+        self._sleep = sleep
+        self._clock = clock
+        self._default_per_minute = default_per_minute
+        self._hosts: dict[str, _HostState] = {}
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(
+                policy.read_timeout, connect=policy.connect_timeout, pool=policy.connect_timeout
+            ),
+            headers={"User-Agent": policy.user_agent, "Accept-Encoding": "gzip, deflate"},
+            follow_redirects=True,
+            max_redirects=5,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def set_rate(self, host: str, per_minute: float) -> None:
+        """Allow at most ``per_minute`` requests to ``host`` (the lowest rate asked wins)."""
+        state = self._hosts.get(host)
+        if state is None or per_minute < state.per_minute:
+            blocked = state.blocked_until if state else 0.0
+            self._hosts[host] = _HostState(
+                AsyncLimiter(max_rate=max(per_minute / 6, 1.0), time_period=60 / 6),
+                per_minute,
+                blocked,
+            )
+
+    def blocked_until(self, host: str) -> float:
+        state = self._hosts.get(host)
+        return state.blocked_until if state else 0.0
+
+    def _host(self, host: str) -> _HostState:
+        if host not in self._hosts:
+            self.set_rate(host, self._default_per_minute)
+        return self._hosts[host]
+
+    async def _wait_turn(self, host: str, url: str) -> None:
+        state = self._host(host)
+        wait = state.blocked_until - self._clock()
+        if wait > self.policy.max_retry_wait:
+            raise RateLimited(
+                f"{host} asked us to wait {wait:.0f}s more before the next request",
+                host=host,
+                url=url,
+                status=429,
+                retry_after=wait,
+            )
+        if wait > 0:
+            await self._sleep(wait)
+        await state.limiter.acquire()
+
+    def _note_rate_headers(self, host: str, headers: httpx.Headers) -> None:
+        remaining = headers.get("x-ratelimit-remaining")
+        if remaining is None:
+            return
+        try:
+            left = float(remaining)
+        except ValueError:
+            return
+        self._telemetry.rate_limit_remaining.labels(host=host).set(left)
+        if left < 1:
+            try:
+                reset = float(headers.get("x-ratelimit-reset", "60"))
+            except ValueError:
+                reset = 60.0
+            state = self._host(host)
+            state.blocked_until = max(state.blocked_until, self._clock() + reset)
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.policy.backoff_cap, self.policy.backoff_base * 2**attempt)
+        return random.uniform(0, ceiling)
+
+    async def _send_once(
+        self, url: str, params: Mapping[str, Any] | None, headers: Mapping[str, str]
+    ) -> Response:
+        host = httpx.URL(url).host
+        cap = self.policy.max_body_bytes
+        async with asyncio.timeout(self.policy.total_timeout):
+            async with self._client.stream("GET", url, params=params, headers=headers) as reply:
+                declared = reply.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > cap:
+                    raise ResponseTooLarge(
+                        f"{host} announced {int(declared)} bytes, over the {cap}-byte cap",
+                        host=host,
+                        url=str(reply.url),
+                    )
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in reply.aiter_bytes():
+                    size += len(chunk)
+                    if size > cap:
+                        raise ResponseTooLarge(
+                            f"body from {host} passed the {cap}-byte cap",
+                            host=host,
+                            url=str(reply.url),
+                        )
+                    chunks.append(chunk)
+                return Response(reply.status_code, str(reply.url), reply.headers, b"".join(chunks))
+
+    async def get(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        validators: Mapping[str, str] | None = None,
+        counter: RequestCounter | None = None,
+    ) -> Response:
+        """GET ``url`` under the policy; a 304 is returned, other failures raise ``FetchError``."""
+        host = httpx.URL(url).host
+        sent_headers = dict(headers or {})
+        if validators:
+            if etag := validators.get("etag"):
+                sent_headers["If-None-Match"] = etag
+            if modified := validators.get("last_modified"):
+                sent_headers["If-Modified-Since"] = modified
+        attempt = 0
+        failure: FetchError
+        while True:
+            await self._wait_turn(host, url)
+            if counter is not None:
+                counter.requests += 1
+                counter.hosts.add(host)
+            try:
+                response = await self._send_once(url, params, sent_headers)
+            except ResponseTooLarge:
+                self._telemetry.http_requests.labels(host=host, code="error").inc()
+                raise
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                self._telemetry.http_requests.labels(host=host, code="error").inc()
+                failure = TransportError(
+                    f"timed out talking to {host}", host=host, url=url, timeout=True
+                )
+                failure.__cause__ = exc
+            except httpx.HTTPError as exc:  # connect errors, resets, protocol errors
+                self._telemetry.http_requests.labels(host=host, code="error").inc()
+                failure = TransportError(
+                    f"connection to {host} failed ({exc.__class__.__name__})", host=host, url=url
+                )
+                failure.__cause__ = exc
+            else:
+                self._telemetry.http_requests.labels(host=host, code=str(response.status)).inc()
+                self._note_rate_headers(host, response.headers)
+                status = response.status
+                if status < 300 or status == 304:
+                    if status == 304 and counter is not None:
+                        counter.not_modified += 1
+                    return response
+                retry_after = parse_retry_after(
+                    response.headers.get("retry-after"), now=self._clock()
+                )
+                if status == 429 or (status == 503 and retry_after is not None):
+                    wait = retry_after if retry_after is not None else self._backoff(attempt + 2)
+                    state = self._host(host)
+                    state.blocked_until = max(state.blocked_until, self._clock() + wait)
+                    failure = RateLimited(
+                        f"{host} answered {status}; retry after {wait:.0f}s",
+                        host=host,
+                        url=url,
+                        status=status,
+                        retry_after=wait,
+                    )
+                    if wait > self.policy.max_retry_wait or attempt >= self.policy.max_retries:
+                        raise failure
+                    attempt += 1
+                    continue  # _wait_turn sleeps until blocked_until
+                failure = HTTPStatusError(
+                    f"{host} answered {status}", host=host, url=url, status=status
+                )
+                if status < 500:
+                    raise failure
+            if attempt >= self.policy.max_retries:
+                raise failure
+            await self._sleep(self._backoff(attempt))
+            attempt += 1

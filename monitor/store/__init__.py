@@ -1,0 +1,1 @@
+"""The store: SQLModel tables, the engine, and the queries the rest of the service uses."""

@@ -1,0 +1,128 @@
+"""SQLModel tables. Every schema change is an Alembic migration under alembic/versions.
+
+Times are UTC epoch seconds (integers): comparable, portable between SQLite and
+PostgreSQL, and cheap to bucket into days. Authors appear only as keyed
+pseudonyms (see ``monitor.privacy``); bodies only when ``store_bodies`` is on.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Community(SQLModel, table=True):
+    __tablename__ = "communities"
+
+    id: str = Field(primary_key=True, max_length=63)
+    source: str = Field(max_length=32)
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Author(SQLModel, table=True):
+    """A pseudonymous author, per community (the same person in two communities is two rows)."""
+
+    __tablename__ = "authors"
+    __table_args__ = (UniqueConstraint("community_id", "pseudonym"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: str = Field(foreign_key="communities.id", max_length=63)
+    pseudonym: str = Field(max_length=64)
+    first_seen: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_seen: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Thread(SQLModel, table=True):
+    __tablename__ = "threads"
+    __table_args__ = (
+        UniqueConstraint("community_id", "external_id"),
+        Index("ix_threads_community_created", "community_id", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: str = Field(foreign_key="communities.id", max_length=63)
+    external_id: str = Field(max_length=128)
+    author_id: int | None = Field(default=None, foreign_key="authors.id")
+    created_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    reply_count: int = 0
+    first_reply_at: int | None = Field(default=None, sa_column=Column(BigInteger))
+    last_activity_at: int | None = Field(default=None, sa_column=Column(BigInteger))
+
+
+class Post(SQLModel, table=True):
+    """A thread start (``kind='thread'``) or a reply, unique on (community, external id)."""
+
+    __tablename__ = "posts"
+    __table_args__ = (
+        UniqueConstraint("community_id", "external_id"),
+        Index("ix_posts_community_created", "community_id", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: str = Field(foreign_key="communities.id", max_length=63)
+    external_id: str = Field(max_length=128)
+    thread_external_id: str = Field(max_length=128)
+    parent_external_id: str | None = Field(default=None, max_length=128)
+    kind: str = Field(max_length=8)
+    author_id: int | None = Field(default=None, foreign_key="authors.id")
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    edited_at: int | None = Field(default=None, sa_column=Column(BigInteger))
+    deleted: bool = False
+    sentiment: float | None = None
+    keyword_groups: str = Field(default="", max_length=512)
+    content_hash: str = Field(default="", max_length=64)
+    url: str | None = Field(default=None, max_length=2048)
+    body: str | None = Field(default=None, sa_column=Column(Text))
+    body_expires_at: int | None = Field(default=None, sa_column=Column(BigInteger))
+    fetched_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class PollState(SQLModel, table=True):
+    """Where the next poll of a community resumes, and how the last ones went."""
+
+    __tablename__ = "poll_state"
+
+    community_id: str = Field(primary_key=True, foreign_key="communities.id", max_length=63)
+    cursor: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    validators: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    last_attempt_at: int | None = Field(default=None, sa_column=Column(BigInteger))
+    last_success_at: int | None = Field(default=None, sa_column=Column(BigInteger))
+    last_error: str | None = Field(default=None, max_length=500)
+    last_error_at: int | None = Field(default=None, sa_column=Column(BigInteger))
+    consecutive_failures: int = 0
+    not_before: int | None = Field(default=None, sa_column=Column(BigInteger))
+
+
+class PollRun(SQLModel, table=True):
+    """One poll attempt; the poll history is what coverage is computed from."""
+
+    __tablename__ = "poll_runs"
+    __table_args__ = (Index("ix_poll_runs_community_started", "community_id", "started_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: str = Field(foreign_key="communities.id", max_length=63)
+    started_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    finished_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    outcome: str = Field(max_length=32)
+    new_items: int = 0
+    requests: int = 0
+
+
+class DailyRollup(SQLModel, table=True):
+    """Per community and UTC day: counts that windows and trends are summed from."""
+
+    __tablename__ = "daily_rollups"
+
+    community_id: str = Field(primary_key=True, foreign_key="communities.id", max_length=63)
+    day: int = Field(
+        sa_column=Column(BigInteger, primary_key=True, comment="UTC midnight, epoch seconds")
+    )
+    posts: int = 0
+    threads_started: int = 0
+    replies: int = 0
+    active_participants: int = 0
+    new_participants: int = 0
+    sentiment_sum: float = 0.0
+    sentiment_count: int = 0
+    negative_posts: int = 0
+    updated_at: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))

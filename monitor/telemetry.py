@@ -1,0 +1,74 @@
+"""Collector-health metrics (namespace ``forum_monitor_``), held per registry.
+
+One ``Telemetry`` is created per service (and per test, with a fresh
+``CollectorRegistry``) and handed to the HTTP client and the scheduler. Labels
+are bounded: community ids and hosts come from the config, reasons and codes
+from small fixed sets.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Telemetry:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.polls = Counter(
+            "forum_monitor_polls",
+            "Polls attempted, per community.",
+            ["community", "source"],
+            registry=registry,
+        )
+        self.poll_failures = Counter(
+            "forum_monitor_poll_failures",
+            "Polls that failed, by reason.",
+            ["community", "source", "reason"],
+            registry=registry,
+        )
+        self.poll_duration = Histogram(
+            "forum_monitor_poll_duration_seconds",
+            "Wall time of one poll of one community.",
+            ["community", "source"],
+            buckets=POLL_BUCKETS,
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            "forum_monitor_last_success_timestamp_seconds",
+            "When the community was last polled successfully (Unix time).",
+            ["community"],
+            registry=registry,
+        )
+        self.items_ingested = Counter(
+            "forum_monitor_items_ingested",
+            "Items written to the store (new or changed), by kind.",
+            ["community", "source", "kind"],
+            registry=registry,
+        )
+        self.http_requests = Counter(
+            "forum_monitor_http_requests",
+            "HTTP requests sent to sources, by host and status code ('error' when none came).",
+            ["host", "code"],
+            registry=registry,
+        )
+        self.rate_limit_remaining = Gauge(
+            "forum_monitor_rate_limit_remaining",
+            "Requests the host says are left in its current rate-limit window.",
+            ["host"],
+            registry=registry,
+        )
+        self.source_up = Gauge(
+            "forum_monitor_source_up",
+            "1 if the last poll of the community succeeded, else 0.",
+            ["community"],
+            registry=registry,
+        )
+
+    def declare_community(self, community: str, source: str) -> None:
+        """Make a community's series exist at zero before its first poll."""
+        self.polls.labels(community=community, source=source)
+        self.poll_duration.labels(community=community, source=source)
+        for kind in ("thread", "reply"):
+            self.items_ingested.labels(community=community, source=source, kind=kind)
