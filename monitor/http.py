@@ -225,12 +225,20 @@ class PoliteClient:
         return random.uniform(0, ceiling)
 
     async def _send_once(
-        self, url: str, params: Mapping[str, Any] | None, headers: Mapping[str, str]
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str],
+        data: Mapping[str, str] | None,
+        auth: tuple[str, str] | None,
     ) -> Response:
         host = httpx.URL(url).host
         cap = self.policy.max_body_bytes
         async with asyncio.timeout(self.policy.total_timeout):
-            async with self._client.stream("GET", url, params=params, headers=headers) as reply:
+            async with self._client.stream(
+                method, url, params=params, headers=headers, data=data, auth=auth
+            ) as reply:
                 declared = reply.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > cap:
                     raise ResponseTooLarge(
@@ -261,6 +269,23 @@ class PoliteClient:
         counter: RequestCounter | None = None,
     ) -> Response:
         """GET ``url`` under the policy; a 304 is returned, other failures raise ``FetchError``."""
+        return await self.request(
+            "GET", url, params=params, headers=headers, validators=validators, counter=counter
+        )
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        validators: Mapping[str, str] | None = None,
+        counter: RequestCounter | None = None,
+        data: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> Response:
+        """Send one request under the policy (a form POST is for token endpoints only)."""
         host = httpx.URL(url).host
         sent_headers = dict(headers or {})
         if validators:
@@ -276,7 +301,7 @@ class PoliteClient:
                 counter.requests += 1
                 counter.hosts.add(host)
             try:
-                response = await self._send_once(url, params, sent_headers)
+                response = await self._send_once(method, url, params, sent_headers, data, auth)
             except ResponseTooLarge:
                 self._telemetry.http_requests.labels(host=host, code="error").inc()
                 raise
