@@ -1,13 +1,19 @@
 """The one HTTP policy every source goes through.
 
 - timeouts on connect, read and the whole exchange; a cap on the body size;
-- retries with exponential backoff and full jitter on connection errors,
-  timeouts and 5xx (GET only, which is all a source sends);
+- retries with exponential backoff and "equal" jitter on connection errors,
+  timeouts and 5xx: retry ``n`` waits between half and all of
+  ``backoff_base * 2**n`` (capped), so the wait always grows and a struggling
+  server is never asked again at once, while the jitter spreads replicas apart;
+  a 4xx, a too-large body or a redirect loop is not retried;
 - ``Retry-After`` on 429/503 (seconds or an HTTP date): the host is not asked
   again before that moment, by this poll or any other;
-- per-host rate limits (a leaky bucket per host, rate set by the source kind)
-  and ``X-Ratelimit-Remaining``/``-Reset`` headers, which pause a host when
-  its budget is spent;
+- per-host rate limits: a leaky bucket per host (``aiolimiter``) that holds
+  ``HttpPolicy.rate_burst`` requests (1 by default) and drains at the rate set
+  by the source kind, so requests go out evenly spaced ``60 / per_minute``
+  seconds apart and an idle host earns no volley; ``X-Ratelimit-Remaining``/
+  ``-Reset`` headers (Reddit sends ``"598.0"`` and ``"304"``) pause a host
+  until the reset when its budget is spent;
 - a descriptive User-Agent carrying the operator's contact;
 - conditional requests (``If-None-Match``/``If-Modified-Since``) where the
   server sent validators;
@@ -23,10 +29,12 @@ import asyncio
 import email.utils
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 import httpx
@@ -60,6 +68,8 @@ class HttpPolicy:
     max_retry_wait: float = 60.0
     """A Retry-After longer than this ends the poll; the next poll waits for it instead."""
     contact: str = ""
+    rate_burst: int = 1
+    """Requests a host's bucket holds: how many may go back to back before the spacing starts."""
 
     @property
     def user_agent(self) -> str:
@@ -92,7 +102,7 @@ class Response:
         host = httpx.URL(self.url).host
         try:
             return json.loads(self.content)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             kind = self.headers.get("content-type", "unknown type").split(";")[0]
             raise MalformedResponse(
                 f"expected JSON from {host}, got {kind} that does not parse "
@@ -108,16 +118,36 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "inf" would block the host for good and "nan" compares false with everything
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    if moment is None:
-        return None
+    if moment.tzinfo is None:  # "-0000" parses naive; HTTP dates are GMT, not local time
+        moment = moment.replace(tzinfo=UTC)
     return max(0.0, moment.timestamp() - now)
+
+
+RESET_IS_EPOCH_ABOVE = 1e9
+"""An ``X-Ratelimit-Reset`` this large is a Unix time (GitHub style), not seconds to wait."""
+
+
+def parse_rate_reset(value: str | None, *, now: float, default: float = 60.0) -> float:
+    """Seconds until an ``X-Ratelimit-Reset`` (seconds like Reddit's ``"304"``, or a Unix time)."""
+    try:
+        reset = float(value) if value is not None else default
+    except ValueError:
+        reset = default
+    if not math.isfinite(reset):
+        reset = default
+    if reset > RESET_IS_EPOCH_ABOVE:
+        reset -= now
+    return max(0.0, reset)
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Analysis: text scoring, rollups, windows, trends and change points over the store."""

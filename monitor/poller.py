@@ -1,0 +1,231 @@
+"""One poll of one community: adapter -> ingest, with failures counted and logged once.
+
+A poll either commits its items and the new cursor together or records a
+failure and leaves the cursor where the last success put it. Database work runs
+in a worker thread so the event loop (and /metrics) stays responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from monitor.config import CommunityBase, Settings
+from monitor.errors import RateLimited, SourceError, UnknownSource
+from monitor.http import PoliteClient
+from monitor.ingest import Ingestor, IngestResult, load_poll_state, record_failure
+from monitor.sources import SOURCES
+from monitor.sources.base import Batch
+from monitor.store.db import session_scope
+from monitor.store.models import PollState
+from monitor.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    """What one poll did; ``outcome`` is "ok", "not_modified", "deferred" or a failure reason."""
+
+    community: str
+    source: str
+    outcome: str
+    new_items: int = 0
+    updated_items: int = 0
+    requests: int = 0
+    duration_seconds: float = 0.0
+    error: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def brief(exc: SQLAlchemyError) -> str:
+    """The driver's first line, without the SQL parameters (they may hold post text)."""
+    original = getattr(exc, "orig", None)
+    text = str(original) if original is not None else exc.__class__.__name__
+    return text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__
+
+
+def source_of(community: CommunityBase) -> str:
+    return str(getattr(community, "source", "unknown"))
+
+
+class Poller:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        client: PoliteClient,
+        telemetry: Telemetry,
+        ingestor: Ingestor,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._client = client
+        self._telemetry = telemetry
+        self._ingestor = ingestor
+        self._clock = clock
+        self._failing: dict[str, str] = {}
+
+    def _load(self, community: CommunityBase) -> tuple[dict[str, object], dict[str, object], int]:
+        with session_scope(self._engine) as session:
+            self._ingestor.ensure_community(session, community=community, now=int(self._clock()))
+            cursor, validators = load_poll_state(session, community.id)
+            state = session.get(PollState, community.id)
+            return cursor, validators, (state.not_before or 0) if state else 0
+
+    def _write(self, community: CommunityBase, batch: Batch, started: int) -> IngestResult:
+        with session_scope(self._engine) as session:
+            return self._ingestor.ingest(
+                session,
+                community=community,
+                batch=batch,
+                started_at=started,
+                now=int(self._clock()),
+            )
+
+    def _write_failure(
+        self,
+        community: CommunityBase,
+        *,
+        reason: str,
+        message: str,
+        started: int,
+        requests: int,
+        not_before: int | None,
+    ) -> None:
+        with session_scope(self._engine) as session:
+            record_failure(
+                session,
+                community=community,
+                reason=reason,
+                message=message,
+                started_at=started,
+                now=int(self._clock()),
+                requests=requests,
+                not_before=not_before,
+            )
+
+    async def poll(self, community: CommunityBase) -> PollOutcome:
+        """Poll ``community`` once; never raises except on cancellation."""
+        source = source_of(community)
+        started_wall = self._clock()
+        started = int(started_wall)
+        adapter_class = SOURCES.get(source)
+        requests = 0
+        try:
+            if adapter_class is None:
+                raise UnknownSource(
+                    f"no adapter for source kind {source!r}", community=community.id
+                )
+            cursor, validators, not_before = await asyncio.to_thread(self._load, community)
+            if not_before > started:
+                return PollOutcome(community.id, source, "deferred")
+            self._telemetry.polls.labels(community=community.id, source=source).inc()
+            adapter = adapter_class(community, settings=self._settings, client=self._client)
+            try:
+                batch = await adapter.poll(cursor=cursor, validators=validators, now=started)
+            finally:
+                requests = adapter.counter.requests
+            result = await asyncio.to_thread(self._write, community, batch, started)
+        except SourceError as exc:
+            not_before = None
+            if isinstance(exc, RateLimited):
+                not_before = int(self._clock() + exc.retry_after)
+            return await self._failed(
+                community, exc.reason, str(exc), started, requests, not_before, started_wall
+            )
+        except SQLAlchemyError as exc:
+            log.error("poll of %s could not write to the database: %s", community.id, brief(exc))
+            return await self._failed(
+                community, "store", "database error", started, requests, None, started_wall
+            )
+        except Exception as exc:  # a bug: keep the traceback, keep the other communities going
+            log.exception("poll of %s failed unexpectedly", community.id)
+            return await self._failed(
+                community,
+                "internal",
+                f"internal error ({exc.__class__.__name__})",
+                started,
+                requests,
+                None,
+                started_wall,
+            )
+        duration = self._clock() - started_wall
+        self._succeeded(community, result, duration)
+        return PollOutcome(
+            community.id,
+            source,
+            "not_modified" if batch.not_modified else "ok",
+            new_items=result.new_items,
+            updated_items=result.updated_items,
+            requests=batch.requests,
+            duration_seconds=round(duration, 3),
+        )
+
+    def _succeeded(self, community: CommunityBase, result: IngestResult, duration: float) -> None:
+        source = source_of(community)
+        self._telemetry.poll_duration.labels(community=community.id, source=source).observe(
+            duration
+        )
+        self._telemetry.last_success.labels(community=community.id).set(self._clock())
+        self._telemetry.source_up.labels(community=community.id).set(1)
+        for kind, count in result.new_by_kind.items():
+            self._telemetry.items_ingested.labels(
+                community=community.id, source=source, kind=kind
+            ).inc(count)
+        if self._failing.pop(community.id, None) is not None:
+            log.info("polls of %s recovered", community.id)
+
+    async def _failed(
+        self,
+        community: CommunityBase,
+        reason: str,
+        message: str,
+        started: int,
+        requests: int,
+        not_before: int | None,
+        started_wall: float,
+    ) -> PollOutcome:
+        source = source_of(community)
+        duration = self._clock() - started_wall
+        self._telemetry.poll_failures.labels(
+            community=community.id, source=source, reason=reason
+        ).inc()
+        self._telemetry.poll_duration.labels(community=community.id, source=source).observe(
+            duration
+        )
+        self._telemetry.source_up.labels(community=community.id).set(0)
+        if self._failing.get(community.id) != reason:
+            log.warning("polls of %s failing: %s (%s)", community.id, message, reason)
+        self._failing[community.id] = reason
+        if reason != "store":
+            try:
+                await asyncio.to_thread(
+                    self._write_failure,
+                    community,
+                    reason=reason,
+                    message=message,
+                    started=started,
+                    requests=requests,
+                    not_before=not_before,
+                )
+            except SQLAlchemyError as exc:
+                log.error("could not record the failed poll of %s: %s", community.id, brief(exc))
+        return PollOutcome(
+            community.id,
+            source,
+            reason,
+            requests=requests,
+            duration_seconds=round(duration, 3),
+            error=message,
+        )

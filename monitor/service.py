@@ -1,0 +1,166 @@
+"""The running service: store, HTTP client, poller and the APScheduler jobs, wired once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine
+
+from monitor.config import CommunityBase, Settings
+from monitor.http import HttpPolicy, PoliteClient
+from monitor.ingest import Ingestor
+from monitor.poller import Poller, PollOutcome, source_of
+from monitor.privacy import load_or_create_key
+from monitor.store import db
+from monitor.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 6.0
+"""How long a poll in flight may take to commit or roll back when the service stops."""
+
+
+def http_policy(settings: Settings) -> HttpPolicy:
+    http = settings.http
+    return HttpPolicy(
+        connect_timeout=http.connect_timeout,
+        read_timeout=http.read_timeout,
+        total_timeout=http.total_timeout,
+        max_body_bytes=http.max_body_bytes,
+        max_retries=http.max_retries,
+        backoff_base=http.backoff_base,
+        max_retry_wait=http.max_retry_wait,
+        contact=settings.contact,
+    )
+
+
+def open_store(settings: Settings) -> Engine:
+    """Connect to the configured database and bring its schema to the newest migration."""
+    engine = db.make_engine(settings.resolved_database_url())
+    db.upgrade(engine)
+    return engine
+
+
+class Service:
+    """Everything ``serve`` and ``poll-once`` run; ``start``/``stop`` inside an event loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.telemetry = Telemetry(self.registry)
+        self._transport = transport
+        self._clock = clock
+        self.engine: Engine | None = None
+        self.client: PoliteClient | None = None
+        self.poller: Poller | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self.migrated = False
+        self._inflight: set[asyncio.Task[PollOutcome]] = set()
+        self._running: set[str] = set()
+
+    @property
+    def ready(self) -> bool:
+        return self.migrated and self.scheduler is not None and self.scheduler.running
+
+    async def open(self) -> None:
+        """Store, key, client and poller; no scheduling yet (``poll-once`` stops here)."""
+        self.engine = await asyncio.to_thread(open_store, self.settings)
+        self.migrated = True
+        key = load_or_create_key(
+            configured=self.settings.pseudonym_key, data_dir=Path(self.settings.data_dir)
+        )
+        self.client = PoliteClient(
+            policy=http_policy(self.settings),
+            telemetry=self.telemetry,
+            transport=self._transport,
+        )
+        self.poller = Poller(
+            settings=self.settings,
+            engine=self.engine,
+            client=self.client,
+            telemetry=self.telemetry,
+            ingestor=Ingestor(settings=self.settings, key=key),
+            clock=self._clock,
+        )
+        for community in self.active_communities():
+            self.telemetry.declare_community(community.id, source_of(community))
+
+    def active_communities(self) -> list[CommunityBase]:
+        return [c for c in self.settings.communities if c.enabled]
+
+    async def poll_all(self) -> list[PollOutcome]:
+        """Poll every enabled community once, a few at a time."""
+        limit = asyncio.Semaphore(self.settings.max_concurrent_polls)
+
+        async def bounded(community: CommunityBase) -> PollOutcome:
+            async with limit:
+                return await self.poll(community)
+
+        return list(await asyncio.gather(*(bounded(c) for c in self.active_communities())))
+
+    async def poll(self, community: CommunityBase) -> PollOutcome:
+        """One poll, tracked so that ``stop`` can wait for it; skipped if one is running."""
+        assert self.poller is not None, "open() first"
+        if community.id in self._running:
+            return PollOutcome(community.id, source_of(community), "deferred")
+        self._running.add(community.id)
+        task = asyncio.ensure_future(self.poller.poll(community))
+        self._inflight.add(task)
+        try:
+            return await task
+        finally:
+            self._inflight.discard(task)
+            self._running.discard(community.id)
+
+    def schedule(self) -> None:
+        """One interval job per community, with jitter; misfires coalesce into one run."""
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        now = datetime.now(UTC)
+        for community in self.active_communities():
+            first = now + timedelta(seconds=random.uniform(0, min(5.0, community.interval)))
+            self.scheduler.add_job(
+                self.poll,
+                "interval",
+                args=[community],
+                id=f"poll:{community.id}",
+                seconds=community.interval,
+                jitter=min(community.interval * 0.1, 30.0),
+                next_run_time=first,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(community.interval)),
+            )
+        self.scheduler.start()
+        log.info("scheduled %d communities", len(self.active_communities()))
+
+    async def stop(self) -> None:
+        """Stop scheduling; give polls in flight a few seconds to finish, then cancel them."""
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if self._inflight:
+            log.info("waiting for %d poll(s) in flight", len(self._inflight))
+            _, pending = await asyncio.wait(set(self._inflight), timeout=SHUTDOWN_GRACE_SECONDS)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2.0)
+        if self.client is not None:
+            await self.client.aclose()
+        if self.engine is not None:
+            self.engine.dispose()
