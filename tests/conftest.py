@@ -9,22 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.telemetry import Telemetry
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-STRICT = os.environ.get("FORUM_MONITOR_TEST_STRICT") == "1"
-
-
-def missing(reason: str) -> NoReturn:
-    """Skip for a missing prerequisite, or fail when running strict (CI)."""
-    if STRICT:
-        pytest.fail(f"{reason} (FORUM_MONITOR_TEST_STRICT=1 forbids skipping)", pytrace=False)
-    pytest.skip(reason)
+from tests.postgres import pg_server, pg_url  # noqa: F401  (fixtures)
+from tests.support import REPO_ROOT, missing
 
 
 @pytest.fixture(scope="session")

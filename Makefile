@@ -1,0 +1,45 @@
+# forum-monitor: `make run` serves the example config on SQLite; `make test` runs every check.
+# Both create their own virtualenv in .venv on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= deploy/examples/config.toml
+
+.PHONY: run test lint typecheck pytest system-deps bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(BIN)/.installed-dev: pyproject.toml $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## Run the service on its embedded default (SQLite under ./var/).
+run: $(BIN)/.installed
+	$(BIN)/forum-monitor serve --config $(CONFIG)
+
+## Install what the tests need, then lint, type-check and run the whole suite.
+test: system-deps $(BIN)/.installed-dev lint typecheck pytest
+
+system-deps:
+	@sh .ci/system-deps.sh
+
+lint: $(BIN)/.installed-dev
+	$(BIN)/ruff check monitor tests alembic bench
+	$(BIN)/ruff format --check monitor tests alembic bench
+
+typecheck: $(BIN)/.installed-dev
+	$(BIN)/mypy
+
+pytest: $(BIN)/.installed-dev
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(BIN)/.installed-dev
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

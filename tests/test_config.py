@@ -1,0 +1,210 @@
+"""Config validation: a malformed config exits 2 with one line per problem naming the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+from monitor.config import load_settings, parse_duration
+from monitor.errors import ConfigError
+from tests.support import REPO_ROOT
+
+GOOD_COMMUNITY = 'id = "outlier"\nsource = "reddit"\nsubreddit = "outlier_ai"\n'
+
+# (name, TOML text, the field path every expected line starts with, a word the line must contain)
+MALFORMED: list[tuple[str, str, list[tuple[str, str]]]] = [
+    ("invalid toml", "[[communities]\nid = 1", [("", "invalid TOML")]),
+    ("empty file", "", [("", "empty")]),
+    ("whitespace only", "\n   \n", [("", "empty")]),
+    (
+        "unknown source kind",
+        '[[communities]]\nid = "a"\nsource = "myspace"\n',
+        [("communities[0].source", "unknown source kind")],
+    ),
+    (
+        "missing source kind",
+        '[[communities]]\nid = "a"\nsubreddit = "x_y"\n',
+        [("communities[0].source", "field required")],
+    ),
+    (
+        "duplicate community id",
+        f"[[communities]]\n{GOOD_COMMUNITY}[[communities]]\n{GOOD_COMMUNITY}",
+        [("communities[1].id", "duplicate")],
+    ),
+    (
+        "missing subreddit",
+        '[[communities]]\nid = "a"\nsource = "reddit"\n',
+        [("communities[0].subreddit", "field required")],
+    ),
+    (
+        "interval in parsecs",
+        f'[[communities]]\n{GOOD_COMMUNITY}interval = "5 parsecs"\n',
+        [("communities[0].interval", "not a duration")],
+    ),
+    (
+        "zero interval",
+        f"[[communities]]\n{GOOD_COMMUNITY}interval = 0\n",
+        [("communities[0].interval", "greater than zero")],
+    ),
+    (
+        "negative interval",
+        f'[[communities]]\n{GOOD_COMMUNITY}interval = "-5m"\n',
+        [("communities[0].interval", "not a duration")],
+    ),
+    (
+        "typo in a key",
+        f'[[communities]]\n{GOOD_COMMUNITY}intervall = "5m"\n',
+        [("communities[0].intervall", "unknown key")],
+    ),
+    (
+        "typo at top level",
+        f"store_body = true\n[[communities]]\n{GOOD_COMMUNITY}",
+        [("store_body", "unknown key")],
+    ),
+    (
+        "history_days is a string",
+        f'[[communities]]\n{GOOD_COMMUNITY}history_days = "thirty"\n',
+        [("communities[0].history_days", "integer")],
+    ),
+    (
+        "negative history_days",
+        f"[[communities]]\n{GOOD_COMMUNITY}history_days = -1\n",
+        [("communities[0].history_days", "greater than or equal to 0")],
+    ),
+    (
+        "base_url is ftp",
+        f'[[communities]]\n{GOOD_COMMUNITY}base_url = "ftp://mirror.example"\n',
+        [("communities[0].base_url", "http(s)")],
+    ),
+    (
+        "discourse without base_url",
+        '[[communities]]\nid = "d"\nsource = "discourse"\n',
+        [("communities[0].base_url", "field required")],
+    ),
+    (
+        "communities is not a list",
+        'communities = "outlier"\n',
+        [("communities", "valid list")],
+    ),
+    (
+        "store_bodies is not a boolean",
+        f'store_bodies = "sometimes"\n[[communities]]\n{GOOD_COMMUNITY}',
+        [("store_bodies", "boolean")],
+    ),
+    (
+        "listen without a port",
+        'listen = "localhost"\n',
+        [("listen", "HOST:PORT")],
+    ),
+    (
+        "database url of an unknown kind",
+        'database_url = "mysql://db/forum"\n',
+        [("database_url", "postgresql")],
+    ),
+    (
+        "keyword group with an upper-case name",
+        '[keywords]\nPay = ["pay cut"]\n',
+        [("keywords", "group name")],
+    ),
+    (
+        "keyword group that is not a list",
+        '[keywords]\npay = "pay cut"\n',
+        [("keywords", "non-empty list")],
+    ),
+    (
+        "reddit user agent in the wrong form",
+        '[reddit]\nuser_agent = "my bot"\n',
+        [("reddit.user_agent", "(by /u/<user>)")],
+    ),
+    (
+        "community id with a space",
+        '[[communities]]\nid = "out lier"\nsource = "reddit"\nsubreddit = "x_y"\n',
+        [("communities[0].id", "pattern")],
+    ),
+    (
+        "two problems in two communities",
+        '[[communities]]\nid = "a"\nsource = "reddit"\n'
+        '[[communities]]\nid = "b"\nsource = "rss"\nurl = "file:///etc/passwd"\n',
+        [("communities[0].subreddit", "field required"), ("communities[1].url", "http(s)")],
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "expected"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_config_exits_2_naming_each_field(
+    name: str,
+    text: str,
+    expected: list[tuple[str, str]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    assert main(["check-config", str(path)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == len(expected), lines
+    for line, (field, word) in zip(sorted(lines), sorted(expected), strict=True):
+        prefix = f"{field}: " if field else f"{path}: "
+        assert line.startswith(prefix), line
+        assert word in line, line
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_missing_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(tmp_path / "nope.toml")]) == 2
+    assert capsys.readouterr().err.strip() == f"{tmp_path / 'nope.toml'}: file not found"
+
+
+def test_example_config_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(REPO_ROOT / "deploy/examples/config.toml")]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+def test_env_overrides_file_values(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('database_url = "sqlite:///file.db"\nlisten = "127.0.0.1:1234"\n')
+    environ = {
+        "FORUM_MONITOR_DATABASE_URL": "postgresql://monitor@db.internal/forum",
+        "FORUM_MONITOR_PSEUDONYM_KEY": "k" * 32,
+        "FORUM_MONITOR_REDDIT_CLIENT_ID": "client-123",
+    }
+    settings = load_settings(path, environ)
+    assert settings.database_url == "postgresql://monitor@db.internal/forum"
+    assert settings.listen == "127.0.0.1:1234"
+    assert settings.pseudonym_key == "k" * 32
+    assert settings.reddit.client_id == "client-123"
+
+
+def test_bad_env_value_names_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"FORUM_MONITOR_STORE_BODIES": "perhaps"})
+    assert caught.value.problems[0].startswith("store_bodies: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5m", 300), ("90s", 90), ("1h30m", 5400), ("2d", 172800), (45, 45), ("250ms", 0.25)],
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_command_line_has_no_traceback_for_bad_config(tmp_path: Path) -> None:
+    """The installed entry point, as a user runs it."""
+    path = tmp_path / "config.toml"
+    path.write_text('[[communities]]\nid = "a"\nsource = "reddit"\n')
+    run = subprocess.run(
+        [sys.executable, "-m", "monitor", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip() == "communities[0].subreddit: field required"
