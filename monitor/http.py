@@ -71,6 +71,10 @@ class HttpPolicy:
     rate_burst: int = 1
     """Requests a host's bucket holds: how many may go back to back before the spacing starts."""
 
+    def __post_init__(self) -> None:
+        if self.rate_burst < 1:
+            raise ValueError("rate_burst must be at least 1")
+
     @property
     def user_agent(self) -> str:
         contact = f"; +{self.contact}" if self.contact else ""
@@ -200,14 +204,19 @@ class PoliteClient:
 
     def set_rate(self, host: str, per_minute: float) -> None:
         """Allow at most ``per_minute`` requests to ``host`` (the lowest rate asked wins)."""
+        if not per_minute > 0:
+            raise ValueError(f"rate for {host!r} must be greater than zero, not {per_minute}")
         state = self._hosts.get(host)
         if state is None or per_minute < state.per_minute:
             blocked = state.blocked_until if state else 0.0
-            self._hosts[host] = _HostState(
-                AsyncLimiter(max_rate=max(per_minute / 6, 1.0), time_period=60 / 6),
-                per_minute,
-                blocked,
-            )
+            self._hosts[host] = _HostState(self._leaky_bucket(per_minute), per_minute, blocked)
+
+    def _leaky_bucket(self, per_minute: float) -> AsyncLimiter:
+        # aiolimiter lets ``max_rate`` requests through back to back, so the bucket is
+        # sized by the burst and drained over burst * spacing: one request every
+        # 60 / per_minute seconds once the (small) burst is spent
+        burst = self.policy.rate_burst
+        return AsyncLimiter(max_rate=burst, time_period=burst * 60.0 / per_minute)
 
     def blocked_until(self, host: str) -> float:
         state = self._hosts.get(host)
@@ -218,20 +227,37 @@ class PoliteClient:
             self.set_rate(host, self._default_per_minute)
         return self._hosts[host]
 
-    async def _wait_turn(self, host: str, url: str) -> None:
+    def _block(self, host: str, seconds: float, why: str) -> None:
         state = self._host(host)
-        wait = state.blocked_until - self._clock()
-        if wait > self.policy.max_retry_wait:
-            raise RateLimited(
-                f"{host} asked us to wait {wait:.0f}s more before the next request",
-                host=host,
-                url=url,
-                status=429,
-                retry_after=wait,
-            )
-        if wait > 0:
+        until = self._clock() + seconds
+        if until > state.blocked_until:
+            log.debug("not asking %s again for %.1fs (%s)", host, seconds, why)
+            state.blocked_until = until
+
+    async def _wait_turn(self, host: str, url: str) -> None:
+        """Wait out the host's block and then its rate limit; a long block raises."""
+        state = self._host(host)
+        while True:
+            await self._wait_unblocked(state, host, url)
+            until = state.blocked_until
+            await state.limiter.acquire()
+            if state.blocked_until <= until:
+                return  # nobody pushed the block back while we queued for the bucket
+
+    async def _wait_unblocked(self, state: _HostState, host: str, url: str) -> None:
+        while (wait := state.blocked_until - self._clock()) > 0:
+            if wait > self.policy.max_retry_wait:
+                raise RateLimited(
+                    f"{host} asked us to wait {wait:.0f}s more before the next request",
+                    host=host,
+                    url=url,
+                    status=429,
+                    retry_after=wait,
+                )
+            until = state.blocked_until
             await self._sleep(wait)
-        await state.limiter.acquire()
+            if state.blocked_until <= until:
+                return  # not pushed back meanwhile (re-checking would spin on a test's sleep)
 
     def _note_rate_headers(self, host: str, headers: httpx.Headers) -> None:
         remaining = headers.get("x-ratelimit-remaining")
@@ -241,18 +267,16 @@ class PoliteClient:
             left = float(remaining)
         except ValueError:
             return
+        if not math.isfinite(left):
+            return
         self._telemetry.rate_limit_remaining.labels(host=host).set(left)
         if left < 1:
-            try:
-                reset = float(headers.get("x-ratelimit-reset", "60"))
-            except ValueError:
-                reset = 60.0
-            state = self._host(host)
-            state.blocked_until = max(state.blocked_until, self._clock() + reset)
+            reset = parse_rate_reset(headers.get("x-ratelimit-reset"), now=self._clock())
+            self._block(host, reset, "rate-limit budget spent")
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.policy.backoff_cap, self.policy.backoff_base * 2**attempt)
-        return random.uniform(0, ceiling)
+        ceiling = min(self.policy.backoff_cap, self.policy.backoff_base * 2.0**attempt)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     async def _send_once(
         self,
@@ -278,6 +302,8 @@ class PoliteClient:
                     )
                 chunks: list[bytes] = []
                 size = 0
+                # counts decoded bytes, so a gzip bomb stops at the cap too; leaving the
+                # ``stream`` block closes the connection without reading the rest
                 async for chunk in reply.aiter_bytes():
                     size += len(chunk)
                     if size > cap:
@@ -288,6 +314,60 @@ class PoliteClient:
                         )
                     chunks.append(chunk)
                 return Response(reply.status_code, str(reply.url), reply.headers, b"".join(chunks))
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str],
+        data: Mapping[str, str] | None,
+        auth: tuple[str, str] | None,
+    ) -> Response:
+        """One attempt, counted in ``http_requests_total``; httpx errors become ``FetchError``."""
+        host = httpx.URL(url).host
+        requests = self._telemetry.http_requests
+        try:
+            response = await self._send_once(method, url, params, headers, data, auth)
+        except ResponseTooLarge:
+            requests.labels(host=host, code="error").inc()
+            raise
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            requests.labels(host=host, code="error").inc()
+            raise TransportError(
+                f"timed out talking to {host}", host=host, url=url, timeout=True
+            ) from exc
+        except httpx.DecodingError as exc:  # a body that claims gzip but is not
+            requests.labels(host=host, code="error").inc()
+            raise MalformedResponse(
+                f"body from {host} does not decode ({exc.__class__.__name__})", host=host, url=url
+            ) from exc
+        except httpx.HTTPError as exc:  # connect errors, resets, protocol errors
+            requests.labels(host=host, code="error").inc()
+            raise TransportError(
+                f"connection to {host} failed ({exc.__class__.__name__})", host=host, url=url
+            ) from exc
+        requests.labels(host=host, code=str(response.status)).inc()
+        self._note_rate_headers(host, response.headers)
+        return response
+
+    def _status_failure(
+        self, host: str, url: str, response: Response, attempt: int
+    ) -> HTTPStatusError:
+        """The error for a non-success status; a 429 (or 503 with Retry-After) blocks the host."""
+        status = response.status
+        retry_after = parse_retry_after(response.headers.get("retry-after"), now=self._clock())
+        if status == 429 or (status == 503 and retry_after is not None):
+            wait = retry_after if retry_after is not None else self._backoff(attempt + 2)
+            self._block(host, wait, f"answered {status}")
+            return RateLimited(
+                f"{host} answered {status}; retry after {wait:.0f}s",
+                host=host,
+                url=url,
+                status=status,
+                retry_after=wait,
+            )
+        return HTTPStatusError(f"{host} answered {status}", host=host, url=url, status=status)
 
     async def get(
         self,
@@ -317,12 +397,7 @@ class PoliteClient:
     ) -> Response:
         """Send one request under the policy (a form POST is for token endpoints only)."""
         host = httpx.URL(url).host
-        sent_headers = dict(headers or {})
-        if validators:
-            if etag := validators.get("etag"):
-                sent_headers["If-None-Match"] = etag
-            if modified := validators.get("last_modified"):
-                sent_headers["If-Modified-Since"] = modified
+        sent_headers = _conditional(headers, validators)
         attempt = 0
         failure: FetchError
         while True:
@@ -331,54 +406,43 @@ class PoliteClient:
                 counter.requests += 1
                 counter.hosts.add(host)
             try:
-                response = await self._send_once(method, url, params, sent_headers, data, auth)
-            except ResponseTooLarge:
-                self._telemetry.http_requests.labels(host=host, code="error").inc()
-                raise
-            except (TimeoutError, httpx.TimeoutException) as exc:
-                self._telemetry.http_requests.labels(host=host, code="error").inc()
-                failure = TransportError(
-                    f"timed out talking to {host}", host=host, url=url, timeout=True
-                )
-                failure.__cause__ = exc
-            except httpx.HTTPError as exc:  # connect errors, resets, protocol errors
-                self._telemetry.http_requests.labels(host=host, code="error").inc()
-                failure = TransportError(
-                    f"connection to {host} failed ({exc.__class__.__name__})", host=host, url=url
-                )
-                failure.__cause__ = exc
+                response = await self._exchange(method, url, params, sent_headers, data, auth)
+            except TransportError as exc:
+                if isinstance(exc.__cause__, _NOT_TRANSIENT):
+                    raise
+                failure = exc
             else:
-                self._telemetry.http_requests.labels(host=host, code=str(response.status)).inc()
-                self._note_rate_headers(host, response.headers)
-                status = response.status
-                if status < 300 or status == 304:
-                    if status == 304 and counter is not None:
+                if response.status < 300 or response.status == 304:
+                    if response.not_modified and counter is not None:
                         counter.not_modified += 1
                     return response
-                retry_after = parse_retry_after(
-                    response.headers.get("retry-after"), now=self._clock()
-                )
-                if status == 429 or (status == 503 and retry_after is not None):
-                    wait = retry_after if retry_after is not None else self._backoff(attempt + 2)
-                    state = self._host(host)
-                    state.blocked_until = max(state.blocked_until, self._clock() + wait)
-                    failure = RateLimited(
-                        f"{host} answered {status}; retry after {wait:.0f}s",
-                        host=host,
-                        url=url,
-                        status=status,
-                        retry_after=wait,
-                    )
-                    if wait > self.policy.max_retry_wait or attempt >= self.policy.max_retries:
+                failure = self._status_failure(host, url, response, attempt)
+                if isinstance(failure, RateLimited):
+                    too_long = failure.retry_after > self.policy.max_retry_wait
+                    if too_long or attempt >= self.policy.max_retries:
                         raise failure
                     attempt += 1
-                    continue  # _wait_turn sleeps until blocked_until
-                failure = HTTPStatusError(
-                    f"{host} answered {status}", host=host, url=url, status=status
-                )
-                if status < 500:
+                    continue  # _wait_turn sleeps until the host's block ends
+                if response.status < 500:
                     raise failure
             if attempt >= self.policy.max_retries:
                 raise failure
             await self._sleep(self._backoff(attempt))
             attempt += 1
+
+
+_NOT_TRANSIENT = (httpx.TooManyRedirects, httpx.UnsupportedProtocol)
+"""Transport failures that the same request would meet again; not retried."""
+
+
+def _conditional(
+    headers: Mapping[str, str] | None, validators: Mapping[str, str] | None
+) -> dict[str, str]:
+    """``headers`` plus If-None-Match / If-Modified-Since from a previous response's validators."""
+    sent = dict(headers or {})
+    if validators:
+        if etag := validators.get("etag"):
+            sent["If-None-Match"] = etag
+        if modified := validators.get("last_modified"):
+            sent["If-Modified-Since"] = modified
+    return sent
