@@ -54,6 +54,7 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]
     at: float
+    body: bytes = b""
 
 
 Handler = Callable[[Request], FakeResponse]
@@ -76,6 +77,9 @@ class FakeForumServer:
                 pass
 
             def do_GET(self) -> None:
+                server._serve(self)
+
+            def do_POST(self) -> None:
                 server._serve(self)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _RequestHandler)
@@ -130,12 +134,15 @@ class FakeForumServer:
 
     def _serve(self, http: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(http.path)
+        length = int(http.headers.get("Content-Length") or 0)
+        body = http.rfile.read(length) if length else b""
         request = Request(
-            method="GET",
+            method=http.command,
             path=parts.path,
             query=parse_qs(parts.query),
             headers={k.lower(): v for k, v in http.headers.items()},
             at=time.time(),
+            body=body,
         )
         with self._lock:
             self.requests.append(request)

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from monitor.sources.base import Source
+from monitor.sources.discourse import Discourse
+from monitor.sources.feed import Feed
+from monitor.sources.reddit import Reddit
 
-SOURCES: dict[str, type[Source]] = {}
+SOURCES: dict[str, type[Source]] = {
+    "reddit": Reddit,
+    "discourse": Discourse,
+    "rss": Feed,
+}
 """Adapter kind (the config's ``source`` key) -> adapter class."""

@@ -67,6 +67,9 @@ class FetchResult:
     cursor: Cursor
     validators: dict[str, Any] = field(default_factory=dict)
     not_modified: bool = False
+    complete: bool = True
+    """False when the poll stopped before reaching its cursor (a bounded walk, a feed
+    shorter than the gap): then only the span of the fetched items counts as covered."""
 
 
 @dataclass(slots=True)
@@ -78,6 +81,8 @@ class Batch:
     validators: dict[str, Any]
     requests: int
     not_modified: bool
+    since: int = 0
+    complete: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +152,7 @@ class Source(ABC):
         validators: Mapping[str, Any],
         now: int | None = None,
     ) -> Batch:
+        self.counter = RequestCounter()
         moment = int(time.time()) if now is None else now
         since = moment - self.community.history_days * 86400
         result = await self.fetch(
@@ -164,4 +170,6 @@ class Source(ABC):
             validators=result.validators,
             requests=self.counter.requests,
             not_modified=result.not_modified,
+            since=since,
+            complete=result.complete,
         )

@@ -1,0 +1,330 @@
+"""Any RSS or Atom feed, read with feedparser, fetched with conditional requests.
+
+**Where.** The feed is ``community.url``. When ``community.base_url`` is set it
+replaces the scheme and host (and port) of that URL, and any path it carries is
+put in front of the feed's path: ``url = "https://forum.example/posts.rss"`` with
+``base_url = "http://127.0.0.1:8080/mirror"`` fetches
+``http://127.0.0.1:8080/mirror/posts.rss``. Tests and mirrors point it anywhere.
+
+**How.** One GET per poll through the polite client, with the validators the
+last poll committed (never on a first poll, so a reset cursor refetches); a 304
+means nothing is new. The bytes go to ``feedparser.parse``, which never fetches
+by itself here. A body that is no feed (an HTML page, JSON, nothing) is a
+``MalformedResponse``; a feed with XML damage that still yields entries is
+read, but neither its validators nor its time window are trusted (below). A
+wrong content type or charset declaration is no damage. Relative links resolve
+against ``community.url`` whatever ``base_url`` says, so ids stay the same.
+
+**Identity and time.** ``external_id`` is the entry's id/guid, else its link,
+else a hash of title and date; ids longer than 128 characters (the store's
+column) are replaced by their SHA-256. ``created_at`` is ``published``, else
+``updated``; an entry with neither is skipped. ``edited_at`` is ``updated`` when
+it is later than ``published``. Feeds carry no deletions.
+
+**Threads.** A generic entry is a thread start. A Discourse entry (guid
+``<site>-post-<n>``/``<site>-post-<topic>-<n>``/``<site>-topic-<topic>`` and a
+link ``/t/<slug>/<topic>/<n>`` or ``/t/<slug>/<topic>[?page=p]#post_<n>``) is
+placed in its topic: thread id ``<site>-topic-<topic>`` (Discourse's own guid
+for the topic), post number 1 (or no number: the topic itself) is the thread
+start, any other number a reply whose parent is the thread (the feed does not
+say which post it answers) and whose title is left empty (it only repeats the
+topic's title).
+
+**Authors.** ``author``/``dc:creator``, the name without the e-mail address
+when both are given; a leading ``@`` marks a Discourse user name, rendered as
+``@name Full Name`` by some feeds, so only the user name is kept.
+
+**Cursor.** Feeds have no paging; each poll sees the feed's current window. The
+cursor holds ``floor`` (entries created before it are never reported), the
+``newest`` time seen and ``seen`` (id -> created time) for ids at or after the
+floor. After a complete parse the floor moves to ``newest - OVERLAP_SECONDS``, so
+an entry that shows up late with an older time is still reported if it is
+younger than that overlap; ``seen`` is capped at ``MAX_SEEN_IDS`` (the floor
+rises past what the cap drops). After a damaged parse (perhaps a cut-off body)
+the floor stays and the last entry (maybe cut short) is held back, so entries
+the damage hid are reported by the next complete poll. A first poll reaches back
+to ``poll.since`` or as far as the feed goes, whichever is shorter; entries that
+fell off the feed between two polls are lost (logged at info).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import hashlib
+import io
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import feedparser
+import httpx
+from feedparser.exceptions import ThingsNobodyCaresAboutButMe
+
+from monitor.config import FeedCommunity, Settings
+from monitor.errors import MalformedResponse
+from monitor.http import PoliteClient, RequestCounter, Response
+from monitor.sources.base import Cursor, FetchResult, Item, PollInput, Source
+
+log = logging.getLogger(__name__)
+
+OVERLAP_SECONDS = 2 * 86400
+"""How far behind the newest entry a late-appearing entry is still reported."""
+MAX_SEEN_IDS = 1000
+"""Upper bound on the ids a cursor remembers."""
+MAX_ID_LENGTH = 128
+
+_DISCOURSE_GUID = re.compile(r"^(?P<site>\S+?)-(?:post|topic)-\d+(?:-\d+)?$")
+_DISCOURSE_PATH = re.compile(r"^/t/[^/]+/(?P<topic>\d+)(?:/(?P<number>\d+))?/?$")
+_POST_FRAGMENT = re.compile(r"^post_(?P<number>\d+)$")
+_EMAIL_THEN_NAME = re.compile(r"^\S+@\S+\s*\((?P<name>[^()]*)\)$")
+_NAME_THEN_EMAIL = re.compile(r"^(?P<name>[^()]*?)\s*\(\S+@\S+\)$")
+
+
+def split_feed_url(*, url: str, base_url: str | None) -> tuple[str, str]:
+    """(root, path-and-query) of the feed, with ``base_url`` as the root when set."""
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    root = base_url.rstrip("/") if base_url else f"{parts.scheme}://{parts.netloc}"
+    return root, path
+
+
+def bounded_id(value: str) -> str:
+    """``value``, or its SHA-256 when it would not fit the store's 128-character column."""
+    if len(value) <= MAX_ID_LENGTH:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+
+
+def _epoch(moment: Any) -> int | None:
+    # feedparser normalizes every date it understands to a UTC struct_time
+    if isinstance(moment, time.struct_time):
+        return calendar.timegm(moment)
+    return None
+
+
+def _identity(entry: Mapping[str, Any]) -> str | None:
+    for key in ("id", "link"):
+        value = entry.get(key)
+        if isinstance(value, str) and value.strip():
+            return bounded_id(value.strip())
+    date = entry.get("published") or entry.get("updated")
+    if not date:
+        return None
+    digest = hashlib.sha256(f"{entry.get('title', '')}\n{date}".encode()).hexdigest()
+    return f"sha256:{digest}"
+
+
+def _author(entry: Mapping[str, Any]) -> str | None:
+    detail = entry.get("author_detail") or {}
+    name = str(entry.get("author") or detail.get("name") or "").strip()
+    # RSS <author> is "email (Name)"; feedparser writes Atom's as "Name (email)". Its own
+    # split cuts domains with long TLDs ("x.example" -> "x.exam"), so split here.
+    if match := _EMAIL_THEN_NAME.match(name) or _NAME_THEN_EMAIL.match(name):
+        name = match.group("name").strip() or name
+    if name.startswith("@"):
+        # Discourse: "@username" or "@username Full Name"; user names hold no spaces
+        words = name[1:].split(maxsplit=1)
+        name = words[0] if words else ""
+    return name or None
+
+
+def _text(entry: Mapping[str, Any]) -> str:
+    # Atom's content (or RSS content:encoded) is the whole body; summary may be a teaser
+    for content in entry.get("content") or ():
+        if value := content.get("value"):
+            return str(value)
+    return str(entry.get("summary") or "")
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoursePosition:
+    thread_id: str
+    post_number: int
+
+
+def discourse_position(*, external_id: str, link: str | None) -> DiscoursePosition | None:
+    """Where a Discourse feed entry sits in its topic, or ``None`` for any other feed."""
+    guid = _DISCOURSE_GUID.match(external_id)
+    if guid is None or not link:
+        return None
+    parts = urlsplit(link)
+    path = _DISCOURSE_PATH.match(parts.path)
+    if path is None:
+        return None
+    number = path.group("number")
+    if number is None and (fragment := _POST_FRAGMENT.match(parts.fragment)):
+        number = fragment.group("number")
+    thread_id = bounded_id(f"{guid.group('site')}-topic-{path.group('topic')}")
+    return DiscoursePosition(thread_id, int(number) if number else 1)
+
+
+def entry_to_item(entry: Mapping[str, Any]) -> Item | None:
+    """The normalized item of one feedparser entry; ``None`` without an id or a time."""
+    # feedparser's dict answers some absent keys from others (updated from published,
+    # with a DeprecationWarning); read only what the entry really holds
+    entry = dict(entry.items())
+    published = _epoch(entry.get("published_parsed"))
+    updated = _epoch(entry.get("updated_parsed"))
+    created = published if published is not None else updated
+    external_id = _identity(entry)
+    if created is None or external_id is None:
+        return None
+    link = entry.get("link") or None
+    title = str(entry.get("title") or "")
+    edited = updated if published is not None and updated is not None else None
+    common: dict[str, Any] = {
+        "external_id": external_id,
+        "created_at": created,
+        "author": _author(entry),
+        "text": _text(entry),
+        "text_is_html": True,
+        "url": link,
+        "edited_at": edited if edited is not None and edited > created else None,
+    }
+    position = discourse_position(external_id=external_id, link=link)
+    if position is None:
+        return Item(kind="thread", thread_id=external_id, title=title, **common)
+    if position.post_number == 1:
+        return Item(kind="thread", thread_id=position.thread_id, title=title, **common)
+    return Item(kind="reply", thread_id=position.thread_id, parent_id=position.thread_id, **common)
+
+
+def is_damaged(parsed: Any) -> bool:
+    """Whether feedparser met broken XML (not merely a wrong content type or charset)."""
+    return bool(parsed.bozo) and not isinstance(
+        parsed.get("bozo_exception"), ThingsNobodyCaresAboutButMe
+    )
+
+
+def parse_feed(response: Response, *, canonical_url: str) -> Any:
+    """feedparser's result for the body; ``MalformedResponse`` when it is no feed at all.
+
+    Relative links (and permalink guids) resolve against ``canonical_url``, the
+    configured feed URL, so a mirror yields the same items as the original.
+    """
+    headers = {"content-location": canonical_url}
+    if content_type := response.headers.get("content-type"):
+        headers["content-type"] = content_type
+    # A stream, never bytes or str: feedparser would open a body that looks like a
+    # file name or fetch one that looks like a URL.
+    parsed = feedparser.parse(io.BytesIO(response.content), response_headers=headers)
+    if not parsed.entries and (is_damaged(parsed) or not parsed.get("version")):
+        host = httpx.URL(response.url).host
+        kind = (content_type or "unknown type").split(";")[0]
+        problem = type(parsed.get("bozo_exception")).__name__ if parsed.bozo else "no feed"
+        raise MalformedResponse(
+            f"expected an RSS or Atom feed from {host}, got {kind} ({problem})",
+            host=host,
+            url=response.url,
+        )
+    return parsed
+
+
+@dataclass(slots=True)
+class FeedCursor:
+    """What the last polls saw; see the module docstring."""
+
+    floor: int
+    newest: int | None = None
+    seen: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, cursor: Cursor, *, since: int) -> FeedCursor:
+        if "floor" not in cursor:  # a first poll (or a cursor from another design)
+            return cls(floor=since)
+        seen = {str(key): int(value) for key, value in dict(cursor.get("seen", {})).items()}
+        newest = cursor.get("newest")
+        return cls(int(cursor["floor"]), None if newest is None else int(newest), seen)
+
+    def dump(self) -> Cursor:
+        return {"floor": self.floor, "newest": self.newest, "seen": dict(self.seen)}
+
+    def unseen(self, items: Iterable[Item]) -> list[Item]:
+        return [i for i in items if i.created_at >= self.floor and i.external_id not in self.seen]
+
+    def advanced(self, items: list[Item], *, now: int, complete: bool) -> FeedCursor:
+        """The cursor after a poll that read ``items``; the floor moves only if ``complete``."""
+        # a future-dated entry must not push the floor past entries yet to come
+        times = [min(item.created_at, now) for item in items]
+        newest = max([*times, *([self.newest] if self.newest is not None else [])], default=None)
+        floor = self.floor
+        if complete and newest is not None:
+            floor = max(floor, newest - OVERLAP_SECONDS)
+        seen = {**self.seen, **{item.external_id: item.created_at for item in items}}
+        kept = sorted(((key, at) for key, at in seen.items() if at >= floor), key=lambda p: -p[1])
+        if len(kept) > MAX_SEEN_IDS:
+            floor = kept[MAX_SEEN_IDS][1] + 1  # forget the oldest, and everything as old
+            kept = [(key, at) for key, at in kept if at >= floor]
+        return FeedCursor(floor, newest, dict(kept))
+
+
+def _string_validators(validators: Mapping[str, Any]) -> dict[str, str]:
+    return {key: value for key, value in validators.items() if isinstance(value, str) and value}
+
+
+class Feed(Source):
+    """An RSS 2.0 or Atom feed (config kind ``rss``)."""
+
+    kind = "rss"
+    rate_per_minute = 30.0
+
+    def __init__(
+        self, community: FeedCommunity, *, settings: Settings, client: PoliteClient
+    ) -> None:
+        super().__init__(community, settings=settings, client=client)
+        self.canonical_url = community.url
+        self.base_url, self.feed_path = split_feed_url(
+            url=community.url, base_url=community.base_url
+        )
+
+    async def fetch(self, poll: PollInput) -> FetchResult:
+        # The base never resets its counter, and an adapter outlives one poll.
+        self.counter = RequestCounter()
+        resuming = "floor" in poll.cursor  # else a first poll, which must not get a 304
+        conditional = _string_validators(poll.validators) if resuming else {}
+        response = await self.get(self.url(self.feed_path), validators=conditional or None)
+        if response.not_modified:
+            kept = {**conditional, **response.validators}
+            return FetchResult([], dict(poll.cursor), kept, not_modified=True)
+        parsed = await asyncio.to_thread(parse_feed, response, canonical_url=self.canonical_url)
+        complete = not is_damaged(parsed)
+        # The last entry of a damaged body may be cut short (and then fall back to a
+        # link or hash identity); the unmoved floor lets a complete poll report it.
+        items = self._items(parsed.entries if complete else parsed.entries[:-1])
+        before = FeedCursor.load(poll.cursor, since=poll.since)
+        if complete:
+            self._note_gap(items, before)
+        after = before.advanced(items, now=poll.now, complete=complete)
+        # a damaged body's validators would turn the refetch it needs into a 304
+        validators = response.validators if complete else {}
+        return FetchResult(before.unseen(items), after.dump(), validators)
+
+    def _note_gap(self, items: list[Item], before: FeedCursor) -> None:
+        """Log when nothing the last poll saw is left: entries may have scrolled off between."""
+        if items and before.newest is not None:
+            if min(item.created_at for item in items) > before.newest:
+                log.info(
+                    "feed of %s: every entry is new; some may have been missed between "
+                    "polls (poll more often)",
+                    self.community.id,
+                )
+
+    def _items(self, entries: Iterable[Mapping[str, Any]]) -> list[Item]:
+        items: list[Item] = []
+        skipped = 0
+        for entry in entries:
+            item = entry_to_item(entry)
+            if item is None:
+                skipped += 1
+            else:
+                items.append(item)
+        if skipped:
+            log.debug(
+                "feed of %s: skipped %d entries without id or time", self.community.id, skipped
+            )
+        return items

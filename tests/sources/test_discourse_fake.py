@@ -1,0 +1,460 @@
+"""The Discourse adapter against the fake Discourse over real sockets on 127.0.0.1.
+
+Every post here is made by the test, so expected ids and counts follow from what
+each test adds; request counts follow from /posts.json pages of 50, ids descending.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.config import DiscourseCommunity, settings_from_mapping
+from monitor.errors import HTTPStatusError, MalformedResponse, RateLimited
+from monitor.fakeforum.discourse import SMALL_ACTION, FakeDiscourse
+from monitor.fakeforum.server import (
+    FakeForumServer,
+    FakeResponse,
+    Fault,
+    Request,
+    Router,
+)
+from monitor.http import HttpPolicy, PoliteClient
+from monitor.sources.base import Batch
+from monitor.sources.discourse import Discourse, UnknownCategory
+from monitor.telemetry import Telemetry
+
+NOW = 1_700_000_000
+DAY = 86400
+
+
+class Forums:
+    """Two forums on one server, under /a and /b; ``fail_before`` breaks older pages."""
+
+    def __init__(self) -> None:
+        self.a = FakeDiscourse(prefix="/a")
+        self.b = FakeDiscourse(prefix="/b")
+        self.private = FakeDiscourse(prefix="/private", api_key="sekret")
+        self.router = Router()
+        for forum in (self.a, self.b, self.private):
+            forum.register(self.router)
+        self.fail_before = False
+        self.server = FakeForumServer(self.handle)
+
+    def handle(self, request: Request) -> FakeResponse:
+        if self.fail_before and "before" in request.query:
+            return FakeResponse.json({"errors": ["boom"]}, status=500)
+        return self.router(request)
+
+    def posts_requests(self, prefix: str) -> list[Request]:
+        return self.server.requests_to(prefix + "/posts.json")
+
+
+@pytest.fixture
+def forums() -> Iterator[Forums]:
+    forums = Forums()
+    with forums.server:
+        yield forums
+
+
+@pytest.fixture
+async def client(telemetry: Telemetry) -> Any:
+    policy = HttpPolicy(
+        connect_timeout=2,
+        read_timeout=2,
+        total_timeout=5,
+        backoff_base=0.01,
+        max_retries=1,
+        max_retry_wait=5,
+    )
+    client = PoliteClient(policy=policy, telemetry=telemetry)
+    yield client
+    await client.aclose()
+
+
+def source(
+    forums: Forums,
+    client: PoliteClient,
+    prefix: str = "/a",
+    *,
+    api_key: str | None = None,
+    **overrides: Any,
+) -> Discourse:
+    settings = settings_from_mapping(
+        {
+            "http": {"rate_per_minute": {"127.0.0.1": 100000}},
+            "discourse": {"api_key": api_key} if api_key else {},
+        }
+    )
+    community = DiscourseCommunity.model_validate(
+        {
+            "id": prefix.strip("/"),
+            "source": "discourse",
+            "base_url": forums.server.base_url + prefix,
+            **overrides,
+        }
+    )
+    return Discourse(community, settings=settings, client=client)
+
+
+def ids(batch: Batch) -> list[str]:
+    return sorted(e.item.external_id for e in batch.envelopes)
+
+
+def add_posts(forum: FakeDiscourse, count: int, *, start: int, title: str = "Busy") -> list[str]:
+    """One thread and ``count - 1`` replies, a minute apart; their external ids."""
+    first = forum.add_thread(title=title, author="op", created_at=start)
+    made = [f"{first.topic_id}/1"]
+    for n in range(1, count):
+        reply = forum.add_reply(topic_id=first.topic_id, author=f"u{n % 7}", created_at=start + n)
+        made.append(f"{reply.topic_id}/{reply.post_number}")
+    return made
+
+
+async def test_first_poll_honours_history_days(forums: Forums, client: PoliteClient) -> None:
+    a = forums.a
+    old = a.add_thread(title="Old news", author="ann", created_at=NOW - 40 * DAY)
+    a.add_reply(topic_id=old.topic_id, author="bob", created_at=NOW - 35 * DAY)
+    fresh = a.add_thread(title="Pay cut", author="cat", created_at=NOW - 20 * DAY, text="why")
+    a.add_reply(topic_id=fresh.topic_id, author="dan", created_at=NOW - 10 * DAY)
+    a.add_reply(topic_id=fresh.topic_id, author="eve", created_at=NOW - DAY, reply_to_post_number=2)
+
+    batch = await source(forums, client, history_days=30).poll(cursor={}, validators={}, now=NOW)
+
+    # ids 5, 4, 3 are within 30 days; id 2 (35 days) on the same page ends the walk
+    assert ids(batch) == ["2/1", "2/2", "2/3"]
+    assert len(forums.posts_requests("/a")) == 1
+    assert batch.cursor == {"last_id": 5}
+    items = {e.item.external_id: e.item for e in batch.envelopes}
+    assert items["2/1"].title == "Pay cut" and items["2/1"].text == "why"
+    assert items["2/1"].created_at == NOW - 20 * DAY
+    assert items["2/3"].parent_id == "2/2"
+    assert items["2/2"].parent_id == "2/1"
+
+
+async def test_poll_add_poll_returns_exactly_the_new_posts(
+    forums: Forums, client: PoliteClient
+) -> None:
+    adapter = source(forums, client)
+    first = add_posts(forums.a, 5, start=NOW - 3600)
+    batch = await adapter.poll(cursor={}, validators={}, now=NOW)
+    assert ids(batch) == sorted(first)
+    # 5 posts fit one short page; a short page is not taken as the end, so the empty
+    # page below id 1 is asked too
+    assert len(forums.posts_requests("/a")) == 2
+
+    forums.server.clear()
+    thread = forums.a.add_thread(title="New", author="fay", created_at=NOW + 10)
+    forums.a.add_reply(topic_id=1, author="gus", created_at=NOW + 20, reply_to_post_number=3)
+    forums.a.add_reply(topic_id=thread.topic_id, author="hal", created_at=NOW + 30)
+    again = await adapter.poll(cursor=batch.cursor, validators=batch.validators, now=NOW + 60)
+
+    assert ids(again) == ["1/6", "2/1", "2/2"]
+    assert {e.item.external_id: e.item.parent_id for e in again.envelopes}["1/6"] == "1/3"
+    assert len(forums.posts_requests("/a")) == 1
+    assert again.cursor == {"last_id": 8}
+
+
+async def test_idle_poll_costs_one_conditional_request(
+    forums: Forums, client: PoliteClient
+) -> None:
+    adapter = source(forums, client)
+    add_posts(forums.a, 3, start=NOW - 600)
+    batch = await adapter.poll(cursor={}, validators={}, now=NOW)
+    assert batch.validators.get("etag")
+
+    forums.server.clear()
+    idle = await adapter.poll(cursor=batch.cursor, validators=batch.validators, now=NOW + 300)
+    [request] = forums.posts_requests("/a")
+    assert request.headers.get("if-none-match") == batch.validators["etag"]
+    assert idle.not_modified is True
+    assert idle.envelopes == []
+    assert idle.cursor == batch.cursor
+
+    # without validators (e.g. the server sent none) an idle poll is still one request
+    forums.server.clear()
+    plain = await adapter.poll(cursor=batch.cursor, validators={}, now=NOW + 300)
+    assert plain.envelopes == [] and plain.not_modified is False
+    assert len(forums.posts_requests("/a")) == 1
+
+
+async def test_k_new_posts_cost_at_most_pages_plus_one(
+    forums: Forums, client: PoliteClient
+) -> None:
+    adapter = source(forums, client)
+    add_posts(forums.a, 10, start=NOW - 3600)
+    batch = await adapter.poll(cursor={}, validators={}, now=NOW)
+
+    forums.server.clear()
+    new = add_posts(forums.a, 120, start=NOW + 1, title="Flood")
+    again = await adapter.poll(cursor=batch.cursor, validators=batch.validators, now=NOW + 600)
+
+    assert ids(again) == sorted(new)
+    # pages of 50 from id 130 down: 130-81, 80-31, 30-1 (20 new + the floor 10) -> 3
+    requests = len(forums.posts_requests("/a"))
+    assert requests == 3
+    assert requests <= math.ceil(120 / 50) + 1
+    assert again.cursor == {"last_id": 130}
+
+
+async def test_forums_on_one_server_stay_apart(forums: Forums, client: PoliteClient) -> None:
+    add_posts(forums.a, 2, start=NOW - 60, title="In A")
+    add_posts(forums.b, 3, start=NOW - 60, title="In B")
+    a = await source(forums, client, "/a").poll(cursor={}, validators={}, now=NOW)
+    b = await source(forums, client, "/b").poll(cursor={}, validators={}, now=NOW)
+    assert ids(a) == ["1/1", "1/2"]
+    assert ids(b) == ["1/1", "1/2", "1/3"]
+    assert {e.community for e in b.envelopes} == {"b"}
+    assert b.envelopes[0].item.url is not None
+    assert b.envelopes[0].item.url.startswith(forums.server.base_url + "/b/t/in-b/1/")
+
+
+async def test_long_backlog_spreads_over_polls_without_gaps(
+    forums: Forums, client: PoliteClient
+) -> None:
+    adapter = source(forums, client)
+    adapter.max_pages = 2
+    add_posts(forums.a, 10, start=NOW - 3600)
+    batch = await adapter.poll(cursor={}, validators={}, now=NOW)
+
+    backlog = add_posts(forums.a, 130, start=NOW + 1, title="Backlog")  # ids 11..140
+    forums.server.clear()
+    second = await adapter.poll(cursor=batch.cursor, validators=batch.validators, now=NOW + 300)
+    # two pages: ids 140..91 and 90..41; ids 40..11 still pending
+    assert len(second.envelopes) == 100
+    assert second.cursor == {
+        "last_id": 10,
+        "pending": {"before": 41, "top": 140, "floor_time": None},
+    }
+
+    later = add_posts(forums.a, 5, start=NOW + 400, title="Later")  # ids 141..145
+    forums.server.clear()
+    third = await adapter.poll(cursor=second.cursor, validators=second.validators, now=NOW + 600)
+    # before=41 -> ids 40..1 (reaches 10: range done), then the newest page (145..96)
+    assert len(forums.posts_requests("/a")) == 2
+    assert third.cursor == {"last_id": 145}
+    seen = [e.item.external_id for e in second.envelopes + third.envelopes]
+    assert sorted(seen) == sorted(backlog + later)  # every post exactly once
+
+
+async def test_pending_range_may_take_several_polls(forums: Forums, client: PoliteClient) -> None:
+    adapter = source(forums, client)
+    add_posts(forums.a, 10, start=NOW - 3600)  # ids 1..10
+    start = await adapter.poll(cursor={}, validators={}, now=NOW)
+    adapter.max_pages = 1
+    backlog = add_posts(forums.a, 130, start=NOW + 1, title="Backlog")  # ids 11..140
+
+    cursor, seen, cursors = start.cursor, [], []
+    for step in range(3):
+        batch = await adapter.poll(cursor=cursor, validators={}, now=NOW + 60 * (step + 1))
+        seen += [e.item.external_id for e in batch.envelopes]
+        cursor = batch.cursor
+        cursors.append(cursor)
+    # one page a poll: 140..91 (top pass), 90..41 (pending), 40..1 (reaches id 10)
+    assert cursors == [
+        {"last_id": 10, "pending": {"before": 91, "top": 140, "floor_time": None}},
+        {"last_id": 10, "pending": {"before": 41, "top": 140, "floor_time": None}},
+        {"last_id": 140},
+    ]
+    later = add_posts(forums.a, 3, start=NOW + 600, title="Later")  # ids 141..143
+    final = await adapter.poll(cursor=cursor, validators={}, now=NOW + 900)
+    seen += [e.item.external_id for e in final.envelopes]
+    assert sorted(seen) == sorted(backlog + later)  # every post exactly once
+    assert final.cursor == {"last_id": 143}
+
+
+async def test_first_poll_cut_short_keeps_its_history_floor(
+    forums: Forums, client: PoliteClient
+) -> None:
+    adapter = source(forums, client, history_days=1)
+    adapter.max_pages = 1
+    add_posts(forums.a, 20, start=NOW - 3 * DAY, title="Ancient")  # ids 1..20
+    recent = add_posts(forums.a, 60, start=NOW - 3600, title="Recent")  # ids 21..80
+    first = await adapter.poll(cursor={}, validators={}, now=NOW)
+    assert len(first.envelopes) == 50  # ids 80..31
+    assert first.cursor["pending"] == {"before": 31, "top": 80, "floor_time": NOW - DAY}
+
+    second = await adapter.poll(cursor=first.cursor, validators={}, now=NOW + 60)
+    # before=31 -> ids 30..1: 30..21 are recent, 20 is 3 days old -> range done
+    assert second.cursor == {"last_id": 80}
+    seen = [e.item.external_id for e in first.envelopes + second.envelopes]
+    assert sorted(seen) == sorted(recent)
+
+
+async def test_failed_poll_then_retry_from_the_old_cursor(
+    forums: Forums, client: PoliteClient
+) -> None:
+    adapter = source(forums, client)
+    add_posts(forums.a, 4, start=NOW - 600)
+    batch = await adapter.poll(cursor={}, validators={}, now=NOW)
+
+    new = add_posts(forums.a, 70, start=NOW + 1, title="During outage")  # ids 5..74
+    # the whole poll fails: the first request and its one retry get 500
+    forums.server.inject(Fault("status", path_prefix="/a/posts.json", status=500, count=2))
+    with pytest.raises(HTTPStatusError) as caught:
+        await adapter.poll(cursor=batch.cursor, validators=batch.validators, now=NOW + 60)
+    assert caught.value.status == 500
+
+    # a poll that fails half way: the newest page works, the older page does not
+    forums.fail_before = True
+    with pytest.raises(HTTPStatusError):
+        await adapter.poll(cursor=batch.cursor, validators=batch.validators, now=NOW + 120)
+    forums.fail_before = False
+
+    # nothing was committed, so the old cursor is retried: every new post exactly once
+    retry = await adapter.poll(cursor=batch.cursor, validators=batch.validators, now=NOW + 180)
+    assert [e.item.external_id for e in retry.envelopes].count("2/1") == 1
+    assert ids(retry) == sorted(new)
+    assert len(retry.envelopes) == 70
+    assert retry.cursor == {"last_id": 74}
+
+
+async def test_rate_limit_is_surfaced(forums: Forums, client: PoliteClient) -> None:
+    add_posts(forums.a, 2, start=NOW - 60)
+    forums.server.inject(
+        Fault("status", path_prefix="/a/posts.json", status=429, retry_after="3600")
+    )
+    with pytest.raises(RateLimited) as caught:
+        await source(forums, client).poll(cursor={}, validators={}, now=NOW)
+    assert caught.value.retry_after > 3500
+    assert caught.value.reason == "rate_limited"
+    assert len(forums.posts_requests("/a")) == 1  # not asked again before the hour is up
+
+
+async def test_short_retry_after_is_waited_out(forums: Forums, client: PoliteClient) -> None:
+    add_posts(forums.a, 2, start=NOW - 60)
+    forums.server.inject(Fault("status", path_prefix="/a/posts.json", status=429, retry_after="0"))
+    batch = await source(forums, client).poll(cursor={"last_id": 0}, validators={}, now=NOW)
+    assert ids(batch) == ["1/1", "1/2"]
+    # the 429, its retry (ids 2, 1), then the empty page below id 1
+    assert batch.requests == 3
+
+
+@pytest.mark.parametrize("kind", ["truncate", "html"])
+async def test_broken_body_is_malformed(forums: Forums, client: PoliteClient, kind: str) -> None:
+    add_posts(forums.a, 2, start=NOW - 60)
+    forums.server.inject(Fault(kind, path_prefix="/a/posts.json"))  # type: ignore[arg-type]
+    with pytest.raises(MalformedResponse):
+        await source(forums, client).poll(cursor={}, validators={}, now=NOW)
+
+
+async def test_category_filter_includes_subcategories(forums: Forums, client: PoliteClient) -> None:
+    a = forums.a
+    pay = a.add_category(name="Pay")  # id 2
+    rates = a.add_category(name="Pay rates", parent_id=pay.id)  # id 3
+    a.add_category(name="Off topic")  # id 4
+    a.add_thread(title="Rates dropped", author="ann", created_at=NOW - 50, category_id=rates.id)
+    a.add_thread(title="Cats", author="bob", created_at=NOW - 40, category_id=4)
+    a.add_thread(title="Paid late", author="cat", created_at=NOW - 30, category_id=pay.id)
+    a.add_reply(topic_id=1, author="dan", created_at=NOW - 20)
+    adapter = source(forums, client, category="pay")
+
+    batch = await adapter.poll(cursor={}, validators={}, now=NOW)
+    # topics 1 (Pay rates) and 3 (Pay); topic 2 (Off topic) is left out
+    assert ids(batch) == ["1/1", "1/2", "3/1"]
+    assert batch.cursor["category_ids"] == [2, 3]
+    assert len(forums.server.requests_to("/a/categories.json")) == 1
+
+    forums.server.clear()
+    a.add_reply(topic_id=2, author="eve", created_at=NOW + 10)
+    a.add_reply(topic_id=3, author="fay", created_at=NOW + 20)
+    again = await adapter.poll(cursor=batch.cursor, validators=batch.validators, now=NOW + 60)
+    assert ids(again) == ["3/2"]
+    assert forums.server.requests_to("/a/categories.json") == []
+
+    with pytest.raises(UnknownCategory):
+        await source(forums, client, category="no-such").poll(cursor={}, validators={}, now=NOW)
+
+
+async def test_api_key_reaches_a_login_required_forum(forums: Forums, client: PoliteClient) -> None:
+    add_posts(forums.private, 2, start=NOW - 60)
+    with pytest.raises(HTTPStatusError) as caught:
+        await source(forums, client, "/private").poll(cursor={}, validators={}, now=NOW)
+    assert caught.value.status == 403
+
+    forums.server.clear()
+    keyed = source(forums, client, "/private", api_key="sekret", api_username="monitor")
+    batch = await keyed.poll(cursor={}, validators={}, now=NOW)
+    assert ids(batch) == ["1/1", "1/2"]
+    sent = forums.posts_requests("/private")[0].headers
+    assert (sent["api-key"], sent["api-username"]) == ("sekret", "monitor")
+
+
+async def test_deletions_and_small_actions_in_the_fake(
+    forums: Forums, client: PoliteClient
+) -> None:
+    a = forums.a
+    a.add_thread(title="T", author="ann", created_at=NOW - 50)
+    withdrawn = a.add_reply(topic_id=1, author="bob", created_at=NOW - 40)
+    removed = a.add_reply(topic_id=1, author="cat", created_at=NOW - 30)
+    a.add_reply(topic_id=1, author="mod", created_at=NOW - 20, post_type=SMALL_ACTION)
+    flagged = a.add_reply(topic_id=1, author="dan", created_at=NOW - 10)
+    a.withdraw(withdrawn.id)
+    a.delete(removed.id, at=NOW - 5)
+    a.hide(flagged.id)
+
+    batch = await source(forums, client).poll(cursor={}, validators={}, now=NOW)
+    # /posts.json lists the withdrawn post (marked) but not staff-deleted, hidden or
+    # small-action posts, as the real one does for an anonymous visitor
+    assert ids(batch) == ["1/1", "1/2"]
+    withdrawn_item = next(e.item for e in batch.envelopes if e.item.external_id == "1/2")
+    assert withdrawn_item.deleted is True and withdrawn_item.author == "bob"
+
+
+def recorded(real_samples: Path, name: str) -> Any:
+    return json.loads((real_samples / "discourse" / name).read_text())
+
+
+def fetch_json(forums: Forums, path: str) -> Any:
+    with urllib.request.urlopen(forums.server.base_url + path, timeout=5) as reply:
+        return json.loads(reply.read())
+
+
+def test_fake_speaks_the_recorded_shapes(forums: Forums, real_samples: Path) -> None:
+    a = forums.a
+    sub = a.add_category(name="Filler")
+    a.add_category(name="Sub filler", parent_id=sub.id)
+    for n in range(31):  # 31 topics: /latest.json pages of 30
+        a.add_thread(title=f"Topic {n}", author="ann", created_at=NOW + n, category_id=sub.id)
+    for n in range(20):  # topic 1 gets 21 posts: /t/1.json holds 20 inline
+        a.add_reply(topic_id=1, author="bob", created_at=NOW + 100 + n)
+
+    latest0 = fetch_json(forums, "/a/latest.json")
+    latest1 = fetch_json(forums, "/a/latest.json?page=1")
+    real_latest = recorded(real_samples, "latest_page1.json")
+    assert set(latest0) <= set(recorded(real_samples, "latest_page0.json"))
+    assert set(latest0["topic_list"]["topics"][0]) <= set(real_latest["topic_list"]["topics"][0])
+    assert len(latest0["topic_list"]["topics"]) == 30
+    assert latest0["topic_list"]["more_topics_url"] == "/a/latest?no_definitions=true&page=1"
+    assert latest0["topic_list"]["topics"][0]["id"] == 1  # bumped by its replies
+    assert len(latest1["topic_list"]["topics"]) == 1
+    assert "more_topics_url" not in latest1["topic_list"]
+
+    topic = fetch_json(forums, "/a/t/topic-0/1.json")
+    page2 = fetch_json(forums, "/a/t/1.json?page=2")
+    real_topic = recorded(real_samples, "t_26.json")
+    assert set(topic) <= set(real_topic)
+    assert set(topic["post_stream"]["posts"][0]) <= set(real_topic["post_stream"]["posts"][0])
+    assert len(topic["post_stream"]["posts"]) == 20 and len(topic["post_stream"]["stream"]) == 21
+    assert [p["post_number"] for p in page2["post_stream"]["posts"]] == [21]
+
+    posts = fetch_json(forums, "/a/posts.json")["latest_posts"]
+    real_post = recorded(real_samples, "cf_posts.json")["latest_posts"][0]
+    assert set(posts[0]) <= set(real_post)
+    assert len(posts) == 50 and posts[0]["id"] == 51
+    older = fetch_json(forums, "/a/posts.json?before=2")["latest_posts"]
+    assert [p["id"] for p in older] == [1]
+
+    categories = fetch_json(forums, "/a/categories.json")["category_list"]["categories"]
+    real_category = recorded(real_samples, "categories.json")["category_list"]["categories"][0]
+    assert set(categories[0]) <= set(real_category)
+    assert [(c["slug"], c["subcategory_ids"]) for c in categories] == [
+        ("uncategorized", []),
+        ("filler", [3]),
+    ]
