@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from sqlmodel import Session, col, select
 
+from monitor.analysis.rollups import day_of
 from monitor.analysis.text import KeywordMatcher, sentiment, strip_markup
 from monitor.config import CommunityBase, Settings
 from monitor.privacy import pseudonym
@@ -32,11 +33,6 @@ T = TypeVar("T")
 def chunked(values: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
-
-
-def day_of(timestamp: int) -> int:
-    """UTC midnight (epoch seconds) of the day ``timestamp`` falls in."""
-    return timestamp - timestamp % 86400
 
 
 @dataclass
@@ -88,7 +84,8 @@ class Ingestor:
         """Upsert the batch's items and commit-ready poll state into ``session``."""
         self.ensure_community(session, community=community, now=now)
         result = IngestResult()
-        authors = self._authors(session, community=community, envelopes=batch.envelopes)
+        authors, moved_days = self._authors(session, community=community, envelopes=batch.envelopes)
+        result.touched_days.update(moved_days)
         existing = self._existing_posts(session, community.id, batch.envelopes)
         new_posts: list[tuple[Post, Item]] = []
         for envelope in batch.envelopes:
@@ -120,8 +117,9 @@ class Ingestor:
 
     def _authors(
         self, session: Session, *, community: CommunityBase, envelopes: Sequence[Envelope]
-    ) -> dict[str, Author]:
-        """Author rows by source name (the name is only a key in this dict, never stored)."""
+    ) -> tuple[dict[str, Author], set[int]]:
+        """Author rows by source name (the name is only a key here, never stored), and the
+        days whose new-participant count changes because an author's first post moved."""
         source = str(getattr(community, "source", ""))
         by_name: dict[str, str] = {}
         span: dict[str, tuple[int, int]] = {}
@@ -136,6 +134,7 @@ class Ingestor:
             low, high = span.get(alias, (created, created))
             span[alias] = (min(low, created), max(high, created))
         found: dict[str, Author] = {}
+        moved_days: set[int] = set()
         aliases = list(span)
         for part in chunked(aliases):
             query = select(Author).where(
@@ -151,11 +150,13 @@ class Ingestor:
                 )
                 found[alias] = row
             else:
-                row.first_seen = min(row.first_seen, low)
+                if low < row.first_seen:
+                    moved_days.update((day_of(row.first_seen), day_of(low)))
+                    row.first_seen = low
                 row.last_seen = max(row.last_seen, high)
             session.add(row)
         session.flush()
-        return {name: found[alias] for name, alias in by_name.items()}
+        return {name: found[alias] for name, alias in by_name.items()}, moved_days
 
     def _existing_posts(
         self, session: Session, community_id: str, envelopes: Sequence[Envelope]
@@ -262,6 +263,7 @@ class Ingestor:
         new_items: int,
     ) -> None:
         state = session.get(PollState, community.id) or PollState(community_id=community.id)
+        covered_from = self._covered_from(batch, state.last_success_at, started_at)
         state.cursor = json.dumps(batch.cursor, sort_keys=True)
         if batch.validators:
             state.validators = json.dumps(batch.validators, sort_keys=True)
@@ -279,8 +281,17 @@ class Ingestor:
                 outcome="not_modified" if batch.not_modified else "ok",
                 new_items=new_items,
                 requests=batch.requests,
+                covered_from=covered_from,
             )
         )
+
+    @staticmethod
+    def _covered_from(batch: Batch, last_success: int | None, started_at: int) -> int:
+        """Where this poll's data starts being complete (see ``monitor.analysis.coverage``)."""
+        if batch.complete:
+            return last_success if last_success is not None else batch.since
+        oldest = [e.item.created_at for e in batch.envelopes]
+        return min(oldest) if oldest else started_at
 
 
 def record_failure(

@@ -14,17 +14,22 @@ import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
+from monitor.analysis.snapshot import Snapshots
 from monitor.config import CommunityBase, Settings
+from monitor.exporter import CommunityCollector
 from monitor.http import HttpPolicy, PoliteClient
 from monitor.ingest import Ingestor
-from monitor.poller import Poller, PollOutcome, source_of
+from monitor.poller import Poller, PollOutcome, brief, source_of
 from monitor.privacy import load_or_create_key
 from monitor.store import db
 from monitor.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
+ANALYSIS_INTERVAL_SECONDS = 60
+"""Windows end "now", so every snapshot is recomputed this often even without polls."""
 SHUTDOWN_GRACE_SECONDS = 6.0
 """How long a poll in flight may take to commit or roll back when the service stops."""
 
@@ -70,6 +75,7 @@ class Service:
         self.client: PoliteClient | None = None
         self.poller: Poller | None = None
         self.scheduler: AsyncIOScheduler | None = None
+        self.snapshots: Snapshots | None = None
         self.migrated = False
         self._inflight: set[asyncio.Task[PollOutcome]] = set()
         self._running: set[str] = set()
@@ -98,8 +104,24 @@ class Service:
             ingestor=Ingestor(settings=self.settings, key=key),
             clock=self._clock,
         )
+        self.snapshots = Snapshots(settings=self.settings, engine=self.engine)
+        self.registry.register(CommunityCollector(self.snapshots))
         for community in self.active_communities():
             self.telemetry.declare_community(community.id, source_of(community))
+        await self.refresh_all()
+
+    async def refresh_all(self) -> None:
+        """Recompute every community's snapshot (windows slide even when nothing is posted)."""
+        for community in self.active_communities():
+            await self.refresh(community)
+
+    async def refresh(self, community: CommunityBase) -> None:
+        if self.snapshots is None:
+            return
+        try:
+            await asyncio.to_thread(self.snapshots.refresh, community, now=int(self._clock()))
+        except SQLAlchemyError as exc:
+            log.error("analysis of %s failed: %s", community.id, brief(exc))
 
     def active_communities(self) -> list[CommunityBase]:
         return [c for c in self.settings.communities if c.enabled]
@@ -123,10 +145,13 @@ class Service:
         task = asyncio.ensure_future(self.poller.poll(community))
         self._inflight.add(task)
         try:
-            return await task
+            outcome = await task
         finally:
             self._inflight.discard(task)
             self._running.discard(community.id)
+        if outcome.outcome in ("ok", "not_modified"):
+            await self.refresh(community)
+        return outcome
 
     def schedule(self) -> None:
         """One interval job per community, with jitter; misfires coalesce into one run."""
@@ -146,6 +171,14 @@ class Service:
                 coalesce=True,
                 misfire_grace_time=max(1, int(community.interval)),
             )
+        self.scheduler.add_job(
+            self.refresh_all,
+            "interval",
+            id="analysis",
+            seconds=ANALYSIS_INTERVAL_SECONDS,
+            max_instances=1,
+            coalesce=True,
+        )
         self.scheduler.start()
         log.info("scheduled %d communities", len(self.active_communities()))
 

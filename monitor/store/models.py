@@ -106,6 +106,11 @@ class PollRun(SQLModel, table=True):
     outcome: str = Field(max_length=32)
     new_items: int = 0
     requests: int = 0
+    covered_from: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger, nullable=True),
+        description="a successful poll's data is complete from here to finished_at",
+    )
 
 
 class DailyRollup(SQLModel, table=True):

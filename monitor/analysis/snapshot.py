@@ -1,0 +1,170 @@
+"""Per-community analysis results, computed after polls and read at scrape time.
+
+Nothing at scrape time scans posts: ``Snapshots.refresh`` runs the window
+queries, the daily series, coverage, trends and change points for one
+community and swaps the result in; the exporter and the API only read it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
+
+from monitor.analysis import coverage as cov
+from monitor.analysis.rollups import DAY, daily_rows, day_of
+from monitor.analysis.windows import WINDOWS, WindowActivity, window_activity
+from monitor.config import CommunityBase, Settings
+from monitor.store.models import PollState, Post
+
+SERIES_DAYS = 120
+COVERAGE_GRACE_INTERVALS = 1.5
+"""Time since the last success shorter than this many poll intervals is not a gap yet."""
+
+
+@dataclass(frozen=True)
+class DailyPoint:
+    """One UTC day of a community: counts from the rollups, coverage from the poll history."""
+
+    day: int
+    posts: int
+    threads_started: int
+    replies: int
+    active_participants: int
+    new_participants: int
+    sentiment_mean: float | None
+    negative_ratio: float | None
+    coverage: float
+
+
+@dataclass(frozen=True)
+class Trend:
+    signal: str
+    window: str
+    ratio: float
+
+
+@dataclass(frozen=True)
+class ChangePointResult:
+    signal: str
+    onset: int
+    shift_ratio: float
+
+
+@dataclass(frozen=True)
+class CommunitySnapshot:
+    community: str
+    source: str
+    computed_at: int
+    windows: dict[str, WindowActivity]
+    coverage: dict[str, float]
+    last_post_at: int | None
+    last_success_at: int | None
+    last_error: str | None
+    daily: list[DailyPoint]
+    trends: list[Trend] = field(default_factory=list)
+    changepoints: list[ChangePointResult] = field(default_factory=list)
+    keyword_groups: list[str] = field(default_factory=list)
+
+
+def daily_series(
+    session: Session, *, community_id: str, spans: list[cov.Span], today: int, days: int
+) -> list[DailyPoint]:
+    """The last ``days`` complete UTC days before ``today``, oldest first, gaps filled."""
+    first = today - days * DAY
+    rows = {
+        row.day: row
+        for row in daily_rows(
+            session, community_id=community_id, since_day=first, until_day=today - DAY
+        )
+    }
+    points = []
+    for day in range(first, today, DAY):
+        row = rows.get(day)
+        points.append(
+            DailyPoint(
+                day=day,
+                posts=row.posts if row else 0,
+                threads_started=row.threads_started if row else 0,
+                replies=row.replies if row else 0,
+                active_participants=row.active_participants if row else 0,
+                new_participants=row.new_participants if row else 0,
+                sentiment_mean=(
+                    row.sentiment_sum / row.sentiment_count if row and row.sentiment_count else None
+                ),
+                negative_ratio=(
+                    row.negative_posts / row.sentiment_count
+                    if row and row.sentiment_count
+                    else None
+                ),
+                coverage=cov.coverage_ratio(spans, start=day, end=day + DAY),
+            )
+        )
+    return points
+
+
+def compute_snapshot(
+    session: Session, *, settings: Settings, community: CommunityBase, now: int
+) -> CommunitySnapshot:
+    groups = sorted(settings.keyword_groups_for(community))
+    windows = {
+        name: window_activity(
+            session, community_id=community.id, seconds=seconds, now=now, keyword_groups=groups
+        )
+        for name, seconds in WINDOWS.items()
+    }
+    spans = cov.covered_spans(session, community_id=community.id, since=now - SERIES_DAYS * DAY)
+    if spans and now - spans[-1][1] <= COVERAGE_GRACE_INTERVALS * community.interval:
+        spans[-1] = (spans[-1][0], now)  # the next poll is not due yet
+    coverage = {
+        name: cov.coverage_ratio(spans, start=now - seconds, end=now)
+        for name, seconds in WINDOWS.items()
+    }
+    last_post = session.exec(
+        select(func.max(Post.created_at)).where(Post.community_id == community.id)
+    ).one()
+    state = session.get(PollState, community.id)
+    daily = daily_series(
+        session, community_id=community.id, spans=spans, today=day_of(now), days=SERIES_DAYS
+    )
+    return CommunitySnapshot(
+        community=community.id,
+        source=str(getattr(community, "source", "")),
+        computed_at=now,
+        windows=windows,
+        coverage=coverage,
+        last_post_at=int(last_post) if last_post is not None else None,
+        last_success_at=state.last_success_at if state else None,
+        last_error=state.last_error if state else None,
+        daily=daily,
+        keyword_groups=groups,
+    )
+
+
+class Snapshots:
+    """The latest snapshot per community; written by refresh jobs, read by scrapes."""
+
+    def __init__(self, *, settings: Settings, engine: Engine) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._latest: dict[str, CommunitySnapshot] = {}
+
+    def refresh(self, community: CommunityBase, *, now: int) -> CommunitySnapshot:
+        with Session(self._engine) as session:
+            snapshot = compute_snapshot(
+                session, settings=self._settings, community=community, now=now
+            )
+        with self._lock:
+            self._latest[community.id] = snapshot
+        return snapshot
+
+    def all(self) -> list[CommunitySnapshot]:
+        with self._lock:
+            return list(self._latest.values())
+
+    def get(self, community_id: str) -> CommunitySnapshot | None:
+        with self._lock:
+            return self._latest.get(community_id)
