@@ -5,11 +5,13 @@ from __future__ import annotations
 from monitor.sources.base import Source
 from monitor.sources.discourse import Discourse
 from monitor.sources.feed import Feed
+from monitor.sources.hackernews import HackerNews
 from monitor.sources.reddit import Reddit
 
 SOURCES: dict[str, type[Source]] = {
     "reddit": Reddit,
     "discourse": Discourse,
+    "hackernews": HackerNews,
     "rss": Feed,
 }
 """Adapter kind (the config's ``source`` key) -> adapter class."""

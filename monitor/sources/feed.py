@@ -297,15 +297,17 @@ class Feed(Source):
         # link or hash identity); the unmoved floor lets a complete poll report it.
         items = self._items(parsed.entries if complete else parsed.entries[:-1])
         before = FeedCursor.load(poll.cursor, since=poll.since)
-        if complete:
-            self._note_gap(items, before)
+        gap = complete and self._gap(items, before)
         after = before.advanced(items, now=poll.now, complete=complete)
         # a damaged body's validators would turn the refetch it needs into a 304
         validators = response.validators if complete else {}
-        return FetchResult(before.unseen(items), after.dump(), validators)
+        return FetchResult(
+            before.unseen(items), after.dump(), validators, complete=complete and not gap
+        )
 
-    def _note_gap(self, items: list[Item], before: FeedCursor) -> None:
-        """Log when nothing the last poll saw is left: entries may have scrolled off between."""
+    def _gap(self, items: list[Item], before: FeedCursor) -> bool:
+        """True (and logged) when nothing the last poll saw is left: entries may have
+        scrolled off in between, so only the span of this feed counts as covered."""
         if items and before.newest is not None:
             if min(item.created_at for item in items) > before.newest:
                 log.info(
@@ -313,6 +315,8 @@ class Feed(Source):
                     "polls (poll more often)",
                     self.community.id,
                 )
+                return True
+        return False
 
     def _items(self, entries: Iterable[Mapping[str, Any]]) -> list[Item]:
         items: list[Item] = []

@@ -1,0 +1,298 @@
+"""Whole polls through the service: fake forums on 127.0.0.1 -> adapters -> ingest -> store.
+
+Three communities (Reddit, Discourse, an RSS feed) share one fake server. Every
+expected count follows from what the test adds to the fakes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from monitor.config import Settings, settings_from_mapping
+from monitor.fakeforum.discourse import FakeDiscourse
+from monitor.fakeforum.feeds import FakeFeeds
+from monitor.fakeforum.reddit import FakeReddit
+from monitor.fakeforum.server import FakeForumServer, Fault, Router
+from monitor.service import Service
+from monitor.store.models import PollRun, Post
+
+NOW = int(time.time())
+HOUR = 3600
+
+
+class Forums:
+    def __init__(self) -> None:
+        self.reddit = FakeReddit()
+        self.reddit.add_subreddit("gigwork")
+        self.discourse = FakeDiscourse(prefix="/forum")
+        self.feeds = FakeFeeds()
+        self.feeds.add_feed("/news.rss", limit=200)
+        router = Router()
+        self.reddit.register(router)
+        self.discourse.register(router)
+        self.feeds.register(router)
+        self.server = FakeForumServer(router)
+
+    def add_round(self, start: int, count: int) -> None:
+        """``count`` threads with one reply each on Reddit and Discourse, ``count`` feed entries."""
+        for n in range(count):
+            at = start + n * 60
+            thread = self.reddit.add_thread(
+                "gigwork", created=at, author=f"r{n % 7}", title=f"pay cut round {start} #{n}"
+            )
+            self.reddit.add_reply(thread, created=at + 30, author=f"r{(n + 1) % 7}")
+            post = self.discourse.add_thread(
+                title=f"Topic {start}-{n}",
+                author=f"d{n % 5}",
+                created_at=at,
+                text="Unpaid onboarding again",
+            )
+            self.discourse.add_reply(
+                topic_id=post.topic_id,
+                author=f"d{(n + 2) % 5}",
+                created_at=at + 30,
+                text="Same here, it is awful",
+            )
+            self.feeds.add_entry(
+                "/news.rss",
+                guid=f"news-{start}-{n}",
+                title=f"News {n}",
+                published=at,
+                author="editor",
+                summary="<p>Update</p>",
+            )
+
+
+def config(base_url: str, tmp_path: Path) -> dict[str, Any]:
+    return {
+        "database_url": f"sqlite:///{tmp_path / 'store.db'}",
+        "data_dir": str(tmp_path),
+        "pseudonym_key": "integration-test-key-0123456789",
+        "http": {
+            "rate_per_minute": {"127.0.0.1": 100000},
+            "connect_timeout": "2s",
+            "read_timeout": "2s",
+            "total_timeout": "5s",
+            "max_retries": 1,
+            "backoff_base": 0.01,
+            "max_retry_wait": "2s",
+        },
+        "keywords": {"pay": ["pay cut"], "onboarding": ["unpaid onboarding"]},
+        "communities": [
+            {
+                "id": "gig",
+                "source": "reddit",
+                "subreddit": "gigwork",
+                "base_url": base_url,
+                "history_days": 2,
+            },
+            {
+                "id": "forum",
+                "source": "discourse",
+                "base_url": base_url + "/forum",
+                "history_days": 2,
+            },
+            {"id": "news", "source": "rss", "url": base_url + "/news.rss", "history_days": 2},
+        ],
+    }
+
+
+@pytest.fixture
+def forums() -> Iterator[Forums]:
+    forums = Forums()
+    with forums.server:
+        yield forums
+
+
+def stored(service: Service, community: str) -> tuple[int, int]:
+    """(posts, distinct external ids) stored for ``community``."""
+    assert service.engine is not None
+    with Session(service.engine) as session:
+        total = session.exec(
+            select(func.count()).select_from(Post).where(Post.community_id == community)
+        ).one()
+        distinct = session.exec(
+            select(func.count(func.distinct(Post.external_id))).where(
+                Post.community_id == community
+            )
+        ).one()
+    return int(total), int(distinct)
+
+
+async def open_service(settings: Settings) -> Service:
+    service = Service(settings, registry=CollectorRegistry())
+    await service.open()
+    return service
+
+
+async def test_poll_add_poll_gets_exactly_the_new_items(forums: Forums, tmp_path: Path) -> None:
+    forums.add_round(NOW - 10 * HOUR, 5)
+    service = await open_service(settings_from_mapping(config(forums.server.base_url, tmp_path)))
+    try:
+        first = {o.community: o for o in await service.poll_all()}
+        assert {c: o.outcome for c, o in first.items()} == {
+            "gig": "ok",
+            "forum": "ok",
+            "news": "ok",
+        }
+        # 5 threads + 5 replies on reddit and discourse; 5 feed entries (threads)
+        assert {c: o.new_items for c, o in first.items()} == {"gig": 10, "forum": 10, "news": 5}
+
+        idle = {o.community: o for o in await service.poll_all()}
+        assert {c: o.new_items for c, o in idle.items()} == {"gig": 0, "forum": 0, "news": 0}
+        assert idle["gig"].requests == 2  # one per endpoint: new.json, comments.json
+        assert idle["forum"].requests == 1
+        assert idle["news"].outcome == "not_modified"
+
+        forums.add_round(NOW - 2 * HOUR, 3)
+        second = {o.community: o for o in await service.poll_all()}
+        assert {c: o.new_items for c, o in second.items()} == {"gig": 6, "forum": 6, "news": 3}
+        assert stored(service, "gig") == (16, 16)
+        assert stored(service, "forum") == (16, 16)
+        assert stored(service, "news") == (8, 8)
+
+        registry = service.registry
+        assert (
+            registry.get_sample_value(
+                "forum_monitor_items_ingested_total",
+                {"community": "gig", "source": "reddit", "kind": "reply"},
+            )
+            == 8
+        )
+        assert (
+            registry.get_sample_value(
+                "forum_monitor_polls_total", {"community": "news", "source": "rss"}
+            )
+            == 3
+        )
+        assert registry.get_sample_value("forum_monitor_source_up", {"community": "forum"}) == 1
+        # the 7d window counts every post made in the last 10 hours
+        assert (
+            registry.get_sample_value(
+                "forum_posts", {"community": "gig", "source": "reddit", "window": "7d"}
+            )
+            == 16
+        )
+        assert (
+            registry.get_sample_value(
+                "forum_keyword_posts",
+                {
+                    "community": "forum",
+                    "source": "discourse",
+                    "window": "1d",
+                    "keyword_group": "onboarding",
+                },
+            )
+            == 8
+        )
+    finally:
+        await service.stop()
+
+
+async def test_faults_lose_nothing_and_duplicate_nothing(forums: Forums, tmp_path: Path) -> None:
+    forums.add_round(NOW - 10 * HOUR, 4)
+    service = await open_service(settings_from_mapping(config(forums.server.base_url, tmp_path)))
+    try:
+        await service.poll_all()
+        forums.add_round(NOW - 3 * HOUR, 60)  # 120 new reddit items: more than one page
+        server = forums.server
+        server.inject(
+            Fault("status", path_prefix="/r/gigwork/comments", status=503, count=2)
+        )  # max_retries=1: both tries
+        server.inject(Fault("truncate", path_prefix="/forum/posts.json", count=1))
+        server.inject(Fault("html", path_prefix="/news.rss", count=1))
+        failed = {o.community: o.outcome for o in await service.poll_all()}
+        assert failed == {"gig": "http_5xx", "forum": "malformed", "news": "malformed"}
+        registry = service.registry
+        assert (
+            registry.get_sample_value(
+                "forum_monitor_poll_failures_total",
+                {"community": "gig", "source": "reddit", "reason": "http_5xx"},
+            )
+            == 1
+        )
+        assert registry.get_sample_value("forum_monitor_source_up", {"community": "gig"}) == 0
+        assert stored(service, "gig") == (8, 8)  # nothing of the failed poll was written
+
+        server.inject(Fault("reset", path_prefix="/r/gigwork/new", count=2))
+        again = {o.community: o.outcome for o in await service.poll_all()}
+        assert again == {"gig": "connect", "forum": "ok", "news": "ok"}
+
+        recovered = {o.community: o for o in await service.poll_all()}
+        assert recovered["gig"].outcome == "ok"
+        assert recovered["gig"].new_items == 120
+        assert stored(service, "gig") == (128, 128)
+        assert stored(service, "forum") == (128, 128)
+        assert stored(service, "news") == (64, 64)
+        assert registry.get_sample_value("forum_monitor_source_up", {"community": "gig"}) == 1
+        assert service.engine is not None
+        with Session(service.engine) as session:
+            outcomes = session.exec(
+                select(PollRun.outcome).where(PollRun.community_id == "gig").order_by(PollRun.id)  # type: ignore[arg-type]
+            ).all()
+        assert outcomes == ["ok", "http_5xx", "connect", "ok"]
+    finally:
+        await service.stop()
+
+
+def test_poll_once_json_lines(forums: Forums, tmp_path: Path) -> None:
+    forums.add_round(NOW - 5 * HOUR, 2)
+    settings = config(forums.server.base_url, tmp_path)
+    path = tmp_path / "config.toml"
+    path.write_text(to_toml(settings))
+    run = subprocess.run(
+        [sys.executable, "-m", "monitor", "poll-once", "--config", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [line["community"] for line in lines] == ["gig", "forum", "news"]
+    for line in lines:
+        assert {"community", "new_items", "requests", "outcome"} <= set(line)
+    assert [(line["new_items"], line["outcome"]) for line in lines] == [
+        (4, "ok"),
+        (4, "ok"),
+        (2, "ok"),
+    ]
+    # reddit: new + comments; discourse: the page of 4 posts, then the empty page that ends
+    # a first poll; the feed: one GET
+    assert [line["requests"] for line in lines] == [2, 2, 1]
+
+
+def to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """A tiny TOML writer for the config dicts above (tables, arrays of tables, scalars)."""
+    scalars, tables, arrays = [], [], []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            arrays.append((key, value))
+        else:
+            scalars.append(f"{json.dumps(key)} = {json.dumps(value)}")
+    text = "\n".join(scalars) + "\n"
+    for key, table in tables:
+        name = f"{prefix}{key}"
+        inline = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        nested = {k: v for k, v in table.items() if isinstance(v, dict)}
+        text += f"[{name}]\n" + to_toml(inline)
+        for sub, value in nested.items():
+            pairs = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in value.items())
+            text += f"{json.dumps(sub)} = {{ {pairs} }}\n"
+    for key, items in arrays:
+        for item in items:
+            text += f"[[{prefix}{key}]]\n" + to_toml(item)
+    return text
