@@ -107,7 +107,9 @@ class Service:
         self.snapshots = Snapshots(settings=self.settings, engine=self.engine)
         self.registry.register(CommunityCollector(self.snapshots))
         for community in self.active_communities():
-            self.telemetry.declare_community(community.id, source_of(community))
+            self.telemetry.declare_community(
+                community.id, source_of(community), interval=community.interval
+            )
         await self.refresh_all()
 
     async def refresh_all(self) -> None:

@@ -69,8 +69,16 @@ class Telemetry:
             registry=registry,
         )
 
-    def declare_community(self, community: str, source: str) -> None:
+        self.poll_interval = Gauge(
+            "forum_monitor_poll_interval_seconds",
+            "Configured poll interval of the community (for staleness rules).",
+            ["community"],
+            registry=registry,
+        )
+
+    def declare_community(self, community: str, source: str, *, interval: float) -> None:
         """Make a community's series exist at zero before its first poll."""
+        self.poll_interval.labels(community=community).set(interval)
         self.polls.labels(community=community, source=source)
         self.poll_duration.labels(community=community, source=source)
         for kind in ("thread", "reply"):
