@@ -13,7 +13,8 @@
   by the source kind, so requests go out evenly spaced ``60 / per_minute``
   seconds apart and an idle host earns no volley; ``X-Ratelimit-Remaining``/
   ``-Reset`` headers (Reddit sends ``"598.0"`` and ``"304"``) pause a host
-  until the reset when its budget is spent;
+  until the reset when its budget is spent (a reset above 1e9 is read as the
+  Unix time of the reset, as GitHub sends it);
 - a descriptive User-Agent carrying the operator's contact;
 - conditional requests (``If-None-Match``/``If-Modified-Since``) where the
   server sent validators;

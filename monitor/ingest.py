@@ -14,15 +14,17 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlmodel import Session, col, select
+from sqlalchemy import Table, select, update
+from sqlmodel import Session
 
 from monitor.analysis.rollups import day_of
 from monitor.analysis.text import KeywordMatcher, sentiment, strip_markup
 from monitor.config import CommunityBase, Settings
 from monitor.privacy import pseudonym
 from monitor.sources.base import Batch, Envelope, Item
+from monitor.store.bulk import bulk_insert, bulk_update
 from monitor.store.models import Author, Community, PollRun, PollState, Post, Thread
 
 CHUNK = 500
@@ -41,6 +43,35 @@ class IngestResult:
     updated_items: int = 0
     new_by_kind: Counter[str] = field(default_factory=Counter)
     touched_days: set[int] = field(default_factory=set)
+
+
+POSTS = cast(Table, Post.__table__)  # type: ignore[attr-defined]
+AUTHORS = cast(Table, Author.__table__)  # type: ignore[attr-defined]
+THREADS = cast(Table, Thread.__table__)  # type: ignore[attr-defined]
+
+
+_THREAD_STATS = ("author_id", "created_at", "reply_count", "first_reply_at", "last_activity_at")
+
+
+@dataclass(frozen=True, slots=True)
+class _KnownPost:
+    id: int
+    content_hash: str
+    created_at: int
+    has_body: bool
+
+
+def _apply_to_thread(thread: dict[str, Any], post: dict[str, Any]) -> None:
+    created = post["created_at"]
+    if post["kind"] == "thread":
+        thread["created_at"] = created
+        thread["author_id"] = post["author_id"]
+    else:
+        thread["reply_count"] += 1
+        if thread["first_reply_at"] is None or created < thread["first_reply_at"]:
+            thread["first_reply_at"] = created
+    if thread["last_activity_at"] is None or created > thread["last_activity_at"]:
+        thread["last_activity_at"] = created
 
 
 def content_hash(item: Item) -> str:
@@ -81,29 +112,37 @@ class Ingestor:
     def ingest(
         self, session: Session, *, community: CommunityBase, batch: Batch, started_at: int, now: int
     ) -> IngestResult:
-        """Upsert the batch's items and commit-ready poll state into ``session``."""
+        """Upsert the batch's items and commit-ready poll state into ``session``.
+
+        Rows are written with bulk Core statements (one INSERT per table and batch),
+        since per-object ORM overhead would cost more than scoring the text.
+        """
         self.ensure_community(session, community=community, now=now)
         result = IngestResult()
         authors, moved_days = self._authors(session, community=community, envelopes=batch.envelopes)
         result.touched_days.update(moved_days)
         existing = self._existing_posts(session, community.id, batch.envelopes)
-        new_posts: list[tuple[Post, Item]] = []
+        new_rows: list[dict[str, Any]] = []
+        changed_rows: list[dict[str, Any]] = []
         for envelope in batch.envelopes:
             item = envelope.item
-            author = authors.get(item.author) if item.author else None
-            post = existing.get(item.external_id)
-            if post is None:
-                post = self._new_post(community, envelope, author)
-                session.add(post)
-                new_posts.append((post, item))
+            author_id = authors.get(item.author) if item.author else None
+            known = existing.get(item.external_id)
+            if known is None:
+                new_rows.append(self._new_post(community, envelope, author_id))
                 result.new_items += 1
                 result.new_by_kind[item.kind] += 1
                 result.touched_days.add(day_of(item.created_at))
-            elif self._update_post(community, post, item, now=now):
-                session.add(post)
+            elif (change := self._post_change(community, known, item, now=now)) is not None:
+                changed_rows.append(change)
                 result.updated_items += 1
-                result.touched_days.add(day_of(post.created_at))
-        self._update_threads(session, community.id, new_posts)
+                result.touched_days.add(day_of(known.created_at))
+        if new_rows:
+            bulk_insert(session, POSTS, new_rows)
+        for row in changed_rows:  # edits and deletions are rare: one statement each
+            post_id = row.pop("post_id")
+            session.execute(update(POSTS).where(POSTS.c.id == post_id).values(**row))
+        self._update_threads(session, community.id, new_rows)
         self._commit_state(
             session,
             community=community,
@@ -117,8 +156,8 @@ class Ingestor:
 
     def _authors(
         self, session: Session, *, community: CommunityBase, envelopes: Sequence[Envelope]
-    ) -> tuple[dict[str, Author], set[int]]:
-        """Author rows by source name (the name is only a key here, never stored), and the
+    ) -> tuple[dict[str, int], set[int]]:
+        """Author ids by source name (the name is only a key here, never stored), and the
         days whose new-participant count changes because an author's first post moved."""
         source = str(getattr(community, "source", ""))
         by_name: dict[str, str] = {}
@@ -127,48 +166,71 @@ class Ingestor:
             name = envelope.item.author
             if not name:
                 continue
-            alias = by_name.setdefault(
-                name, pseudonym(self._key, source=source, community=community.id, name=name)
-            )
+            alias = by_name.get(name)
+            if alias is None:
+                alias = by_name[name] = pseudonym(
+                    self._key, source=source, community=community.id, name=name
+                )
             created = envelope.item.created_at
             low, high = span.get(alias, (created, created))
             span[alias] = (min(low, created), max(high, created))
-        found: dict[str, Author] = {}
+        found = self._author_rows(session, community.id, list(span))
         moved_days: set[int] = set()
-        aliases = list(span)
-        for part in chunked(aliases):
-            query = select(Author).where(
-                Author.community_id == community.id, col(Author.pseudonym).in_(part)
-            )
-            for existing in session.exec(query):
-                found[existing.pseudonym] = existing
+        fresh = [
+            {"community_id": community.id, "pseudonym": alias, "first_seen": low, "last_seen": high}
+            for alias, (low, high) in span.items()
+            if alias not in found
+        ]
+        widened = []
         for alias, (low, high) in span.items():
-            row = found.get(alias)
-            if row is None:
-                row = Author(
-                    community_id=community.id, pseudonym=alias, first_seen=low, last_seen=high
+            if alias not in found:
+                continue
+            author_id, first_seen, last_seen = found[alias]
+            if low < first_seen or high > last_seen:
+                if low < first_seen:
+                    moved_days.update((day_of(first_seen), day_of(low)))
+                widened.append(
+                    {
+                        "id": author_id,
+                        "first_seen": min(low, first_seen),
+                        "last_seen": max(high, last_seen),
+                    }
                 )
-                found[alias] = row
-            else:
-                if low < row.first_seen:
-                    moved_days.update((day_of(row.first_seen), day_of(low)))
-                    row.first_seen = low
-                row.last_seen = max(row.last_seen, high)
-            session.add(row)
-        session.flush()
-        return {name: found[alias] for name, alias in by_name.items()}, moved_days
+        bulk_update(session, AUTHORS, widened)
+        if fresh:
+            bulk_insert(session, AUTHORS, fresh)
+            aliases = [str(row["pseudonym"]) for row in fresh]
+            found.update(self._author_rows(session, community.id, aliases))
+        return {name: found[alias][0] for name, alias in by_name.items()}, moved_days
+
+    @staticmethod
+    def _author_rows(
+        session: Session, community_id: str, aliases: Sequence[str]
+    ) -> dict[str, tuple[int, int, int]]:
+        rows: dict[str, tuple[int, int, int]] = {}
+        for part in chunked(aliases):
+            query = select(
+                AUTHORS.c.pseudonym, AUTHORS.c.id, AUTHORS.c.first_seen, AUTHORS.c.last_seen
+            ).where(AUTHORS.c.community_id == community_id, AUTHORS.c.pseudonym.in_(part))
+            for alias, author_id, first_seen, last_seen in session.execute(query):
+                rows[alias] = (author_id, first_seen, last_seen)
+        return rows
 
     def _existing_posts(
         self, session: Session, community_id: str, envelopes: Sequence[Envelope]
-    ) -> dict[str, Post]:
+    ) -> dict[str, _KnownPost]:
         ids = [e.item.external_id for e in envelopes]
-        posts: dict[str, Post] = {}
+        posts: dict[str, _KnownPost] = {}
         for part in chunked(ids):
-            query = select(Post).where(
-                Post.community_id == community_id, col(Post.external_id).in_(part)
-            )
-            for row in session.exec(query):
-                posts[row.external_id] = row
+            query = select(
+                POSTS.c.external_id,
+                POSTS.c.id,
+                POSTS.c.content_hash,
+                POSTS.c.created_at,
+                POSTS.c.body.is_not(None),
+            ).where(POSTS.c.community_id == community_id, POSTS.c.external_id.in_(part))
+            for external_id, post_id, digest, created_at, has_body in session.execute(query):
+                posts[external_id] = _KnownPost(post_id, digest, created_at, bool(has_body))
         return posts
 
     def _score(self, community: CommunityBase, item: Item) -> tuple[float | None, str, str]:
@@ -179,78 +241,97 @@ class Ingestor:
         return sentiment(text), groups, text
 
     def _new_post(
-        self, community: CommunityBase, envelope: Envelope, author: Author | None
-    ) -> Post:
+        self, community: CommunityBase, envelope: Envelope, author_id: int | None
+    ) -> dict[str, Any]:
         item = envelope.item
         score, groups, text = self._score(community, item)
         keep_body = self._settings.store_bodies and bool(text)
-        return Post(
-            community_id=community.id,
-            external_id=item.external_id,
-            thread_external_id=item.thread_id,
-            parent_external_id=item.parent_id,
-            kind=item.kind,
-            author_id=author.id if author else None,
-            created_at=item.created_at,
-            edited_at=item.edited_at,
-            deleted=item.deleted,
-            sentiment=score,
-            keyword_groups=groups,
-            content_hash=content_hash(item),
-            url=item.url,
-            body=text if keep_body else None,
-            body_expires_at=(
+        return {
+            "community_id": community.id,
+            "external_id": item.external_id,
+            "thread_external_id": item.thread_id,
+            "parent_external_id": item.parent_id,
+            "kind": item.kind,
+            "author_id": author_id,
+            "created_at": item.created_at,
+            "edited_at": item.edited_at,
+            "deleted": item.deleted,
+            "sentiment": score,
+            "keyword_groups": groups,
+            "content_hash": content_hash(item),
+            "url": item.url,
+            "body": text if keep_body else None,
+            "body_expires_at": (
                 envelope.fetched_at + self._settings.retention_days * 86400 if keep_body else None
             ),
-            fetched_at=envelope.fetched_at,
-        )
+            "fetched_at": envelope.fetched_at,
+        }
 
-    def _update_post(self, community: CommunityBase, post: Post, item: Item, *, now: int) -> bool:
-        """Apply an edit or a deletion; False when the item is unchanged."""
+    def _post_change(
+        self, community: CommunityBase, known: _KnownPost, item: Item, *, now: int
+    ) -> dict[str, Any] | None:
+        """The columns an edit or a deletion changes; None when the item is unchanged."""
         digest = content_hash(item)
-        if digest == post.content_hash:
-            return False
-        post.content_hash = digest
+        if digest == known.content_hash:
+            return None
         if item.deleted:
-            post.deleted = True  # keep the score it had while it was readable
-            post.body = None
-            post.body_expires_at = None
-            return True
-        post.edited_at = item.edited_at or now
+            # keep the score it had while it was readable; drop any kept text
+            return {
+                "post_id": known.id,
+                "content_hash": digest,
+                "deleted": True,
+                "body": None,
+                "body_expires_at": None,
+            }
         score, groups, text = self._score(community, item)
-        post.sentiment, post.keyword_groups = score, groups
-        if post.body is not None:
-            post.body = text
-        return True
+        change: dict[str, Any] = {
+            "post_id": known.id,
+            "content_hash": digest,
+            "edited_at": item.edited_at or now,
+            "sentiment": score,
+            "keyword_groups": groups,
+        }
+        if known.has_body:
+            change["body"] = text
+        return change
 
     def _update_threads(
-        self, session: Session, community_id: str, new_posts: Sequence[tuple[Post, Item]]
+        self, session: Session, community_id: str, new_rows: Sequence[dict[str, Any]]
     ) -> None:
-        if not new_posts:
+        if not new_rows:
             return
-        wanted = sorted({item.thread_id for _, item in new_posts})
-        threads: dict[str, Thread] = {}
+        wanted = sorted({row["thread_external_id"] for row in new_rows})
+        threads: dict[str, dict[str, Any]] = {}
         for part in chunked(wanted):
-            query = select(Thread).where(
-                Thread.community_id == community_id, col(Thread.external_id).in_(part)
+            query = select(THREADS).where(
+                THREADS.c.community_id == community_id, THREADS.c.external_id.in_(part)
             )
-            for row in session.exec(query):
-                threads[row.external_id] = row
-        for post, item in new_posts:
-            thread = threads.get(item.thread_id)
+            for found in session.execute(query).mappings():
+                threads[found["external_id"]] = dict(found)
+        fresh: set[str] = set()
+        for row in new_rows:
+            key = row["thread_external_id"]
+            thread = threads.get(key)
             if thread is None:
-                thread = Thread(community_id=community_id, external_id=item.thread_id)
-                threads[item.thread_id] = thread
-            if item.kind == "thread":
-                thread.created_at = item.created_at
-                thread.author_id = post.author_id
-            else:
-                thread.reply_count += 1
-                if thread.first_reply_at is None or item.created_at < thread.first_reply_at:
-                    thread.first_reply_at = item.created_at
-            if thread.last_activity_at is None or item.created_at > thread.last_activity_at:
-                thread.last_activity_at = item.created_at
-            session.add(thread)
+                thread = threads[key] = {
+                    "community_id": community_id,
+                    "external_id": key,
+                    "author_id": None,
+                    "created_at": None,
+                    "reply_count": 0,
+                    "first_reply_at": None,
+                    "last_activity_at": None,
+                }
+                fresh.add(key)
+            _apply_to_thread(thread, row)
+        if fresh:
+            bulk_insert(session, THREADS, [threads[key] for key in sorted(fresh)])
+        changed = [
+            {"id": threads[key]["id"], **{c: threads[key][c] for c in _THREAD_STATS}}
+            for key in wanted
+            if key not in fresh
+        ]
+        bulk_update(session, THREADS, changed)
 
     def _commit_state(
         self,

@@ -111,6 +111,18 @@ class Service:
                 community.id, source_of(community), interval=community.interval
             )
         await self.refresh_all()
+        self._restore_health()
+
+    def _restore_health(self) -> None:
+        """Carry the last poll outcomes over a restart, so staleness rules see real ages."""
+        assert self.snapshots is not None
+        for snapshot in self.snapshots.all():
+            if snapshot.last_success_at is not None:
+                self.telemetry.last_success.labels(community=snapshot.community).set(
+                    snapshot.last_success_at
+                )
+                up = 1 if snapshot.last_error is None else 0
+                self.telemetry.source_up.labels(community=snapshot.community).set(up)
 
     async def refresh_all(self) -> None:
         """Recompute every community's snapshot (windows slide even when nothing is posted)."""

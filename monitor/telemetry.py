@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from monitor.errors import FAILURE_REASONS
+
 # ``*_created`` series double the series count and no dashboard or rule reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -79,6 +81,9 @@ class Telemetry:
     def declare_community(self, community: str, source: str, *, interval: float) -> None:
         """Make a community's series exist at zero before its first poll."""
         self.poll_interval.labels(community=community).set(interval)
+        # every failure reason exists at zero, so rate() sees the very first failure
+        for reason in FAILURE_REASONS:
+            self.poll_failures.labels(community=community, source=source, reason=reason)
         self.polls.labels(community=community, source=source)
         self.poll_duration.labels(community=community, source=source)
         for kind in ("thread", "reply"):

@@ -8,12 +8,15 @@ community and swaps the result in; the exporter and the API only read it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
 from monitor.analysis import coverage as cov
+from monitor.analysis import trends
+from monitor.analysis.changepoints import latest_changepoint
 from monitor.analysis.rollups import DAY, daily_rows, day_of
 from monitor.analysis.windows import WINDOWS, WindowActivity, window_activity
 from monitor.config import CommunityBase, Settings
@@ -25,7 +28,7 @@ COVERAGE_GRACE_INTERVALS = 1.5
 
 
 @dataclass(frozen=True)
-class DailyPoint:
+class DayActivity:
     """One UTC day of a community: counts from the rollups, coverage from the poll history."""
 
     day: int
@@ -37,6 +40,19 @@ class DailyPoint:
     sentiment_mean: float | None
     negative_ratio: float | None
     coverage: float
+
+
+SignalValue = Callable[["DayActivity"], float | None]
+SIGNALS: dict[str, tuple[trends.SignalKind, SignalValue]] = {
+    "posts": (trends.SignalKind.COUNT, lambda d: d.posts),
+    "threads_started": (trends.SignalKind.COUNT, lambda d: d.threads_started),
+    "active_participants": (trends.SignalKind.COUNT, lambda d: d.active_participants),
+    "sentiment_mean": (trends.SignalKind.SCORE, lambda d: d.sentiment_mean),
+}
+"""Daily signals with trends; active participants are distinct authors per day, so a
+window's level is the mean daily count."""
+CHANGE_WINDOWS = {"1d": 1, "7d": 7}
+CHANGEPOINT_SIGNALS = ("posts", "active_participants", "sentiment_mean")
 
 
 @dataclass(frozen=True)
@@ -63,7 +79,7 @@ class CommunitySnapshot:
     last_post_at: int | None
     last_success_at: int | None
     last_error: str | None
-    daily: list[DailyPoint]
+    daily: list[DayActivity]
     trends: list[Trend] = field(default_factory=list)
     changepoints: list[ChangePointResult] = field(default_factory=list)
     keyword_groups: list[str] = field(default_factory=list)
@@ -71,7 +87,7 @@ class CommunitySnapshot:
 
 def daily_series(
     session: Session, *, community_id: str, spans: list[cov.Span], today: int, days: int
-) -> list[DailyPoint]:
+) -> list[DayActivity]:
     """The last ``days`` complete UTC days before ``today``, oldest first, gaps filled."""
     first = today - days * DAY
     rows = {
@@ -84,7 +100,7 @@ def daily_series(
     for day in range(first, today, DAY):
         row = rows.get(day)
         points.append(
-            DailyPoint(
+            DayActivity(
                 day=day,
                 posts=row.posts if row else 0,
                 threads_started=row.threads_started if row else 0,
@@ -129,6 +145,7 @@ def compute_snapshot(
     daily = daily_series(
         session, community_id=community.id, spans=spans, today=day_of(now), days=SERIES_DAYS
     )
+    changes, shifts = signal_trends(daily, today=day_of(now))
     return CommunitySnapshot(
         community=community.id,
         source=str(getattr(community, "source", "")),
@@ -139,8 +156,29 @@ def compute_snapshot(
         last_success_at=state.last_success_at if state else None,
         last_error=state.last_error if state else None,
         daily=daily,
+        trends=changes,
+        changepoints=shifts,
         keyword_groups=groups,
     )
+
+
+def signal_trends(
+    daily: list[DayActivity], *, today: int
+) -> tuple[list[Trend], list[ChangePointResult]]:
+    """Change ratios and latest change points of every signal; withheld ones are left out."""
+    changes: list[Trend] = []
+    shifts: list[ChangePointResult] = []
+    for signal, (kind, pick) in SIGNALS.items():
+        series = [trends.DailyPoint(day=d.day, value=pick(d), coverage=d.coverage) for d in daily]
+        for window, days in CHANGE_WINDOWS.items():
+            ratio = trends.change_ratio(series=series, window_days=days, today=today, kind=kind)
+            if ratio is not None:
+                changes.append(Trend(signal, window, ratio))
+        if signal in CHANGEPOINT_SIGNALS:
+            point = latest_changepoint(series=series, today=today, kind=kind)
+            if point is not None:
+                shifts.append(ChangePointResult(signal, point.onset_day, point.shift_ratio))
+    return changes, shifts
 
 
 class Snapshots:

@@ -88,9 +88,10 @@ def _sentiment_mean(session: Session, community_id: str, start: int, end: int) -
 
 
 def _thread_stats(
-    session: Session, community_id: str, start: int, end: int, *, now: int, grace: int
+    session: Session, community_id: str, start: int, end: int, *, grace: int
 ) -> tuple[float | None, float | None, float | None]:
-    """Replies per thread, unanswered share and median first-reply time of threads started."""
+    """Replies per thread and median first-reply time of the threads started in the window,
+    and the unanswered share of those that became older than ``grace`` in it."""
     rows = session.exec(
         select(Thread.created_at, Thread.reply_count, Thread.first_reply_at).where(
             Thread.community_id == community_id,
@@ -98,15 +99,18 @@ def _thread_stats(
             col(Thread.created_at) < end,
         )
     ).all()
-    if not rows:
-        return None, None, None
-    replies_avg = sum(reply_count for _, reply_count, _ in rows) / len(rows)
-    settled = [
-        (created, count)
-        for created, count, _ in rows
-        if created is not None and created <= now - grace
-    ]
-    unanswered = sum(1 for _, count in settled if count == 0) / len(settled) if settled else None
+    replies_avg = sum(count for _, count, _ in rows) / len(rows) if rows else None
+    # Unanswered is judged on the threads that passed the grace period during the window,
+    # i.e. started in the window shifted back by the grace: a 1d window then always has
+    # the previous day's threads to judge, not just one started exactly 24 h ago.
+    settled = session.exec(
+        select(Thread.reply_count).where(
+            Thread.community_id == community_id,
+            col(Thread.created_at) >= start - grace,
+            col(Thread.created_at) < end - grace,
+        )
+    ).all()
+    unanswered = sum(1 for count in settled if count == 0) / len(settled) if settled else None
     delays = [
         first - created for created, _, first in rows if first is not None and created is not None
     ]
@@ -185,7 +189,7 @@ def window_activity(
         current = _authors_between(session, community_id, start, end)
         returning = len(previous & current) / len(previous)
     replies_avg, unanswered, first_reply = _thread_stats(
-        session, community_id, start, end, now=now, grace=unanswered_grace
+        session, community_id, start, end, grace=unanswered_grace
     )
     return WindowActivity(
         posts=posts,

@@ -1,0 +1,1 @@
+"""Benchmarks: measured rates and ratios printed as tables, not timed tests."""

@@ -1,0 +1,189 @@
+"""Level shifts in a daily signal, and the decline alarm built on them.
+
+``latest_changepoint`` feeds ``forum_changepoint_timestamp_seconds`` (onset of
+the latest level shift) and ``forum_changepoint_shift_ratio`` (level after /
+level before it). Steps, all on days that count (see ``trends``):
+
+1. Days without a value or under 90% poll coverage are dropped, not zeroed, so
+   an outage cannot open a segment; while the last complete day does not count
+   (an outage in progress) nothing is reported at all.
+2. Counts go through the Anscombe square root, which turns Poisson noise into
+   roughly unit variance whatever the level; the weekly rhythm (per-weekday
+   medians) is subtracted on that scale, so weekends do not look like shifts;
+   the result is divided by a robust noise scale (MAD of day-to-day
+   differences), floored at the Poisson scale for counts. One penalty then fits
+   every community size.
+4. ruptures' KernelCPD with the linear kernel (the l2 cost, a C implementation
+   of PELT: well under a millisecond on 120 days) segments the series.
+
+Levels before and after are segment means in the signal's units with the
+weekly rhythm divided out (``COUNT``) or subtracted (``SCORE``); the shift ratio
+is their ``level_ratio`` (for ``SCORE`` on the ``1 + score`` scale). Penalty
+and minimum segment length were chosen with ``python -m bench decline``.
+
+The decline alarm (``decline_alarm``, documented on ``DeclineRule``) is the
+condition the Prometheus alert rule uses, written over the exported values only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import ruptures
+
+from monitor.analysis.trends import (
+    DAY_SECONDS,
+    MIN_BASELINE_DAYS,
+    DailyPoint,
+    SignalKind,
+    good_values,
+    level_ratio,
+)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+PENALTY = 14.0
+"""PELT penalty in units of the normalized signal's variance."""
+MIN_SEGMENT_DAYS = 2
+"""Two days, so a halving is flagged after two or three days at the new level."""
+MIN_WEEKDAY_SAMPLES = 3
+_MAD_TO_SIGMA = 1.4826
+
+
+@dataclass(frozen=True)
+class ChangePoint:
+    onset_day: int
+    """UTC midnight (epoch seconds) of the first day at the new level."""
+    shift_ratio: float
+    """``level_after / level_before`` on the kind's scale; inf from a zero level."""
+    level_before: float
+    level_after: float
+
+
+def latest_changepoint(
+    *,
+    series: Sequence[DailyPoint],
+    today: int,
+    kind: SignalKind = SignalKind.COUNT,
+    penalty: float = PENALTY,
+    min_segment_days: int = MIN_SEGMENT_DAYS,
+) -> ChangePoint | None:
+    """The latest level shift in the complete days before ``today``, or None.
+
+    None as well when fewer than 21 days count or the last complete day does
+    not count (coverage too low to tell an outage from a decline).
+    """
+    values = {d: v for d, v in good_values(series).items() if d < today}
+    if today - DAY_SECONDS not in values or len(values) < MIN_BASELINE_DAYS:
+        return None
+    days = sorted(values)
+    weekday = (np.array(days, dtype=np.int64) // DAY_SECONDS) % 7
+    raw = np.array([values[d] for d in days], dtype=np.float64)
+    detector = ruptures.KernelCPD(kernel="linear", min_size=min_segment_days)
+    ends: list[int] = detector.fit(normalized(values=raw, weekday=weekday, kind=kind)).predict(
+        pen=penalty
+    )
+    if len(ends) < 2:
+        return None
+    start = ends[-2]
+    level = deseasonalized(values=raw, weekday=weekday, kind=kind)
+    before = float(level[(ends[-3] if len(ends) > 2 else 0) : start].mean())
+    after = float(level[start:].mean())
+    ratio = level_ratio(before=before, after=after, kind=kind)
+    return ChangePoint(
+        onset_day=days[start],
+        shift_ratio=math.inf if ratio is None else ratio,
+        level_before=before,
+        level_after=after,
+    )
+
+
+def weekday_medians(*, values: FloatArray, weekday: IntArray) -> FloatArray | None:
+    """Median per weekday (0..6), or None with too few days to estimate the rhythm."""
+    if np.bincount(weekday, minlength=7).min() < MIN_WEEKDAY_SAMPLES:
+        return None
+    # Medians, so the few days after a fresh shift barely move the weekday profile.
+    return np.array([np.median(values[weekday == w]) for w in range(7)], dtype=np.float64)
+
+
+def deseasonalized(*, values: FloatArray, weekday: IntArray, kind: SignalKind) -> FloatArray:
+    """Daily levels in the signal's units with the weekly rhythm divided (or taken) out."""
+    medians = weekday_medians(values=values, weekday=weekday)
+    if medians is None or (kind is SignalKind.COUNT and medians.min() <= 0.0):
+        return values
+    result: FloatArray
+    if kind is SignalKind.SCORE:
+        result = values - (medians - medians.mean())[weekday]
+    else:
+        result = values / (medians / medians.mean())[weekday]
+    return result
+
+
+def normalized(*, values: FloatArray, weekday: IntArray, kind: SignalKind) -> FloatArray:
+    """The series on a scale where day-to-day noise has unit variance, rhythm removed.
+
+    The rhythm is subtracted after the square root, not divided out before it:
+    dividing would leave quiet weekdays noisier than busy ones.
+    """
+    scaled = 2.0 * np.sqrt(values + 0.375) if kind is SignalKind.COUNT else values
+    medians = weekday_medians(values=scaled, weekday=weekday)
+    if medians is not None:
+        scaled = scaled - (medians - medians.mean())[weekday]
+    steps = np.diff(scaled)
+    # Differences cancel the level, so a shift inflates them on one day only.
+    sigma = _MAD_TO_SIGMA * float(np.median(np.abs(steps - np.median(steps)))) / math.sqrt(2)
+    if sigma == 0.0:
+        sigma = float(np.std(steps)) / math.sqrt(2) or 1.0
+    if kind is SignalKind.COUNT:
+        sigma = max(sigma, 1.0)  # Poisson noise is the least a count of posts can have.
+    result: FloatArray = scaled / sigma
+    return result
+
+
+@dataclass(frozen=True)
+class DeclineRule:
+    """When a signal is in decline, from its exported trend values.
+
+    The alarm fires while the latest change point started at most
+    ``max_onset_age_days`` ago and its shift ratio is below ``max_shift_ratio``,
+    or, when ``max_change_ratio_7d`` is set, while the 7d change ratio is below
+    it. Withheld (absent) values never fire. The default rule is the change
+    point term only: with the benchmark's penalty a 7d-ratio term at 0.7 added
+    no detection. As a Prometheus rule per community, source and signal (no
+    ``for:`` needed, the inputs change once a day):
+
+        forum_changepoint_shift_ratio{signal="posts"} < 0.85
+          and on (community, source, signal)
+        (time() - forum_changepoint_timestamp_seconds{signal="posts"}) < 14 * 86400
+
+    and with a 7d term, ``or forum_activity_change_ratio{signal="posts", window="7d"} < 0.7``.
+    The alert resolves two weeks after onset; the change-point gauges keep
+    showing the lower level on dashboards.
+    """
+
+    max_shift_ratio: float = 0.85
+    max_onset_age_days: int = 14
+    max_change_ratio_7d: float | None = None
+
+
+DEFAULT_DECLINE_RULE = DeclineRule()
+
+
+def decline_alarm(
+    *,
+    changepoint: ChangePoint | None,
+    change_ratio_7d: float | None,
+    today: int,
+    rule: DeclineRule = DEFAULT_DECLINE_RULE,
+) -> bool:
+    """Whether ``rule`` flags a decline on ``today``; withheld values never alarm."""
+    if changepoint is not None and changepoint.shift_ratio < rule.max_shift_ratio:
+        if today - changepoint.onset_day <= rule.max_onset_age_days * DAY_SECONDS:
+            return True
+    limit = rule.max_change_ratio_7d
+    return limit is not None and change_ratio_7d is not None and change_ratio_7d < limit

@@ -1,0 +1,54 @@
+"""Bulk writes straight through the driver's ``executemany``.
+
+Ingest writes a poll's rows in one statement per table. Going through the
+DBAPI directly skips SQLAlchemy's per-row parameter processing, which costs
+more than the write itself at these volumes. Only plain values (str, int,
+float, bool, None) are passed, so no type processing is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlmodel import Session
+
+
+def _placeholder(session: Session) -> str:
+    style = session.get_bind().dialect.paramstyle
+    if style == "qmark":
+        return "?"
+    if style in ("format", "pyformat"):
+        return "%s"
+    raise ValueError(f"unsupported DBAPI paramstyle {style!r}")
+
+
+def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT every row (all rows have the same keys)."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    mark = _placeholder(session)
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"VALUES ({', '.join(mark for _ in columns)})"
+    )
+    session.connection().exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
+
+
+def bulk_update(
+    session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *, key: str = "id"
+) -> None:
+    """UPDATE each row found by ``key`` with its other values (all rows have the same keys)."""
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c != key]
+    mark = _placeholder(session)
+    sql = (
+        f"UPDATE {table.name} SET {', '.join(f'{c} = {mark}' for c in columns)} "
+        f"WHERE {key} = {mark}"
+    )
+    session.connection().exec_driver_sql(
+        sql, [(*(row[c] for c in columns), row[key]) for row in rows]
+    )

@@ -1,0 +1,138 @@
+"""Level shifts: located steps, no shifts from noise, rhythm or outages, and the alarm."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from monitor.analysis.changepoints import (
+    ChangePoint,
+    DeclineRule,
+    decline_alarm,
+    latest_changepoint,
+)
+from monitor.analysis.trends import DAY_SECONDS, DailyPoint, SignalKind
+
+MONDAY = 1_704_067_200  # 2024-01-01 00:00 UTC
+
+
+def day(index: int) -> int:
+    return MONDAY + index * DAY_SECONDS
+
+
+def daily(values: Sequence[float], coverage: Sequence[float] | None = None) -> list[DailyPoint]:
+    cover = coverage if coverage is not None else [1.0] * len(values)
+    return [
+        DailyPoint(day=day(i), value=float(v), coverage=c)
+        for i, (v, c) in enumerate(zip(values, cover, strict=True))
+    ]
+
+
+def poisson(rates: Sequence[float], seed: int) -> list[float]:
+    return [float(x) for x in np.random.default_rng(seed).poisson(rates)]
+
+
+def weekly(weekday_rate: float, weekend_rate: float, days: int) -> list[float]:
+    return [weekend_rate if i % 7 >= 5 else weekday_rate for i in range(days)]
+
+
+def test_clean_step_is_located_with_its_levels() -> None:
+    # 40 days at 10 then 10 days at 5: onset day 40, levels 10 -> 5, ratio 5/10.
+    found = latest_changepoint(series=daily([10.0] * 40 + [5.0] * 10), today=day(50))
+    assert found == ChangePoint(
+        onset_day=day(40), shift_ratio=0.5, level_before=10.0, level_after=5.0
+    )
+
+
+def test_noisy_halving_is_located_within_one_day() -> None:
+    counts = poisson([40.0] * 60 + [20.0] * 10, seed=1)
+    found = latest_changepoint(series=daily(counts), today=day(70))
+    assert found is not None
+    assert abs(found.onset_day - day(60)) <= DAY_SECONDS
+    assert 0.4 < found.shift_ratio < 0.6
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_flat_noisy_series_has_no_changepoint(seed: int) -> None:
+    counts = poisson([40.0] * 120, seed=seed)
+    assert latest_changepoint(series=daily(counts), today=day(120)) is None
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_weekly_rhythm_is_not_a_changepoint(seed: int) -> None:
+    # Weekends at under a third of weekdays: unadjusted, every weekend would be a shift.
+    counts = poisson(weekly(50.0, 15.0, 120), seed=seed)
+    assert latest_changepoint(series=daily(counts), today=day(120)) is None
+
+
+def test_low_coverage_outage_in_the_middle_opens_no_segment() -> None:
+    counts = poisson([40.0] * 90, seed=3)
+    counts[60:62] = [0.0, 0.0]
+    outage = [1.0] * 60 + [0.0, 0.0] + [1.0] * 28
+    assert latest_changepoint(series=daily(counts, outage), today=day(90)) is None
+    # The same zeros trusted as real days are a shift, so the coverage is what saved it.
+    assert latest_changepoint(series=daily(counts), today=day(90)) is not None
+
+
+def test_outage_in_progress_withholds_changepoint_and_alarm() -> None:
+    counts = poisson([40.0] * 88, seed=4) + [0.0, 0.0]
+    outage = [1.0] * 88 + [0.2, 0.0]
+    assert latest_changepoint(series=daily(counts, outage), today=day(90)) is None
+    trusted = latest_changepoint(series=daily(counts), today=day(90))
+    assert decline_alarm(changepoint=trusted, change_ratio_7d=None, today=day(90))
+
+
+def test_needs_21_days_that_count() -> None:
+    series = daily([10.0] * 15 + [5.0] * 5)
+    assert latest_changepoint(series=series, today=day(20)) is None
+
+
+def test_days_from_today_on_are_not_looked_at() -> None:
+    # Days 40.. are the future for today=day(40): only the flat part is seen.
+    series = daily([10.0] * 40 + [5.0] * 10)
+    assert latest_changepoint(series=series, today=day(40)) is None
+
+
+def test_score_shift_ratio_is_on_the_one_plus_score_scale() -> None:
+    # 0.2 -> -0.2: (1 - 0.2) / (1 + 0.2) = 2/3.
+    found = latest_changepoint(
+        series=daily([0.2] * 40 + [-0.2] * 10), today=day(50), kind=SignalKind.SCORE
+    )
+    assert found is not None
+    assert found.onset_day == day(40)
+    assert found.shift_ratio == pytest.approx(2 / 3)
+
+
+def shift(ratio: float, onset_days_ago: int, today: int) -> ChangePoint:
+    return ChangePoint(
+        onset_day=today - onset_days_ago * DAY_SECONDS,
+        shift_ratio=ratio,
+        level_before=10.0,
+        level_after=10.0 * ratio,
+    )
+
+
+def test_alarm_needs_a_recent_large_enough_drop() -> None:
+    today = day(100)
+    rule = DeclineRule(max_shift_ratio=0.85, max_onset_age_days=14)
+    assert decline_alarm(
+        changepoint=shift(0.5, 3, today), change_ratio_7d=None, today=today, rule=rule
+    )
+    assert not decline_alarm(
+        changepoint=shift(0.9, 3, today), change_ratio_7d=None, today=today, rule=rule
+    )
+    assert not decline_alarm(
+        changepoint=shift(0.5, 15, today), change_ratio_7d=None, today=today, rule=rule
+    )
+    assert not decline_alarm(changepoint=None, change_ratio_7d=None, today=today, rule=rule)
+
+
+def test_alarm_on_the_seven_day_ratio_only_when_the_rule_has_one() -> None:
+    today = day(100)
+    with_ratio = DeclineRule(max_change_ratio_7d=0.7)
+    without = DeclineRule(max_change_ratio_7d=None)
+    assert decline_alarm(changepoint=None, change_ratio_7d=0.6, today=today, rule=with_ratio)
+    assert not decline_alarm(changepoint=None, change_ratio_7d=0.8, today=today, rule=with_ratio)
+    assert not decline_alarm(changepoint=None, change_ratio_7d=0.6, today=today, rule=without)
