@@ -23,13 +23,14 @@ from monitor.http import HttpPolicy, PoliteClient
 from monitor.ingest import Ingestor
 from monitor.poller import Poller, PollOutcome, brief, source_of
 from monitor.privacy import load_or_create_key
-from monitor.store import db
+from monitor.store import db, retention
 from monitor.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 ANALYSIS_INTERVAL_SECONDS = 60
 """Windows end "now", so every snapshot is recomputed this often even without polls."""
+PRUNE_INTERVAL_SECONDS = 3600
 SHUTDOWN_GRACE_SECONDS = 6.0
 """How long a poll in flight may take to commit or roll back when the service stops."""
 
@@ -110,6 +111,7 @@ class Service:
             self.telemetry.declare_community(
                 community.id, source_of(community), interval=community.interval
             )
+        await self.prune()
         await self.refresh_all()
         self._restore_health()
 
@@ -136,6 +138,23 @@ class Service:
             await asyncio.to_thread(self.snapshots.refresh, community, now=int(self._clock()))
         except SQLAlchemyError as exc:
             log.error("analysis of %s failed: %s", community.id, brief(exc))
+
+    async def prune(self) -> None:
+        """Drop expired post bodies (``retention_days``) and old poll history."""
+        assert self.engine is not None
+        engine = self.engine
+
+        def run() -> tuple[int, int]:
+            with db.session_scope(engine) as session:
+                return retention.prune(session, now=int(self._clock()))
+
+        try:
+            bodies, runs = await asyncio.to_thread(run)
+        except SQLAlchemyError as exc:
+            log.error("retention pruning failed: %s", brief(exc))
+            return
+        if bodies or runs:
+            log.info("retention: dropped %d expired bodies and %d old poll runs", bodies, runs)
 
     def active_communities(self) -> list[CommunityBase]:
         return [c for c in self.settings.communities if c.enabled]

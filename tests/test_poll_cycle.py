@@ -296,3 +296,29 @@ def to_toml(data: dict[str, Any], prefix: str = "") -> str:
         for item in items:
             text += f"[[{prefix}{key}]]\n" + to_toml(item)
     return text
+
+
+async def test_missing_adapter_is_a_counted_failure_that_spares_the_others(
+    forums: Forums, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import monitor.poller
+
+    forums.add_round(NOW - 5 * HOUR, 1)
+    without_rss = {k: v for k, v in monitor.poller.SOURCES.items() if k != "rss"}
+    monkeypatch.setattr(monitor.poller, "SOURCES", without_rss)
+    service = await open_service(settings_from_mapping(config(forums.server.base_url, tmp_path)))
+    try:
+        outcomes = {o.community: o.outcome for o in await service.poll_all()}
+        assert outcomes == {"gig": "ok", "forum": "ok", "news": "unknown_source"}
+        assert (
+            service.registry.get_sample_value(
+                "forum_monitor_poll_failures_total",
+                {"community": "news", "source": "rss", "reason": "unknown_source"},
+            )
+            == 1
+        )
+        assert (
+            service.registry.get_sample_value("forum_monitor_source_up", {"community": "news"}) == 0
+        )
+    finally:
+        await service.stop()
