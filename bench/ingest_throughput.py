@@ -4,13 +4,15 @@
 (normalize -> pseudonymize -> score -> upsert -> rollup) into a fresh SQLite
 store, in polls of 1,000 items. The baseline, measured in the same run on the
 same texts (poll by poll, so machine load weighs on both alike), is VADER scoring
-alone: the one cost ingest cannot avoid. Target:
+alone: the one cost ingest cannot avoid. The verdict uses the median of the per-poll
+ratios, which a burst of load on a shared machine cannot skew. Target:
 the pipeline runs at >= 0.6x the baseline's throughput.
 """
 
 from __future__ import annotations
 
 import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -70,6 +72,7 @@ def run(*, posts: int = 100_000, poll_size: int = 1000) -> dict[str, float]:
     children = synthetic_comments(posts)
     web_root = "https://www.reddit.com"
     baseline = pipeline = 0.0
+    poll_ratios: list[float] = []
     with tempfile.TemporaryDirectory() as folder:
         settings = settings_from_mapping(
             {
@@ -91,7 +94,7 @@ def run(*, posts: int = 100_000, poll_size: int = 1000) -> dict[str, float]:
             baseline_start = time.perf_counter()
             for text in texts:
                 sentiment(text)
-            baseline += time.perf_counter() - baseline_start
+            poll_baseline = time.perf_counter() - baseline_start
             pipeline_start = time.perf_counter()
             now = int(time.time())
             items = [item_from_thing(c["kind"], c["data"], web_root=web_root) for c in chunk]
@@ -107,7 +110,10 @@ def run(*, posts: int = 100_000, poll_size: int = 1000) -> dict[str, float]:
                     session, community=community, batch=batch, started_at=now, now=now
                 )
                 refresh_days(session, community_id="gig", days=result.touched_days, now=now)
-            pipeline += time.perf_counter() - pipeline_start
+            poll_pipeline = time.perf_counter() - pipeline_start
+            baseline += poll_baseline
+            pipeline += poll_pipeline
+            poll_ratios.append(poll_baseline / poll_pipeline)
         with Session(engine) as session:
             stored = session.connection().exec_driver_sql("SELECT count(*) FROM posts").scalar()
         engine.dispose()
@@ -116,7 +122,8 @@ def run(*, posts: int = 100_000, poll_size: int = 1000) -> dict[str, float]:
         "posts": posts,
         "vader_posts_per_second": posts / baseline,
         "pipeline_posts_per_second": posts / pipeline,
-        "ratio": baseline / pipeline,
+        "ratio_overall": baseline / pipeline,
+        "ratio": statistics.median(poll_ratios),
     }
 
 
@@ -126,7 +133,11 @@ def main() -> bool:
     print("ingest throughput (100k posts, polls of 1,000, SQLite)")
     print(f"  VADER alone       {result['vader_posts_per_second']:10.0f} posts/s  (baseline)")
     print(f"  full write path   {result['pipeline_posts_per_second']:10.0f} posts/s")
-    print(f"  ratio             {result['ratio']:10.2f}  target >= {TARGET_RATIO}  {verdict}")
+    print(f"  ratio (all polls) {result['ratio_overall']:10.2f}")
+    print(
+        f"  ratio (median of per-poll ratios) {result['ratio']:.2f}  target >= {TARGET_RATIO}"
+        f"  {verdict}"
+    )
     return verdict == "PASS"
 
 

@@ -49,19 +49,27 @@ class KeywordMatcher:
 
     def __init__(self, groups: Mapping[str, Sequence[str]]) -> None:
         self._patterns = {
-            name: re.compile(
-                "|".join(
-                    rf"(?<![\w]){_phrase_pattern(p)}(?![\w])"
-                    for p in sorted(phrases, key=len, reverse=True)
-                ),
-                re.IGNORECASE,
-            )
+            name: _bounded("|".join(_phrase_pattern(p) for p in _longest_first(phrases)))
             for name, phrases in groups.items()
             if phrases
         }
+        # Most posts match no group: one scan with every phrase settles those. Groups may
+        # share words ("pay" and "pay cut"), so a hit is then checked group by group.
+        every = [_phrase_pattern(p) for phrases in groups.values() for p in phrases]
+        self._any = _bounded("|".join(_longest_first(every))) if every else None
 
     def groups_in(self, text: str) -> list[str]:
+        if self._any is None or self._any.search(text) is None:
+            return []
         return sorted(name for name, pattern in self._patterns.items() if pattern.search(text))
+
+
+def _bounded(alternation: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w)(?:{alternation})(?!\w)", re.IGNORECASE)
+
+
+def _longest_first(phrases: Sequence[str]) -> list[str]:
+    return sorted(phrases, key=len, reverse=True)
 
 
 def _phrase_pattern(phrase: str) -> str:
