@@ -8,6 +8,7 @@ set -eu
 missing=""
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$missing prometheus-alertmanager"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 [ -x "${FORUM_MONITOR_PG_BIN:-/usr/lib/postgresql/15/bin}/initdb" ] || missing="$missing postgresql-15"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

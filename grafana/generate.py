@@ -345,6 +345,12 @@ def overview() -> builders.Dashboard:
             alert_line=ratio_thresholds(),
         ),
         graph(
+            "Decline score (participants)",
+            query('forum_decline_score{signal="active_participants"}', "{{community}}"),
+            description="How far the last 3 and 10 days sit below the baseline, in alarm "
+            "units: above 1 is a decline (the ForumDecline alert).",
+        ),
+        graph(
             "Threads started (7d window)",
             query('forum_threads_started{window="7d"}', "{{community}}"),
         ),
@@ -438,6 +444,12 @@ def community_drilldown() -> builders.Dashboard:
             description="Recent value over the preceding 4 weeks; 1d compares the same "
             "weekday. Absent while the baseline is short or coverage under 90%.",
             alert_line=ratio_thresholds(),
+        ),
+        graph(
+            "Decline score",
+            query(f"forum_decline_score{{{C}}}", "{{signal}}"),
+            description="How far the last 3 and 10 days sit below the baseline, in alarm "
+            "units: above 1 is a decline. Absent while coverage is low.",
         ),
         graph(
             "New participants",

@@ -31,6 +31,7 @@ CONDITIONAL_METRICS = (
     "forum_activity_change_ratio",
     "forum_changepoint_timestamp_seconds",
     "forum_changepoint_shift_ratio",
+    "forum_decline_score",
     "forum_keyword_posts",
     "forum_keyword_sentiment_mean",
     "forum_monitor_poll_failures_total",

@@ -1,23 +1,197 @@
-"""The ASGI app: /metrics, /healthz, /readyz (and later the status page and JSON API)."""
+"""The ASGI app: /metrics, /healthz, /readyz, the status page at /, the JSON API under /api/v1.
+
+Everything reads the precomputed snapshots (``monitor.analysis.snapshot``);
+nothing here queries the store. Bad parameters are 4xx with a message naming
+the parameter, never a 500. /docs is a server-rendered reference of the
+OpenAPI schema (no CDN), /openapi.json the schema itself.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from monitor import __version__
+from monitor.analysis.snapshot import SERIES_DAYS, DayActivity
+from monitor.analysis.windows import WindowActivity
 from monitor.service import Service
+from monitor.web.apidocs import render_api_docs
+from monitor.web.status import render_status_page
+from monitor.web.view import CommunityView, Presentation, community_view
 
 log = logging.getLogger(__name__)
 
+MAX_SERIES_DAYS = SERIES_DAYS
+"""The snapshots hold this many complete days; ``days`` may not ask for more."""
 
-def create_app(service: Service, *, schedule: bool = True) -> FastAPI:
+
+class Signal(StrEnum):
+    """Daily series of a community (one value per complete UTC day)."""
+
+    posts = "posts"
+    threads_started = "threads_started"
+    replies = "replies"
+    active_participants = "active_participants"
+    new_participants = "new_participants"
+    sentiment_mean = "sentiment_mean"
+    negative_ratio = "negative_ratio"
+
+
+def _value(day: DayActivity, signal: Signal) -> float | None:
+    value = getattr(day, signal.value)
+    return None if value is None else float(value)
+
+
+class WindowModel(BaseModel):
+    posts: int
+    threads_started: int
+    active_participants: int
+    new_participants: int
+    returning_participants_ratio: float | None
+    thread_participants_avg: float | None
+    thread_replies_avg: float | None
+    unanswered_threads_ratio: float | None
+    first_reply_median_seconds: float | None
+    sentiment_mean: float | None
+    sentiment_negative_ratio: float | None
+    keyword_posts: dict[str, int]
+
+
+class TrendModel(BaseModel):
+    signal: str
+    window: str
+    ratio: float = Field(description="recent level / 4-week baseline (1.0 = as usual)")
+
+
+class ChangePointModel(BaseModel):
+    signal: str
+    onset: int = Field(description="Unix time of the onset day")
+    shift_ratio: float = Field(description="level after / level before")
+
+
+class ConditionModel(BaseModel):
+    alert: str = Field(description="the alert rule whose condition holds now")
+    severity: str
+    summary: str
+
+
+class EventModel(BaseModel):
+    at: int
+    label: str
+
+
+class CommunityModel(BaseModel):
+    id: str
+    source: str
+    status: str = Field(description="down, declining, growing, steady or warming up")
+    computed_at: int
+    last_success_at: int | None
+    last_error: str | None
+    last_post_at: int | None
+    windows: dict[str, WindowModel] = Field(description="by window: 1d, 7d, 28d")
+    coverage: dict[str, float] = Field(description="share of each window covered by polls")
+    trends: list[TrendModel]
+    changepoints: list[ChangePointModel]
+    out_of_line: list[ConditionModel]
+    events: list[EventModel] = Field(description="labelled events (the demo's, when simulated)")
+
+
+class CommunitiesModel(BaseModel):
+    simulated: bool = Field(description="true when the data is the demo's simulation")
+    generated_at: int
+    communities: list[CommunityModel]
+
+
+class SeriesPoint(BaseModel):
+    day: str = Field(description="the UTC day, ISO 8601 (YYYY-MM-DD)")
+    timestamp: int = Field(description="Unix time of the day's UTC midnight")
+    value: float | None = Field(description="null when the day has no data for the signal")
+    coverage: float = Field(description="share of the day covered by successful polls")
+
+
+class SeriesModel(BaseModel):
+    community: str
+    signal: Signal
+    days: int
+    simulated: bool
+    points: list[SeriesPoint]
+
+
+class ErrorModel(BaseModel):
+    detail: str
+
+
+def _window_model(window: WindowActivity) -> WindowModel:
+    return WindowModel(
+        posts=window.posts,
+        threads_started=window.threads_started,
+        active_participants=window.active_participants,
+        new_participants=window.new_participants,
+        returning_participants_ratio=window.returning_participants_ratio,
+        thread_participants_avg=window.thread_participants_avg,
+        thread_replies_avg=window.thread_replies_avg,
+        unanswered_threads_ratio=window.unanswered_threads_ratio,
+        first_reply_median_seconds=window.first_reply_median_seconds,
+        sentiment_mean=window.sentiment_mean,
+        sentiment_negative_ratio=window.sentiment_negative_ratio,
+        keyword_posts={group: found.posts for group, found in window.keywords.items()},
+    )
+
+
+def _community_model(view: CommunityView) -> CommunityModel:
+    snap = view.snapshot
+    return CommunityModel(
+        id=snap.community,
+        source=snap.source,
+        status=view.verdict,
+        computed_at=snap.computed_at,
+        last_success_at=snap.last_success_at,
+        last_error=snap.last_error,
+        last_post_at=snap.last_post_at,
+        windows={name: _window_model(w) for name, w in snap.windows.items()},
+        coverage=dict(snap.coverage),
+        trends=[TrendModel(signal=t.signal, window=t.window, ratio=t.ratio) for t in snap.trends],
+        changepoints=[
+            ChangePointModel(signal=c.signal, onset=c.onset, shift_ratio=c.shift_ratio)
+            for c in snap.changepoints
+        ],
+        out_of_line=[
+            ConditionModel(alert=c.alert, severity=c.severity, summary=c.summary)
+            for c in view.conditions
+        ],
+        events=[EventModel(at=a.at, label=a.label) for a in view.annotations],
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = [str(part) for part in error.get("loc", ()) if part not in ("query", "path")]
+        name = ".".join(location) or "request"
+        parts.append(f"{name}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(
+    service: Service,
+    *,
+    schedule: bool = True,
+    presentation: Presentation | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
     """The app around ``service``; its lifespan opens the store, schedules polls and stops them."""
+    shown = presentation or Presentation()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -32,9 +206,50 @@ def create_app(service: Service, *, schedule: bool = True) -> FastAPI:
     app = FastAPI(
         title="forum-monitor",
         version=__version__,
-        description="Community health of public discussion forums, as Prometheus metrics.",
+        description="Community health of public discussion forums, as Prometheus metrics "
+        "and JSON."
+        + (" This instance serves simulated data (the demo)." if shown.simulated else ""),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": _validation_message(exc), "errors": jsonable_errors(exc)}, status_code=422
+        )
+
+    def views() -> list[CommunityView]:
+        now = int(clock())
+        found = []
+        if service.snapshots is None:
+            return []
+        for community in service.active_communities():
+            snapshot = service.snapshots.get(community.id)
+            if snapshot is not None:
+                found.append(community_view(community, snapshot, presentation=shown, now=now))
+        return found
+
+    def one_view(community_id: str) -> CommunityView:
+        for view in views():
+            if view.id == community_id:
+                return view
+        known = ", ".join(sorted(c.id for c in service.active_communities())) or "none"
+        raise HTTPException(
+            status_code=404, detail=f"no community {community_id!r}; known: {known}"
+        )
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def status_page() -> HTMLResponse:
+        page = render_status_page(
+            views(), presentation=shown, now=int(clock()), version=__version__
+        )
+        return HTMLResponse(page)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def api_docs() -> HTMLResponse:
+        return HTMLResponse(render_api_docs(app.openapi()))
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
@@ -56,4 +271,75 @@ def create_app(service: Service, *, schedule: bool = True) -> FastAPI:
             status_code=200 if ready else 503,
         )
 
+    @app.get(
+        "/api/v1/communities",
+        response_model=CommunitiesModel,
+        summary="Every watched community: windows, trends, what is out of line",
+        description="One entry per enabled community with its latest analysis. `out_of_line` "
+        "lists the alert rules' conditions that hold now; `status` sums them up.",
+    )
+    def communities() -> CommunitiesModel:
+        return CommunitiesModel(
+            simulated=shown.simulated,
+            generated_at=int(clock()),
+            communities=[_community_model(v) for v in views()],
+        )
+
+    @app.get(
+        "/api/v1/communities/{community_id}",
+        response_model=CommunityModel,
+        responses={404: {"model": ErrorModel, "description": "Unknown community"}},
+        summary="One community",
+    )
+    def community(
+        community_id: Annotated[str, Path(description="the community's configured id")],
+    ) -> CommunityModel:
+        return _community_model(one_view(community_id))
+
+    @app.get(
+        "/api/v1/communities/{community_id}/series",
+        response_model=SeriesModel,
+        responses={
+            404: {"model": ErrorModel, "description": "Unknown community"},
+            422: {"description": "Bad parameter (unknown signal, days out of range)"},
+        },
+        summary="A daily series of one community, with coverage",
+        description=f"The last `days` complete UTC days (at most {MAX_SERIES_DAYS}), oldest "
+        "first. Days not covered by successful polls have a low `coverage`; their values "
+        "are incomplete and the trends leave them out.",
+    )
+    def series(
+        community_id: Annotated[str, Path(description="the community's configured id")],
+        signal: Annotated[Signal, Query(description="which daily series")] = Signal.posts,
+        days: Annotated[
+            int,
+            Query(ge=1, le=MAX_SERIES_DAYS, description="how many days, newest last"),
+        ] = 90,
+    ) -> SeriesModel:
+        view = one_view(community_id)
+        daily = view.snapshot.daily[-days:]
+        return SeriesModel(
+            community=view.id,
+            signal=signal,
+            days=len(daily),
+            simulated=shown.simulated,
+            points=[
+                SeriesPoint(
+                    day=datetime.fromtimestamp(d.day, UTC).date().isoformat(),
+                    timestamp=d.day,
+                    value=_value(d, signal),
+                    coverage=d.coverage,
+                )
+                for d in daily
+            ],
+        )
+
     return app
+
+
+def jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """The validation errors without their (possibly non-JSON) context objects."""
+    return [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type"))}
+        for e in exc.errors()
+    ]

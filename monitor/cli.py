@@ -52,6 +52,26 @@ def build_parser() -> argparse.ArgumentParser:
     database = commands.add_parser("db", help="database schema")
     database.add_argument("action", choices=["upgrade", "current"])
     database.add_argument("--config", help="config file (or FORUM_MONITOR_CONFIG)")
+
+    demo = commands.add_parser(
+        "demo", help="offline demo: the service watching simulated forums on 127.0.0.1"
+    )
+    demo.add_argument("--listen", default="127.0.0.1:9808", help="HOST:PORT (default %(default)s)")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the simulated history")
+    demo.add_argument("--no-live", action="store_true", help="no live posting after the history")
+    demo.add_argument(
+        "--speed", type=float, default=360.0, help="live posting speed-up (default %(default)s)"
+    )
+
+    export = commands.add_parser(
+        "export-openmetrics",
+        help="the store's daily history as OpenMetrics (promtool tsdb create-blocks-from)",
+    )
+    export.add_argument("--config", help="config file (or FORUM_MONITOR_CONFIG)")
+    export.add_argument("--out", required=True, help="OpenMetrics file to write")
+    export.add_argument("--days", type=int, default=90, help="complete UTC days (default 90)")
+    export.add_argument("--job", default="forum-monitor", help="job label ('' for none)")
+    export.add_argument("--instance", help="instance label (default: the listen address)")
     return parser
 
 
@@ -184,11 +204,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export_openmetrics(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from monitor.export import write_export
+
+    settings = _settings(args.config)
+    instance = settings.listen if args.instance is None else args.instance
+    summary = write_export(
+        settings=settings,
+        out=Path(args.out),
+        now=int(time.time()),
+        days=args.days,
+        extra_labels=[("job", args.job), ("instance", instance)],
+    )
+    print(
+        f"{args.out}: {summary.samples} samples in {summary.series} series "
+        f"of {summary.communities} communities"
+    )
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from monitor.demo import DemoOptions, run_demo
+
+    try:
+        listen = parse_listen(args.listen)
+    except ValueError as exc:
+        raise ConfigError([f"--listen: {exc}"]) from None
+    if args.speed <= 0:
+        raise ConfigError(["--speed: must be greater than zero"])
+    return run_demo(
+        DemoOptions(listen=listen, seed=args.seed, live=not args.no_live, speed=args.speed)
+    )
+
+
 COMMANDS = {
     "serve": cmd_serve,
     "poll-once": cmd_poll_once,
     "check-config": cmd_check_config,
     "db": cmd_db,
+    "export-openmetrics": cmd_export_openmetrics,
+    "demo": cmd_demo,
 }
 
 

@@ -129,7 +129,22 @@ def _trend_metrics(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:
         "Level after over level before the latest detected shift.",
         labels=["community", "source", "signal"],
     )
+    score = GaugeMetricFamily(
+        "forum_decline_score",
+        "How far the last 3 and 10 days sit below the baseline, in alarm units: above 1 is a "
+        "decline; absent while coverage is low.",
+        labels=["community", "source", "signal"],
+    )
+    score_onset = GaugeMetricFamily(
+        "forum_decline_onset_timestamp_seconds",
+        "First day of the run of low days behind forum_decline_score (Unix time).",
+        labels=["community", "source", "signal"],
+    )
     for snapshot in snapshots:
+        for decline in snapshot.declines:
+            key = [snapshot.community, snapshot.source, decline.signal]
+            score.add_metric(key, decline.score)
+            score_onset.add_metric(key, decline.onset)
         for trend in snapshot.trends:
             change.add_metric(
                 [snapshot.community, snapshot.source, trend.signal, trend.window], trend.ratio
@@ -141,6 +156,8 @@ def _trend_metrics(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:
     yield change
     yield onset
     yield shift
+    yield score
+    yield score_onset
 
 
 def _coverage_metrics(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from monitor.analysis.rollups import refresh_days
 from monitor.config import CommunityBase, Settings
 from monitor.errors import RateLimited, SourceError, UnknownSource
 from monitor.http import PoliteClient
@@ -85,13 +86,13 @@ class Poller:
 
     def _write(self, community: CommunityBase, batch: Batch, started: int) -> IngestResult:
         with session_scope(self._engine) as session:
-            return self._ingestor.ingest(
-                session,
-                community=community,
-                batch=batch,
-                started_at=started,
-                now=int(self._clock()),
+            now = int(self._clock())
+            result = self._ingestor.ingest(
+                session, community=community, batch=batch, started_at=started, now=now
             )
+            # the daily rollups of the days this poll touched, in the same transaction
+            refresh_days(session, community_id=community.id, days=result.touched_days, now=now)
+            return result
 
     def _write_failure(
         self,

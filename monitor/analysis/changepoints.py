@@ -23,6 +23,9 @@ and minimum segment length were chosen with ``python -m bench decline``.
 
 The decline alarm (``decline_alarm``, documented on ``DeclineRule``) is the
 condition the Prometheus alert rule uses, written over the exported values only.
+By default it reads only the decline score (``cusum.decline_score``); the change
+point terms are optional. ``held`` and ``alert_episodes`` model how Prometheus
+sees absent values (``last_over_time``) and counts alerts, for the benchmark.
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import ruptures
 
+from monitor.analysis.cusum import DECLINE_SCORE_THRESHOLD
 from monitor.analysis.trends import (
     DAY_SECONDS,
     MIN_BASELINE_DAYS,
@@ -46,6 +51,7 @@ from monitor.analysis.trends import (
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+T = TypeVar("T")
 
 PENALTY = 14.0
 """PELT penalty in units of the normalized signal's variance."""
@@ -147,28 +153,44 @@ def normalized(*, values: FloatArray, weekday: IntArray, kind: SignalKind) -> Fl
 
 @dataclass(frozen=True)
 class DeclineRule:
-    """When a signal is in decline, from its exported trend values.
+    """When a signal is in decline, from its exported values; ``decline_alarm`` applies it.
 
-    The alarm fires while the latest change point started at most
-    ``max_onset_age_days`` ago and its shift ratio is below ``max_shift_ratio``,
-    or, when ``max_change_ratio_7d`` is set, while the 7d change ratio is below
-    it. Withheld (absent) values never fire. The default rule is the change
-    point term only: with the benchmark's penalty a 7d-ratio term at 0.7 added
-    no detection. As a Prometheus rule per community, source and signal (no
-    ``for:`` needed, the inputs change once a day):
+    Terms, any of which fires the alarm; a term whose value is withheld (absent)
+    never fires:
 
-        forum_changepoint_shift_ratio{signal="posts"} < 0.85
-          and on (community, source, signal)
-        (time() - forum_changepoint_timestamp_seconds{signal="posts"}) < 14 * 86400
+    - ``min_decline_score`` (default 1.0): the decline score
+      (``cusum.decline_score``, gauge ``forum_decline_score``) is above it;
+    - ``max_shift_ratio`` (default off): the latest change point started at most
+      ``max_onset_age_days`` ago and its shift ratio is below this;
+    - ``max_change_ratio_7d`` (default off): the 7d change ratio is below this.
 
-    and with a 7d term, ``or forum_activity_change_ratio{signal="posts", window="7d"} < 0.7``.
-    The alert resolves two weeks after onset; the change-point gauges keep
-    showing the lower level on dashboards.
+    The default is the score alone: on ``python -m bench decline`` the change
+    point term (0.85, 14 days) added false alarms for no detection the score
+    missed. Values are refreshed once a day and are absent while the last day
+    is not covered by polls; so that an outage neither ends an alarm nor starts
+    one, every term reads the latest value present within ``hold_days``
+    (``held``), which is PromQL's ``last_over_time(...[3d])``. The alert rule,
+    per community, source and signal, no ``for:`` (the inputs change once a day)::
+
+        last_over_time(forum_decline_score[3d]) > 1
+
+    and with the optional terms::
+
+        or (last_over_time(forum_changepoint_shift_ratio[3d]) < 0.85
+              and on (community, source, signal)
+            (time() - last_over_time(forum_changepoint_timestamp_seconds[3d])) < 14 * 86400)
+        or last_over_time(forum_activity_change_ratio{window="7d"}[3d]) < 0.7
+
+    An alert episode starts on the first day the rule holds after a day it did
+    not (``alert_episodes``), as Prometheus opens a new alert.
     """
 
-    max_shift_ratio: float = 0.85
+    min_decline_score: float | None = DECLINE_SCORE_THRESHOLD
+    max_shift_ratio: float | None = None
     max_onset_age_days: int = 14
     max_change_ratio_7d: float | None = None
+    hold_days: int = 3
+    """How long a withheld value is replaced by the last one present (``last_over_time``)."""
 
 
 DEFAULT_DECLINE_RULE = DeclineRule()
@@ -176,14 +198,48 @@ DEFAULT_DECLINE_RULE = DeclineRule()
 
 def decline_alarm(
     *,
-    changepoint: ChangePoint | None,
-    change_ratio_7d: float | None,
+    changepoint: ChangePoint | None = None,
+    change_ratio_7d: float | None = None,
     today: int,
     rule: DeclineRule = DEFAULT_DECLINE_RULE,
+    decline_score: float | None = None,
 ) -> bool:
-    """Whether ``rule`` flags a decline on ``today``; withheld values never alarm."""
-    if changepoint is not None and changepoint.shift_ratio < rule.max_shift_ratio:
-        if today - changepoint.onset_day <= rule.max_onset_age_days * DAY_SECONDS:
+    """Whether ``rule`` flags a decline on ``today``; withheld (None) values never alarm.
+
+    Pass the values as Prometheus sees them: each the latest present within
+    ``rule.hold_days`` (``held``), None when there is none.
+    """
+    limit_score = rule.min_decline_score
+    if limit_score is not None and decline_score is not None and decline_score > limit_score:
+        return True
+    limit_shift = rule.max_shift_ratio
+    if changepoint is not None and limit_shift is not None:
+        recent = today - changepoint.onset_day <= rule.max_onset_age_days * DAY_SECONDS
+        if recent and changepoint.shift_ratio < limit_shift:
             return True
     limit = rule.max_change_ratio_7d
     return limit is not None and change_ratio_7d is not None and change_ratio_7d < limit
+
+
+def held(daily: Sequence[T | None], hold_days: int) -> list[T | None]:
+    """Day by day, the latest value present within ``hold_days`` days (PromQL last_over_time).
+
+    ``daily[i]`` is the value exported on day i, None while withheld; the result
+    on day i is ``daily[j]`` for the largest ``j <= i`` with a value and
+    ``i - j <= hold_days``, else None.
+    """
+    result: list[T | None] = []
+    last: T | None = None
+    age = hold_days + 1
+    for value in daily:
+        if value is not None:
+            last, age = value, 0
+        else:
+            age += 1
+        result.append(last if age <= hold_days else None)
+    return result
+
+
+def alert_episodes(states: Sequence[bool]) -> int:
+    """Alerts opened: days the rule holds after a day it did not (or as the first day)."""
+    return sum(on and not before for before, on in zip([False, *states], states, strict=False))

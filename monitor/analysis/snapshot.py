@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 from monitor.analysis import coverage as cov
 from monitor.analysis import trends
 from monitor.analysis.changepoints import latest_changepoint
+from monitor.analysis.cusum import decline_score
 from monitor.analysis.rollups import DAY, daily_rows, day_of
 from monitor.analysis.windows import WINDOWS, WindowActivity, window_activity
 from monitor.config import CommunityBase, Settings
@@ -53,6 +54,7 @@ SIGNALS: dict[str, tuple[trends.SignalKind, SignalValue]] = {
 window's level is the mean daily count."""
 CHANGE_WINDOWS = {"1d": 1, "7d": 7}
 CHANGEPOINT_SIGNALS = ("posts", "active_participants", "sentiment_mean")
+DECLINE_SIGNALS = ("posts", "threads_started", "active_participants", "sentiment_mean")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,13 @@ class ChangePointResult:
 
 
 @dataclass(frozen=True)
+class DeclineResult:
+    signal: str
+    score: float
+    onset: int
+
+
+@dataclass(frozen=True)
 class CommunitySnapshot:
     community: str
     source: str
@@ -82,6 +91,7 @@ class CommunitySnapshot:
     daily: list[DayActivity]
     trends: list[Trend] = field(default_factory=list)
     changepoints: list[ChangePointResult] = field(default_factory=list)
+    declines: list[DeclineResult] = field(default_factory=list)
     keyword_groups: list[str] = field(default_factory=list)
 
 
@@ -145,7 +155,7 @@ def compute_snapshot(
     daily = daily_series(
         session, community_id=community.id, spans=spans, today=day_of(now), days=SERIES_DAYS
     )
-    changes, shifts = signal_trends(daily, today=day_of(now))
+    changes, shifts, declines = signal_trends(daily, today=day_of(now))
     return CommunitySnapshot(
         community=community.id,
         source=str(getattr(community, "source", "")),
@@ -158,16 +168,19 @@ def compute_snapshot(
         daily=daily,
         trends=changes,
         changepoints=shifts,
+        declines=declines,
         keyword_groups=groups,
     )
 
 
 def signal_trends(
     daily: list[DayActivity], *, today: int
-) -> tuple[list[Trend], list[ChangePointResult]]:
-    """Change ratios and latest change points of every signal; withheld ones are left out."""
+) -> tuple[list[Trend], list[ChangePointResult], list[DeclineResult]]:
+    """Change ratios, latest change points and decline scores of every signal; withheld
+    ones are left out."""
     changes: list[Trend] = []
     shifts: list[ChangePointResult] = []
+    declines: list[DeclineResult] = []
     for signal, (kind, pick) in SIGNALS.items():
         series = [trends.DailyPoint(day=d.day, value=pick(d), coverage=d.coverage) for d in daily]
         for window, days in CHANGE_WINDOWS.items():
@@ -178,7 +191,11 @@ def signal_trends(
             point = latest_changepoint(series=series, today=today, kind=kind)
             if point is not None:
                 shifts.append(ChangePointResult(signal, point.onset_day, point.shift_ratio))
-    return changes, shifts
+        if signal in DECLINE_SIGNALS:
+            found = decline_score(series=series, today=today, kind=kind)
+            if found is not None:
+                declines.append(DeclineResult(signal, found.score, found.onset_day))
+    return changes, shifts, declines
 
 
 class Snapshots:

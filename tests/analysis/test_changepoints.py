@@ -10,7 +10,9 @@ import pytest
 from monitor.analysis.changepoints import (
     ChangePoint,
     DeclineRule,
+    alert_episodes,
     decline_alarm,
+    held,
     latest_changepoint,
 )
 from monitor.analysis.trends import DAY_SECONDS, DailyPoint, SignalKind
@@ -81,7 +83,10 @@ def test_outage_in_progress_withholds_changepoint_and_alarm() -> None:
     outage = [1.0] * 88 + [0.2, 0.0]
     assert latest_changepoint(series=daily(counts, outage), today=day(90)) is None
     trusted = latest_changepoint(series=daily(counts), today=day(90))
-    assert decline_alarm(changepoint=trusted, change_ratio_7d=None, today=day(90))
+    with_changepoints = DeclineRule(max_shift_ratio=0.85)
+    assert decline_alarm(
+        changepoint=trusted, change_ratio_7d=None, today=day(90), rule=with_changepoints
+    )
 
 
 def test_needs_21_days_that_count() -> None:
@@ -136,3 +141,35 @@ def test_alarm_on_the_seven_day_ratio_only_when_the_rule_has_one() -> None:
     assert decline_alarm(changepoint=None, change_ratio_7d=0.6, today=today, rule=with_ratio)
     assert not decline_alarm(changepoint=None, change_ratio_7d=0.8, today=today, rule=with_ratio)
     assert not decline_alarm(changepoint=None, change_ratio_7d=0.6, today=today, rule=without)
+
+
+def test_default_rule_is_the_decline_score_above_one() -> None:
+    today = day(100)
+    assert decline_alarm(decline_score=1.01, today=today)
+    assert not decline_alarm(decline_score=1.0, today=today)
+    assert not decline_alarm(decline_score=None, today=today)
+    # The change point term is off by default.
+    assert not decline_alarm(changepoint=shift(0.5, 3, today), today=today)
+
+
+def test_held_values_last_hold_days_like_last_over_time() -> None:
+    # Day 0: 2.0; days 1-3 withheld -> still 2.0; day 4 withheld -> 4 days old, gone.
+    assert held([2.0, None, None, None, None, 0.5], hold_days=3) == [
+        2.0,
+        2.0,
+        2.0,
+        2.0,
+        None,
+        0.5,
+    ]
+    assert held([None, 1.0], hold_days=3) == [None, 1.0]
+
+
+def test_an_outage_inside_an_alarm_is_one_episode() -> None:
+    scores = [0.2, 1.5, 1.6, None, None, 1.7, 0.3, None, 1.2]
+    states = [decline_alarm(decline_score=s, today=day(0)) for s in held(scores, hold_days=3)]
+    assert states == [False, True, True, True, True, True, False, False, True]
+    assert alert_episodes(states) == 2
+    # Without the hold the outage splits the first alarm in two.
+    bare = [decline_alarm(decline_score=s, today=day(0)) for s in scores]
+    assert alert_episodes(bare) == 3

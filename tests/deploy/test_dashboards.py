@@ -40,6 +40,7 @@ CONTRACT = {
     "forum_activity_change_ratio",
     "forum_changepoint_timestamp_seconds",
     "forum_changepoint_shift_ratio",
+    "forum_decline_score",
     "forum_coverage_ratio",
     "forum_last_post_timestamp_seconds",
     "forum_monitor_polls_total",

@@ -1,0 +1,138 @@
+"""`forum-monitor demo` as a user runs it, and its status page in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import missing
+from tests.test_serve import free_port
+
+
+class Demo:
+    def __init__(self, process: subprocess.Popen[str], base_url: str, log: Path) -> None:
+        self.process, self.base_url, self.log = process, base_url, log
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    port = free_port()
+    log = tmp_path / "demo.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "demo", "--listen", f"127.0.0.1:{port}"],
+            cwd=tmp_path,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("FORUM_MONITOR_")},
+        )
+        try:
+            yield Demo(process, f"http://127.0.0.1:{port}", log)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def wait_for_analysis(base_url: str, *, timeout: float = 45.0) -> dict[str, str]:
+    """Status by community, once every community was polled and has trends."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            body = httpx.get(base_url + "/api/v1/communities", timeout=2).json()
+            last = body
+            communities = body["communities"]
+            if len(communities) == 3 and all(
+                c["last_success_at"] and c["trends"] for c in communities
+            ):
+                return {c["id"]: c["status"] for c in communities}
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"demo not analysed after {timeout}s; last answer: {last}")
+
+
+def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        missing("chromium is not installed (Debian package chromium)")
+    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
+    return subprocess.run(
+        [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def verdict_of(dom: str, community: str) -> str:
+    found = re.search(rf'data-community="{community}" data-verdict="([^"]+)"', dom)
+    assert found, f"{community} not on the page"
+    return found.group(1)
+
+
+def test_demo_status_page_in_headless_chromium(demo: Demo, tmp_path: Path) -> None:
+    started = time.monotonic()
+    statuses = wait_for_analysis(demo.base_url)
+    assert statuses == {"gigwork": "declining", "rival": "growing", "control": "steady"}
+    assert time.monotonic() - started < 45
+
+    screenshot = tmp_path / "status-page.png"
+    shot = chromium(
+        tmp_path, "--window-size=1280,2000", f"--screenshot={screenshot}", demo.base_url + "/"
+    )
+    assert shot.returncode == 0, shot.stderr
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert screenshot.stat().st_size > 20_000  # a rendered page, not a blank one
+    narrow = tmp_path / "status-page-narrow.png"
+    assert (
+        chromium(
+            tmp_path, "--window-size=400,2400", f"--screenshot={narrow}", demo.base_url + "/"
+        ).returncode
+        == 0
+    )
+    assert narrow.stat().st_size > 20_000
+
+    dom = chromium(tmp_path, "--dump-dom", demo.base_url + "/").stdout
+    assert verdict_of(dom, "gigwork") == "declining"
+    assert verdict_of(dom, "control") == "steady"
+    assert "Simulated data" in dom and "simulated data" in dom
+    gig = dom[dom.index('data-community="gigwork"') : dom.index('data-community="rival"')]
+    assert "ForumParticipationDrop" in gig
+    assert "Platform cut pay rates" in gig
+    control = dom[dom.index('data-community="control"') :]
+    assert "Nothing out of line." in control
+
+
+def test_demo_stops_cleanly_on_ctrl_c(demo: Demo) -> None:
+    wait_for_analysis(demo.base_url)
+    demo.process.send_signal(signal.SIGINT)
+    assert demo.process.wait(timeout=15) == 0
+    output = demo.log.read_text()
+    assert "SIMULATED DATA" in output and "/api/v1/communities" in output
+    assert "Traceback" not in output
