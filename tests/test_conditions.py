@@ -6,7 +6,7 @@ import re
 from dataclasses import replace
 
 from monitor.analysis import conditions as cond
-from monitor.analysis.snapshot import ChangePointResult, CommunitySnapshot, Trend
+from monitor.analysis.snapshot import ChangePointResult, CommunitySnapshot, DeclineResult, Trend
 from monitor.analysis.windows import WindowActivity
 from tests.support import REPO_ROOT
 
@@ -76,7 +76,11 @@ def test_thresholds_equal_the_alert_rules() -> None:
         cond.TRUSTED_COVERAGE
     )
     assert number(r"> (\d+) \* forum_monitor_poll_interval", gate) == cond.SOURCE_DOWN_INTERVALS
-    for name in cond.DECLINE_ALERTS:
+    score = exprs["ForumDeclineDetected"]
+    assert number(r"\[3d\]\) > ([\d.]+)", score) == cond.DECLINE_SCORE_THRESHOLD
+    assert f'signal=~"{"|".join(cond.DECLINE_SCORE_SIGNALS)}"' in score
+    # the decline score is withheld by the analysis stage itself, not gated (see the rule)
+    for name in cond.DECLINE_ALERTS - {"ForumDeclineDetected"}:
         assert "community_source:forum_coverage_ratio_7d:trusted" in exprs[name], name
 
 
@@ -155,6 +159,15 @@ def test_change_point_down_and_recent_only() -> None:
     up = ChangePointResult("posts", NOW - 10 * 86400, 1.4)
     assert alerts(snapshot(changepoints=[recent])) == ["ForumChangePointDetected"]
     assert alerts(snapshot(changepoints=[old, up])) == []
+
+
+def test_decline_score_above_one_on_posts_or_participants() -> None:
+    onset = NOW - 5 * 86400
+    assert alerts(snapshot(declines=[DeclineResult("active_participants", 1.3, onset)])) == [
+        "ForumDeclineDetected"
+    ]
+    assert alerts(snapshot(declines=[DeclineResult("posts", 1.0, onset)])) == []
+    assert alerts(snapshot(declines=[DeclineResult("sentiment_mean", 3.0, onset)])) == []
 
 
 def test_an_outage_is_never_a_decline() -> None:

@@ -13,6 +13,7 @@ shows as the source being down, never as a decline.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,6 +39,9 @@ SOURCE_DOWN_INTERVALS = 3
 """ForumSourceDown: no successful poll for more than this many poll intervals."""
 TRUSTED_COVERAGE = 0.9
 """community_source:forum_coverage_ratio_7d:trusted: 7d coverage at least this."""
+DECLINE_SCORE_THRESHOLD = 1.0
+"""ForumDeclineDetected: forum_decline_score above this (monitor/analysis/cusum.py)."""
+DECLINE_SCORE_SIGNALS = ("posts", "active_participants")
 GROWTH_RATIO = 1.25
 """Not an alert: the status page calls a 7d change ratio at or above this "growing"."""
 
@@ -50,6 +54,7 @@ DECLINE_ALERTS = frozenset(
         "ForumSentimentDrop",
         "ForumUnansweredSurge",
         "ForumChangePointDetected",
+        "ForumDeclineDetected",
     }
 )
 
@@ -170,9 +175,30 @@ def community_conditions(snapshot: CommunitySnapshot, *, now: int) -> list[Condi
     return found
 
 
+def score_conditions(snapshot: CommunitySnapshot) -> list[Condition]:
+    """ForumDeclineDetected. Not behind the trust gate, as in the rules: the analysis
+    stage already withholds the score while coverage is low."""
+    return [
+        Condition(
+            "ForumDeclineDetected",
+            "warning",
+            f"{decline.signal} in decline since {describe_day(decline.onset)} "
+            f"(score {decline.score:.1f}; above {DECLINE_SCORE_THRESHOLD:g} is a decline)",
+        )
+        for decline in snapshot.declines
+        if decline.signal in DECLINE_SCORE_SIGNALS and decline.score > DECLINE_SCORE_THRESHOLD
+    ]
+
+
+def describe_day(timestamp: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+
+
 def out_of_line(snapshot: CommunitySnapshot, *, interval: float, now: int) -> list[Condition]:
-    """Every condition that holds now: source problems, or (when trusted) the decline rules."""
+    """Every condition that holds now: source problems, decline scores, and (when
+    trusted) the other decline rules."""
     problems = source_conditions(snapshot, interval=interval, now=now)
+    problems += score_conditions(snapshot)
     if not trusted(snapshot, interval=interval, now=now):
         return problems
     return problems + community_conditions(snapshot, now=now)

@@ -86,7 +86,9 @@ def test_decline_alerts_require_trusted_coverage() -> None:
     blocks = alert_blocks(RULES_FILE.read_text())
     declines = [name for name, block in blocks.items() if "severity: warning" in block]
     declines += ["ForumChangePointDetected"]
-    for name in set(declines) - {"ForumCollectorErrors"}:
+    # ForumDeclineDetected is not gated: the analysis stage withholds the score while
+    # coverage is low, and a 7d gate would silence it for a week after any outage
+    for name in set(declines) - {"ForumCollectorErrors", "ForumDeclineDetected"}:
         gate = "and on (community, source) community_source:forum_coverage_ratio_7d:trusted"
         assert gate in blocks[name], name
 
