@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
-import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from monitor import __version__
 from monitor.config import Settings, config_path, load_settings, parse_listen
@@ -142,35 +140,8 @@ def cmd_poll_once(args: argparse.Namespace) -> int:
     return EXIT_OK if all(o["outcome"] in ("ok", "not_modified") for o in outcomes) else 1
 
 
-def _graceful_server_class() -> type:
-    import uvicorn
-
-    class GracefulServer(uvicorn.Server):
-        """SIGTERM/SIGINT stop the service gracefully and the process exits 0.
-
-        uvicorn re-raises the signal after shutting down, which makes the exit
-        status "killed by SIGTERM"; a supervisor should see a clean stop.
-        """
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            previous = {
-                sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
-            }
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    return GracefulServer
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    _GracefulServer = _graceful_server_class()
-
+    from monitor import server
     from monitor.api import create_app
     from monitor.service import Service
 
@@ -186,18 +157,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     make_engine(settings.resolved_database_url()).dispose()  # fail fast, one line, if unreachable
     app = create_app(service)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=3,
-        lifespan="on",
-    )
-    server = _GracefulServer(config)
     log.info("serving on http://%s:%d/metrics", host, port)
-    server.run()
+    server.run(app, host=host, port=port)
     if not service.migrated:
         return EXIT_FAILURE  # the lifespan failed to start; uvicorn logged why
     log.info("stopped")

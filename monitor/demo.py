@@ -85,10 +85,9 @@ def demo_presentation(simulation: Simulation, *, now: int) -> Presentation:
 
 def run_demo(options: DemoOptions) -> int:
     """Run until Ctrl-C / SIGTERM; returns the exit status."""
-    import uvicorn
-
+    from monitor import server
     from monitor.api import create_app
-    from monitor.cli import _configure_logging, _graceful_server_class
+    from monitor.cli import _configure_logging
     from monitor.service import Service
 
     host, port = options.listen
@@ -117,17 +116,7 @@ def run_demo(options: DemoOptions) -> int:
             "  the first polls backfill the history within seconds; Ctrl-C stops",
             flush=True,
         )
-        server_class = _graceful_server_class()
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=3,
-            lifespan="on",
-        )
-        server_class(config).run()
+        server.run(app, host=host, port=port)
         if not service.migrated:
             return 1
         print("forum-monitor demo: stopped", flush=True)

@@ -125,6 +125,22 @@ def decline_score(
     base_days = [d for d in range(start, split, DAY_SECONDS) if d in values]
     if len(base_days) < MIN_BASELINE_DAYS:
         return None
+    recent_days, down, up = _tail_statistics(values, base_days, today, kind)
+    if down.max() > 0.0:
+        best = int(np.argmax(down))
+        score = float(down[best]) / GLR_THRESHOLD
+    elif up.max() > 0.0:
+        best = int(np.argmax(up))
+        score = -float(up[best]) / GLR_THRESHOLD
+    else:
+        best, score = len(recent_days) - 1, 0.0
+    return DeclineScore(score=score, onset_day=recent_days[best])
+
+
+def _tail_statistics(
+    values: dict[int, float], base_days: list[int], today: int, kind: SignalKind
+) -> tuple[list[int], FloatArray, FloatArray]:
+    """Candidate change days and, for each, the scaled log likelihood ratios (drop, rise)."""
     lookback = today - LOOKBACK_DAYS * DAY_SECONDS
     recent_days = [d for d in range(lookback, today, DAY_SECONDS) if d in values]
 
@@ -147,8 +163,12 @@ def decline_score(
         phi = _dispersion(base, usual[base_group], groups)
         level_var = per_group**2 @ (usual / sizes)
         down, up = _poisson_llr(observed, expected)
-        scale = np.divide(expected, expected + level_var, out=np.zeros_like(expected),
-                          where=expected > 0.0) / phi
+        scale = (
+            np.divide(
+                expected, expected + level_var, out=np.zeros_like(expected), where=expected > 0.0
+            )
+            / phi
+        )
     else:
         sigma = _noise(base - usual[base_group], groups)
         counts = _tail_sums(np.ones(len(recent)))
@@ -156,16 +176,7 @@ def decline_score(
         down = np.maximum(shortfall, 0.0) ** 2 / 2.0
         up = np.maximum(-shortfall, 0.0) ** 2 / 2.0
         scale = 1.0 / (sigma**2 * (counts + per_group**2 @ (1.0 / sizes)))
-    down, up = down * scale, up * scale
-    if down.max() > 0.0:
-        best = int(np.argmax(down))
-        score = float(down[best]) / GLR_THRESHOLD
-    elif up.max() > 0.0:
-        best = int(np.argmax(up))
-        score = -float(up[best]) / GLR_THRESHOLD
-    else:
-        best, score = len(recent) - 1, 0.0
-    return DeclineScore(score=score, onset_day=recent_days[best])
+    return recent_days, down * scale, up * scale
 
 
 def _groups(days: Sequence[int]) -> IntArray:
