@@ -23,7 +23,10 @@ class Author(SQLModel, table=True):
     """A pseudonymous author, per community (the same person in two communities is two rows)."""
 
     __tablename__ = "authors"
-    __table_args__ = (UniqueConstraint("community_id", "pseudonym"),)
+    __table_args__ = (
+        UniqueConstraint("community_id", "pseudonym"),
+        Index("ix_authors_community_first_seen", "community_id", "first_seen"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     community_id: str = Field(foreign_key="communities.id", max_length=63)
@@ -56,6 +59,7 @@ class Post(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("community_id", "external_id"),
         Index("ix_posts_community_created", "community_id", "created_at"),
+        Index("ix_posts_community_thread", "community_id", "thread_external_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
