@@ -6,11 +6,13 @@ expected count follows from what the test adds to the fakes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -320,5 +322,64 @@ async def test_missing_adapter_is_a_counted_failure_that_spares_the_others(
         assert (
             service.registry.get_sample_value("forum_monitor_source_up", {"community": "news"}) == 0
         )
+    finally:
+        await service.stop()
+
+
+FAULTS = [
+    # (fault, the reason the failed poll is counted under). Faults the client retries
+    # (max_retries=1) must last two requests; a body that arrived whole is not retried.
+    (Fault("status", status=429, retry_after="1", count=2), "rate_limited"),
+    (Fault("status", status=503, count=2), "http_5xx"),
+    (Fault("delay", seconds=1.5, count=2), "timeout"),
+    (Fault("reset", count=2), "connect"),
+    (Fault("truncate", count=1), "malformed"),
+    (Fault("html", count=1), "malformed"),
+    (Fault("huge", size=3 * 1024 * 1024, count=1), "too_large"),
+]
+
+
+@pytest.mark.parametrize(("fault", "reason"), FAULTS, ids=[r for _, r in FAULTS])
+async def test_every_fault_is_counted_then_nothing_lost_or_duplicated(
+    forums: Forums, tmp_path: Path, fault: Fault, reason: str
+) -> None:
+    """Each fault on every source: typed, counted by reason; after it clears, every item once."""
+    forums.add_round(NOW - 10 * HOUR, 3)
+    data = config(forums.server.base_url, tmp_path)
+    data["http"].update(read_timeout="1s", max_body_bytes=1024 * 1024, max_retry_wait="1s")
+    service = await open_service(settings_from_mapping(data))
+    try:
+        await service.poll_all()
+        forums.add_round(NOW - 5 * HOUR, 4)
+        for prefix in ("/r/gigwork/new", "/forum/posts.json", "/news.rss"):
+            forums.server.inject(replace(fault, path_prefix=prefix))
+        failed = {o.community: o.outcome for o in await service.poll_all()}
+        # a feed cut short still parses: its entries are read, the last one held back
+        # until a whole body arrives (see monitor/sources/feed.py), so that poll is "ok"
+        partial_feed = fault.kind == "truncate"
+        assert failed == {"gig": reason, "forum": reason, "news": "ok" if partial_feed else reason}
+        sources = [("gig", "reddit"), ("forum", "discourse")]
+        for community, source in sources if partial_feed else [*sources, ("news", "rss")]:
+            labels = {"community": community, "source": source, "reason": reason}
+            assert (
+                service.registry.get_sample_value("forum_monitor_poll_failures_total", labels) == 1
+            )
+        if reason == "rate_limited":
+            # the server asked for 1 s: a poll before then is deferred, never sent
+            sent = len(forums.server.requests)
+            deferred = {o.community: o.outcome for o in await service.poll_all()}
+            assert set(deferred.values()) == {"deferred"}
+            assert len(forums.server.requests) == sent
+            await asyncio.sleep(1.1)
+        recovered = {o.community: o for o in await service.poll_all()}
+        assert {c: o.outcome for c, o in recovered.items()} == {
+            "gig": "ok",
+            "forum": "ok",
+            "news": "ok",
+        }
+        # 3 + 4 threads with a reply each on reddit and discourse, 3 + 4 feed entries
+        assert stored(service, "gig") == (14, 14)
+        assert stored(service, "forum") == (14, 14)
+        assert stored(service, "news") == (7, 7)
     finally:
         await service.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -83,7 +84,7 @@ class FakeForumServer:
             def do_POST(self) -> None:
                 server._serve(self)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _RequestHandler)
+        self._httpd = _QuietServer(("127.0.0.1", port), _RequestHandler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -171,6 +172,14 @@ class FakeForumServer:
             http.wfile.write(response.body)
         except (BrokenPipeError, ConnectionResetError, OSError):
             http.close_connection = True
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client hanging up (as clients under test do on purpose) is not worth a traceback."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _fault_response(fault: Fault) -> FakeResponse:
