@@ -177,14 +177,30 @@ class Service:
         self._running.add(community.id)
         task = asyncio.ensure_future(self.poller.poll(community))
         self._inflight.add(task)
-        try:
-            outcome = await task
-        finally:
+
+        def finished(done: asyncio.Future[PollOutcome]) -> None:
             self._inflight.discard(task)
             self._running.discard(community.id)
+
+        task.add_done_callback(finished)
+        try:
+            # shielded: when the scheduler shuts down it cancels this caller, while the
+            # poll itself gets stop()'s grace period to commit or roll back
+            outcome = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+            log.info("poll of %s stopped by shutdown; nothing of it was written", community.id)
+            return PollOutcome(community.id, source_of(community), "cancelled")
         if outcome.outcome in ("ok", "not_modified"):
             await self.refresh(community)
         return outcome
+
+    async def _scheduled_poll(self, community: CommunityBase) -> None:
+        try:
+            await self.poll(community)
+        except asyncio.CancelledError:
+            return  # the scheduler is shutting down; stop() looks after the poll in flight
 
     def schedule(self) -> None:
         """One interval job per community, with jitter; misfires coalesce into one run."""
@@ -193,7 +209,7 @@ class Service:
         for community in self.active_communities():
             first = now + timedelta(seconds=random.uniform(0, min(5.0, community.interval)))
             self.scheduler.add_job(
-                self.poll,
+                self._scheduled_poll,
                 "interval",
                 args=[community],
                 id=f"poll:{community.id}",

@@ -152,3 +152,73 @@ def test_every_command_fails_in_one_line(argv: list[str], tmp_path: Path) -> Non
     assert run.returncode != 0
     assert "Traceback" not in run.stderr
     assert run.stderr.strip(), "a reason must be printed"
+
+
+def test_sigterm_with_a_poll_in_flight_exits_zero_and_writes_all_or_nothing(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from monitor.fakeforum.reddit import FakeReddit
+    from monitor.fakeforum.server import FakeForumServer, Fault, Router
+
+    fake = FakeReddit()
+    now = int(time.time())
+    for n in range(30):
+        thread = fake.add_thread("gigwork", created=now - 3000 + n * 60, author=f"u{n % 4}")
+        fake.add_reply(thread, created=now - 2990 + n * 60, author=f"u{(n + 1) % 4}")
+    router = Router()
+    fake.register(router)
+    with FakeForumServer(router) as forum:
+        # the comments listing answers only after 30 s: the poll is in flight when we stop
+        forum.inject(Fault("delay", path_prefix="/r/gigwork/comments", seconds=30))
+        config = tmp_path / "config.toml"
+        config.write_text(
+            'pseudonym_key = "test-key-0123456789abcdef"\n'
+            '[http]\nrate_per_minute = { "127.0.0.1" = 100000 }\nread_timeout = "60s"\n'
+            'total_timeout = "90s"\n'
+            "[[communities]]\n"
+            f'id = "gig"\nsource = "reddit"\nsubreddit = "gigwork"\nbase_url = "{forum.base_url}"\n'
+            'interval = "1s"\nhistory_days = 1\n'
+        )
+        port = free_port()
+        with (tmp_path / "stderr.log").open("w") as stderr:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "monitor",
+                    "serve",
+                    "--config",
+                    str(config),
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                ],
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                text=True,
+                env={
+                    **os.environ,
+                    "FORUM_MONITOR_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+                },
+            )
+            try:
+                deadline = time.monotonic() + 30
+                while not forum.requests_to("/r/gigwork/comments"):
+                    assert time.monotonic() < deadline, "the poll never reached the comments"
+                    time.sleep(0.05)
+                started = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                assert process.wait(timeout=10) == 0
+                assert time.monotonic() - started < 10
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    assert "Traceback" not in (tmp_path / "stderr.log").read_text()
+    with sqlite3.connect(tmp_path / "store.db") as connection:
+        posts = connection.execute("SELECT count(*) FROM posts").fetchone()[0]
+        cursor = connection.execute("SELECT cursor FROM poll_state").fetchone()[0]
+    # the poll was cut before its commit: nothing of it, and the cursor untouched
+    assert (posts, cursor) == (0, "{}")
