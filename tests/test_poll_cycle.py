@@ -329,7 +329,8 @@ async def test_missing_adapter_is_a_counted_failure_that_spares_the_others(
 FAULTS = [
     # (fault, the reason the failed poll is counted under). Faults the client retries
     # (max_retries=1) must last two requests; a body that arrived whole is not retried.
-    (Fault("status", status=429, retry_after="1", count=2), "rate_limited"),
+    # Retry-After 3 s is over max_retry_wait (1 s): not retried, the next poll waits
+    (Fault("status", status=429, retry_after="3", count=1), "rate_limited"),
     (Fault("status", status=503, count=2), "http_5xx"),
     (Fault("delay", seconds=1.5, count=2), "timeout"),
     (Fault("reset", count=2), "connect"),
@@ -365,12 +366,12 @@ async def test_every_fault_is_counted_then_nothing_lost_or_duplicated(
                 service.registry.get_sample_value("forum_monitor_poll_failures_total", labels) == 1
             )
         if reason == "rate_limited":
-            # the server asked for 1 s: a poll before then is deferred, never sent
+            # the server asked for 3 s: a poll before then is deferred, never sent
             sent = len(forums.server.requests)
             deferred = {o.community: o.outcome for o in await service.poll_all()}
             assert set(deferred.values()) == {"deferred"}
             assert len(forums.server.requests) == sent
-            await asyncio.sleep(1.1)
+            await asyncio.sleep(3.1)
         recovered = {o.community: o for o in await service.poll_all()}
         assert {c: o.outcome for c, o in recovered.items()} == {
             "gig": "ok",
