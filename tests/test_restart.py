@@ -70,14 +70,25 @@ def write_config(tmp_path: Path, name: str, base_url: str) -> Path:
 
 
 def poll_once(config: Path, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "monitor", "poll-once", "--config", str(config), "--json"],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("FORUM_MONITOR_")},
-    )
+    """``poll-once`` in the background; its JSON lines and stderr go to files beside it."""
+    with (cwd / "poll.out").open("a") as out, (cwd / "poll.err").open("a") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "monitor", "poll-once", "--config", str(config), "--json"],
+            cwd=cwd,
+            stdout=out,
+            stderr=err,
+            text=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("FORUM_MONITOR_")},
+        )
+
+
+def completes(process: subprocess.Popen[str], cwd: Path) -> bool:
+    """True when the run ended with every community polled; else says why."""
+    code = process.wait(timeout=120)
+    assert code == 0, (cwd / "poll.out").read_text()[-2000:] + (cwd / "poll.err").read_text()[
+        -2000:
+    ]
+    return True
 
 
 def store_rows(database: Path) -> list[tuple[object, ...]]:
@@ -114,7 +125,7 @@ def test_sigkill_mid_poll_then_restart_equals_clean_run(
 ) -> None:
     _, server = reddit
     clean = write_config(tmp_path, "clean", server.base_url)
-    assert poll_once(clean, tmp_path).wait(timeout=120) == 0
+    assert completes(poll_once(clean, tmp_path), tmp_path)
 
     killed = write_config(tmp_path, "killed", server.base_url)
     server.clear()
@@ -131,7 +142,7 @@ def test_sigkill_mid_poll_then_restart_equals_clean_run(
     with sqlite3.connect(tmp_path / "killed.db") as connection:
         assert connection.execute("SELECT count(*) FROM posts").fetchone() == (0,)
 
-    assert poll_once(killed, tmp_path).wait(timeout=120) == 0
+    assert completes(poll_once(killed, tmp_path), tmp_path)
     assert store_rows(tmp_path / "killed.db") == store_rows(tmp_path / "clean.db")
     assert len(store_rows(tmp_path / "clean.db")) == 150 * 3 + 4
 
@@ -156,8 +167,8 @@ def test_kills_at_random_moments_never_lose_or_duplicate(
         time.sleep(chance.uniform(0.3, 2.0))  # start-up, migration, fetch or write
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
-        assert poll_once(victim, tmp_path).wait(timeout=120) == 0
-    assert poll_once(clean, tmp_path).wait(timeout=120) == 0
+        assert completes(poll_once(victim, tmp_path), tmp_path)
+    assert completes(poll_once(clean, tmp_path), tmp_path)
     clean_rows, victim_rows = store_rows(tmp_path / "clean.db"), store_rows(tmp_path / "victim.db")
     assert victim_rows == clean_rows
     # every post once, plus the threads, authors, cursor and rollups entries

@@ -91,3 +91,28 @@ def test_needs_21_baseline_days_that_count() -> None:
 def test_today_must_be_a_midnight() -> None:
     with pytest.raises(ValueError):
         decline_score(series=daily([40.0] * 120), today=day(120) + 1)
+
+
+def test_onset_is_searched_in_the_last_two_weeks_only() -> None:
+    # Scores: baseline 92 days at 0 (sigma falls back to 1). Recent 28 days: a dip of
+    # -3 for 2 days 20 days ago (days 100, 101), back to 0, then -1 for the last 5 days.
+    # Over all 28 days the strongest tail starts at the dip: (6 + 5)^2 / 20 = 6.05 beats
+    # 5^2 / 5 = 5.0; searched over the last 14 days only, the tail starts at day 115.
+    values = [0.0] * 100 + [-3.0, -3.0] + [0.0] * 13 + [-1.0] * 5
+    found = decline_score(series=daily(values), today=day(120), kind=SignalKind.SCORE)
+    assert found is not None
+    assert found.onset_day == day(115)
+
+
+def test_count_noise_within_two_standard_errors_of_poisson_is_taken_as_poisson() -> None:
+    # Baseline alternating 33.5 and 46.5 posts: on the Anscombe scale 2*sqrt(33.875) =
+    # 11.640 and 2*sqrt(46.875) = 13.693, deviations about +-1.027, so the noise estimate
+    # is about 1.03 * sqrt(92 / 84) = 1.07: above the Poisson 1, but under the bound
+    # 1 + 2 / sqrt(2 * 84) = 1.154. It is taken as Poisson (sigma = 1), so a 3-day drop
+    # to 20 scores as against a flat baseline at the same level (their Anscombe means
+    # differ by 0.3%), not 7% lower as with sigma 1.07.
+    values = [33.5 if i % 2 else 46.5 for i in range(117)] + [20.0] * 3
+    found = decline_score(series=daily(values), today=day(120))
+    flat = decline_score(series=daily([40.0] * 117 + [20.0] * 3), today=day(120))
+    assert found is not None and flat is not None
+    assert found.score == pytest.approx(flat.score, rel=0.02)
