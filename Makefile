@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= deploy/examples/config.toml
 
-.PHONY: run test lint typecheck pytest system-deps bench clean
+.PHONY: run demo test lint typecheck pytest system-deps bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(BIN)/.installed-dev: pyproject.toml $(BIN)/.installed
 ## Run the service on its embedded default (SQLite under ./var/).
 run: $(BIN)/.installed
 	$(BIN)/forum-monitor serve --config $(CONFIG)
+
+## The offline demo: simulated forums on 127.0.0.1 watched by the real service.
+demo: $(BIN)/.installed
+	$(BIN)/forum-monitor demo
 
 ## Install what the tests need, then lint, type-check and run the whole suite.
 test: system-deps $(BIN)/.installed-dev lint typecheck pytest
