@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import and_, case, func
-from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from monitor.analysis.text import NEGATIVE_THRESHOLD
-from monitor.store.models import Author, DailyRollup, Post
+from monitor.store.models import DailyRollup
+from monitor.store.queries import new_authors, post_aggregates
 
 DAY = 86400
 
@@ -35,43 +33,18 @@ def refresh_days(session: Session, *, community_id: str, days: Iterable[int], no
 
 
 def compute_day(session: Session, *, community_id: str, day: int, now: int) -> DailyRollup:
-    in_day = and_(
-        col(Post.community_id) == community_id,
-        col(Post.created_at) >= day,
-        col(Post.created_at) < day + DAY,
-    )
-    scored = col(Post.sentiment).is_not(None)
-    row = session.execute(
-        sa_select(
-            func.count(),
-            func.coalesce(func.sum(case((col(Post.kind) == "thread", 1), else_=0)), 0),
-            func.count(func.distinct(Post.author_id)),
-            func.coalesce(func.sum(Post.sentiment), 0.0),
-            func.coalesce(func.sum(case((scored, 1), else_=0)), 0),
-            func.coalesce(
-                func.sum(case((col(Post.sentiment) <= NEGATIVE_THRESHOLD, 1), else_=0)), 0
-            ),
-        ).where(in_day)
-    ).one()
-    posts, threads, participants, sentiment_sum, sentiment_count, negative = row
-    new_participants = session.exec(
-        select(func.count()).where(
-            Author.community_id == community_id,
-            Author.first_seen >= day,
-            Author.first_seen < day + DAY,
-        )
-    ).one()
+    found = post_aggregates(session, community_id=community_id, start=day, end=day + DAY)
     return DailyRollup(
         community_id=community_id,
         day=day,
-        posts=int(posts),
-        threads_started=int(threads),
-        replies=int(posts) - int(threads),
-        active_participants=int(participants),
-        new_participants=int(new_participants),
-        sentiment_sum=float(sentiment_sum),
-        sentiment_count=int(sentiment_count),
-        negative_posts=int(negative),
+        posts=found.posts,
+        threads_started=found.threads_started,
+        replies=found.posts - found.threads_started,
+        active_participants=found.participants,
+        new_participants=new_authors(session, community_id=community_id, start=day, end=day + DAY),
+        sentiment_sum=found.sentiment_sum,
+        sentiment_count=found.scored,
+        negative_posts=found.negative,
         updated_at=now,
     )
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from sqlalchemy import case, func
-from sqlalchemy import select as sa_select
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from monitor.analysis.text import NEGATIVE_THRESHOLD
-from monitor.store.models import Author, Post, Thread
+from monitor.store.models import Post, Thread
+from monitor.store.queries import new_authors, post_aggregates
 
 WINDOWS: dict[str, int] = {"1d": 86400, "7d": 7 * 86400, "28d": 28 * 86400}
 DEFAULT_UNANSWERED_GRACE = 24 * 3600
@@ -56,35 +55,6 @@ def _authors_between(session: Session, community_id: str, start: int, end: int) 
         .distinct()
     )
     return {author for author in session.exec(query) if author is not None}
-
-
-def _post_stats(session: Session, community_id: str, start: int, end: int) -> tuple[int, ...]:
-    scored = col(Post.sentiment).is_not(None)
-    row = session.execute(
-        sa_select(
-            func.count(),
-            func.coalesce(func.sum(case((col(Post.kind) == "thread", 1), else_=0)), 0),
-            func.count(func.distinct(Post.author_id)),
-            func.coalesce(func.sum(case((scored, 1), else_=0)), 0),
-            func.coalesce(
-                func.sum(case((col(Post.sentiment) <= NEGATIVE_THRESHOLD, 1), else_=0)), 0
-            ),
-        ).where(
-            col(Post.community_id) == community_id,
-            col(Post.created_at) >= start,
-            col(Post.created_at) < end,
-        )
-    ).one()
-    return tuple(int(value) for value in row)
-
-
-def _sentiment_mean(session: Session, community_id: str, start: int, end: int) -> float | None:
-    value = session.exec(
-        select(func.avg(Post.sentiment)).where(
-            Post.community_id == community_id, Post.created_at >= start, Post.created_at < end
-        )
-    ).one()
-    return None if value is None else float(value)
 
 
 def _thread_stats(
@@ -175,14 +145,7 @@ def window_activity(
 ) -> WindowActivity:
     """Activity in [now - seconds, now)."""
     start, end = now - seconds, now
-    posts, threads, participants, scored, negative = _post_stats(session, community_id, start, end)
-    new = session.exec(
-        select(func.count()).where(
-            Author.community_id == community_id,
-            Author.first_seen >= start,
-            Author.first_seen < end,
-        )
-    ).one()
+    found = post_aggregates(session, community_id=community_id, start=start, end=end)
     previous = _authors_between(session, community_id, start - seconds, start)
     returning = None
     if previous:
@@ -192,16 +155,16 @@ def window_activity(
         session, community_id, start, end, grace=unanswered_grace
     )
     return WindowActivity(
-        posts=posts,
-        threads_started=threads,
-        active_participants=participants,
-        new_participants=int(new),
+        posts=found.posts,
+        threads_started=found.threads_started,
+        active_participants=found.participants,
+        new_participants=new_authors(session, community_id=community_id, start=start, end=end),
         returning_participants_ratio=returning,
         thread_participants_avg=_thread_participants_avg(session, community_id, start, end),
         thread_replies_avg=replies_avg,
         unanswered_threads_ratio=unanswered,
         first_reply_median_seconds=first_reply,
-        sentiment_mean=_sentiment_mean(session, community_id, start, end),
-        sentiment_negative_ratio=negative / scored if scored else None,
+        sentiment_mean=found.sentiment_mean,
+        sentiment_negative_ratio=found.negative / found.scored if found.scored else None,
         keywords=_keywords(session, community_id, start, end, keyword_groups),
     )
