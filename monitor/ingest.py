@@ -98,17 +98,6 @@ class Ingestor:
             self._matchers[community.id] = KeywordMatcher(groups)
         return self._matchers[community.id]
 
-    def ensure_community(self, session: Session, *, community: CommunityBase, now: int) -> None:
-        source = str(getattr(community, "source", "unknown"))
-        existing = session.get(Community, community.id)
-        if existing is None:
-            session.add(Community(id=community.id, source=source, created_at=now))
-            session.add(PollState(community_id=community.id))
-            session.flush()
-        elif existing.source != source:
-            existing.source = source
-            session.add(existing)
-
     def ingest(
         self, session: Session, *, community: CommunityBase, batch: Batch, started_at: int, now: int
     ) -> IngestResult:
@@ -117,7 +106,7 @@ class Ingestor:
         Rows are written with bulk Core statements (one INSERT per table and batch),
         since per-object ORM overhead would cost more than scoring the text.
         """
-        self.ensure_community(session, community=community, now=now)
+        ensure_community(session, community=community, now=now)
         result = IngestResult()
         authors, moved_days = self._authors(session, community=community, envelopes=batch.envelopes)
         result.touched_days.update(moved_days)
@@ -375,6 +364,19 @@ class Ingestor:
         return min(oldest) if oldest else started_at
 
 
+def ensure_community(session: Session, *, community: CommunityBase, now: int) -> None:
+    """The community's row and its empty poll state, created on first sight."""
+    source = str(getattr(community, "source", "unknown"))
+    existing = session.get(Community, community.id)
+    if existing is None:
+        session.add(Community(id=community.id, source=source, created_at=now))
+        session.add(PollState(community_id=community.id))
+        session.flush()
+    elif existing.source != source:
+        existing.source = source
+        session.add(existing)
+
+
 def record_failure(
     session: Session,
     *,
@@ -387,14 +389,8 @@ def record_failure(
     not_before: int | None = None,
 ) -> PollState:
     """Remember a failed poll (the cursor stays where the last success left it)."""
-    if session.get(Community, community.id) is None:
-        session.add(
-            Community(id=community.id, source=str(getattr(community, "source", "")), created_at=now)
-        )
-        session.flush()
-    state = session.get(PollState, community.id)
-    if state is None:
-        state = PollState(community_id=community.id)
+    ensure_community(session, community=community, now=now)
+    state = session.get(PollState, community.id) or PollState(community_id=community.id)
     state.last_attempt_at = started_at
     state.last_error = message[:500]
     state.last_error_at = now

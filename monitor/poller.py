@@ -20,7 +20,13 @@ from monitor.analysis.rollups import refresh_days
 from monitor.config import CommunityBase, Settings
 from monitor.errors import RateLimited, SourceError, UnknownSource
 from monitor.http import PoliteClient
-from monitor.ingest import Ingestor, IngestResult, load_poll_state, record_failure
+from monitor.ingest import (
+    Ingestor,
+    IngestResult,
+    ensure_community,
+    load_poll_state,
+    record_failure,
+)
 from monitor.sources import SOURCES
 from monitor.sources.base import Batch
 from monitor.store.db import session_scope
@@ -79,7 +85,7 @@ class Poller:
 
     def _load(self, community: CommunityBase) -> tuple[dict[str, object], dict[str, object], int]:
         with session_scope(self._engine) as session:
-            self._ingestor.ensure_community(session, community=community, now=int(self._clock()))
+            ensure_community(session, community=community, now=int(self._clock()))
             cursor, validators = load_poll_state(session, community.id)
             state = session.get(PollState, community.id)
             return cursor, validators, (state.not_before or 0) if state else 0
