@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from uuid import uuid4
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from tests.support import missing
+from tests.support import free_port, missing
 
 PG_BIN_CANDIDATES = [os.environ.get("FORUM_MONITOR_PG_BIN", ""), "/usr/lib/postgresql/15/bin"]
 
@@ -34,12 +33,6 @@ class PgServer:
 
     def url(self, dbname: str) -> str:
         return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{dbname}"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _as_cluster_owner(command: list[str]) -> list[str]:
@@ -63,7 +56,7 @@ def pg_server() -> Iterator[PgServer]:
         shutil.chown(sockets, "postgres")
         root.chmod(0o755)
     user = "postgres" if os.geteuid() == 0 else os.environ.get("USER", "postgres")
-    port = _free_port()
+    port = free_port()
     subprocess.run(
         _as_cluster_owner(
             [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -17,3 +19,24 @@ def missing(reason: str) -> NoReturn:
     if STRICT:
         pytest.fail(f"{reason} (FORUM_MONITOR_TEST_STRICT=1 forbids skipping)", pytrace=False)
     pytest.skip(reason)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def serve_argv(config: Path, port: int) -> list[str]:
+    """``forum-monitor serve`` as a user runs it, on 127.0.0.1:``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "monitor",
+        "serve",
+        "--config",
+        str(config),
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]

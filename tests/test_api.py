@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,12 +15,7 @@ from monitor.api import MAX_SERIES_DAYS, create_app
 from monitor.demo import demo_presentation, demo_settings
 from monitor.fakeforum.scenario import DEMO_PLANS, Simulation
 from monitor.service import Service
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support import free_port
 
 
 @pytest.fixture(scope="module")

@@ -5,24 +5,31 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from subprocess import Popen
+from typing import IO
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import missing
+from tests.support import free_port, missing, serve_argv
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def spawn_serve(config: Path, *, port: int, workdir: Path, stderr: IO[str]) -> Popen[str]:
+    """The service in the background, its store a SQLite file in ``workdir``."""
+    return subprocess.Popen(
+        serve_argv(config, port),
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+        env={**os.environ, "FORUM_MONITOR_DATABASE_URL": f"sqlite:///{workdir / 'store.db'}"},
+    )
 
 
 def wait_ready(url: str, *, timeout: float = 30.0) -> httpx.Response:
@@ -49,23 +56,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     config.write_text('pseudonym_key = "test-key-0123456789abcdef"\n')
     port = free_port()
     with (tmp_path / "stderr.log").open("w") as stderr:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "monitor",
-                "serve",
-                "--config",
-                str(config),
-                "--listen",
-                f"127.0.0.1:{port}",
-            ],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            text=True,
-            env={**os.environ, "FORUM_MONITOR_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"},
-        )
+        process = spawn_serve(config, port=port, workdir=tmp_path, stderr=stderr)
         try:
             yield Served(process, f"http://127.0.0.1:{port}", tmp_path)
         finally:
@@ -183,26 +174,7 @@ def test_sigterm_with_a_poll_in_flight_exits_zero_and_writes_all_or_nothing(
         )
         port = free_port()
         with (tmp_path / "stderr.log").open("w") as stderr:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "monitor",
-                    "serve",
-                    "--config",
-                    str(config),
-                    "--listen",
-                    f"127.0.0.1:{port}",
-                ],
-                cwd=tmp_path,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                text=True,
-                env={
-                    **os.environ,
-                    "FORUM_MONITOR_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
-                },
-            )
+            process = spawn_serve(config, port=port, workdir=tmp_path, stderr=stderr)
             try:
                 deadline = time.monotonic() + 30
                 while not forum.requests_to("/r/gigwork/comments"):

@@ -15,8 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import missing
-from tests.test_serve import free_port
+from tests.support import free_port, missing
 
 
 class Demo:

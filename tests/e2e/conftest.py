@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,16 +27,10 @@ from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, FakeResponse, Request, Router
 from tests.deploy.rule_durations import write_test_sized_rules
 from tests.e2e import scenario
-from tests.support import REPO_ROOT, missing
+from tests.support import REPO_ROOT, free_port, missing, serve_argv
 
 POLL_INTERVAL = "2s"
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def binary(name: str) -> str:
@@ -371,16 +363,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         started = time.monotonic()
         processes.start(
             "service",
-            [
-                sys.executable,
-                "-m",
-                "monitor",
-                "serve",
-                "--config",
-                str(config),
-                "--listen",
-                f"127.0.0.1:{service_port}",
-            ],
+            serve_argv(config, service_port),
             cwd=workdir,
             env=env,
         )
