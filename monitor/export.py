@@ -65,9 +65,8 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from monitor.analysis import coverage as cov
-from monitor.analysis.rollups import DAY, daily_rows, day_of
-from monitor.analysis.snapshot import COVERAGE_GRACE_INTERVALS, DayActivity, daily_series
+from monitor.analysis.rollups import DAY, day_of
+from monitor.analysis.snapshot import DayActivity, community_spans, daily_series
 from monitor.analysis.windows import WINDOWS
 from monitor.config import CommunityBase, Settings
 from monitor.errors import ForumMonitorError
@@ -81,16 +80,6 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 class ExportError(ForumMonitorError):
     """The export cannot be made or written (bad arguments, unwritable file, empty store)."""
-
-
-@dataclass(frozen=True)
-class Day:
-    """One UTC day: the daily series' values plus the rollup sums wider windows add up."""
-
-    activity: DayActivity
-    sentiment_sum: float
-    sentiment_count: int
-    negative_posts: int
 
 
 @dataclass(frozen=True)
@@ -145,58 +134,39 @@ class ExportSummary:
     samples: int
 
 
-def community_days(session: Session, *, community: CommunityBase, now: int, days: int) -> list[Day]:
+def community_days(
+    session: Session, *, community: CommunityBase, now: int, days: int
+) -> list[DayActivity]:
     """The last ``days`` complete UTC days before ``now`` plus the 27 before them, oldest first.
 
     The extra days let the first exported day's 28d window be filled.
     """
     today = day_of(now)
     span_days = days + LONGEST_WINDOW_DAYS - 1
-    first = today - span_days * DAY
-    spans = cov.covered_spans(session, community_id=community.id, since=first)
-    if spans and now - spans[-1][1] <= COVERAGE_GRACE_INTERVALS * community.interval:
-        spans[-1] = (spans[-1][0], now)  # as the live snapshot: the next poll is not due yet
-    series = daily_series(
+    spans = community_spans(session, community=community, since=today - span_days * DAY, now=now)
+    return daily_series(
         session, community_id=community.id, spans=spans, today=today, days=span_days
     )
-    sums = {
-        row.day: row
-        for row in daily_rows(
-            session, community_id=community.id, since_day=first, until_day=today - DAY
-        )
-    }
-    out = []
-    for activity in series:
-        row = sums.get(activity.day)
-        out.append(
-            Day(
-                activity=activity,
-                sentiment_sum=row.sentiment_sum if row else 0.0,
-                sentiment_count=row.sentiment_count if row else 0,
-                negative_posts=row.negative_posts if row else 0,
-            )
-        )
-    return out
 
 
-def window_values(window: Sequence[Day]) -> WindowValues:
+def window_values(window: Sequence[DayActivity]) -> WindowValues:
     """Add up ``window`` (consecutive days); the coverage is their mean, days being equal."""
     return WindowValues(
-        posts=sum(d.activity.posts for d in window),
-        threads_started=sum(d.activity.threads_started for d in window),
-        new_participants=sum(d.activity.new_participants for d in window),
+        posts=sum(d.posts for d in window),
+        threads_started=sum(d.threads_started for d in window),
+        new_participants=sum(d.new_participants for d in window),
         sentiment_sum=sum(d.sentiment_sum for d in window),
         sentiment_count=sum(d.sentiment_count for d in window),
         negative_posts=sum(d.negative_posts for d in window),
-        coverage=sum(d.activity.coverage for d in window) / len(window),
-        active_participants=window[0].activity.active_participants if len(window) == 1 else None,
+        coverage=sum(d.coverage for d in window) / len(window),
+        active_participants=window[0].active_participants if len(window) == 1 else None,
     )
 
 
-def first_watched(days: Sequence[Day]) -> int | None:
+def first_watched(days: Sequence[DayActivity]) -> int | None:
     """Index of the first day that was covered by a poll or has a post; None if none is."""
     for index, day in enumerate(days):
-        if day.activity.coverage > 0 or day.activity.posts > 0:
+        if day.coverage > 0 or day.posts > 0:
             return index
     return None
 
@@ -205,7 +175,7 @@ Series = tuple[tuple[tuple[str, str], ...], list[tuple[int, float]]]
 
 
 def community_series(
-    days: Sequence[Day], *, exported: int, labels: Sequence[tuple[str, str]]
+    days: Sequence[DayActivity], *, exported: int, labels: Sequence[tuple[str, str]]
 ) -> dict[str, list[Series]]:
     """Samples by family for the last ``exported`` of ``days`` (which has 27 more before)."""
     watched = first_watched(days)
@@ -213,7 +183,7 @@ def community_series(
     found: dict[str, list[Series]] = {name: [] for name, _, _ in FAMILIES}
     for window, width in WINDOW_DAYS.items():
         ends = [
-            (days[index].activity.day + DAY, window_values(days[index + 1 - width : index + 1]))
+            (days[index].day + DAY, window_values(days[index + 1 - width : index + 1]))
             for index in range(start, len(days))
         ]
         for name, _, pick in FAMILIES:

@@ -38,9 +38,19 @@ class DayActivity:
     replies: int
     active_participants: int
     new_participants: int
-    sentiment_mean: float | None
-    negative_ratio: float | None
+    sentiment_sum: float
+    sentiment_count: int
+    """Posts with a sentiment score."""
+    negative_posts: int
     coverage: float
+
+    @property
+    def sentiment_mean(self) -> float | None:
+        return self.sentiment_sum / self.sentiment_count if self.sentiment_count else None
+
+    @property
+    def negative_ratio(self) -> float | None:
+        return self.negative_posts / self.sentiment_count if self.sentiment_count else None
 
 
 SignalValue = Callable[["DayActivity"], float | None]
@@ -95,6 +105,17 @@ class CommunitySnapshot:
     keyword_groups: list[str] = field(default_factory=list)
 
 
+def community_spans(
+    session: Session, *, community: CommunityBase, since: int, now: int
+) -> list[cov.Span]:
+    """Covered spans up to ``now``; time since the last success counts while the next poll
+    is not due yet (``COVERAGE_GRACE_INTERVALS``)."""
+    spans = cov.covered_spans(session, community_id=community.id, since=since)
+    if spans and now - spans[-1][1] <= COVERAGE_GRACE_INTERVALS * community.interval:
+        spans[-1] = (spans[-1][0], now)
+    return spans
+
+
 def daily_series(
     session: Session, *, community_id: str, spans: list[cov.Span], today: int, days: int
 ) -> list[DayActivity]:
@@ -117,14 +138,9 @@ def daily_series(
                 replies=row.replies if row else 0,
                 active_participants=row.active_participants if row else 0,
                 new_participants=row.new_participants if row else 0,
-                sentiment_mean=(
-                    row.sentiment_sum / row.sentiment_count if row and row.sentiment_count else None
-                ),
-                negative_ratio=(
-                    row.negative_posts / row.sentiment_count
-                    if row and row.sentiment_count
-                    else None
-                ),
+                sentiment_sum=row.sentiment_sum if row else 0.0,
+                sentiment_count=row.sentiment_count if row else 0,
+                negative_posts=row.negative_posts if row else 0,
                 coverage=cov.coverage_ratio(spans, start=day, end=day + DAY),
             )
         )
@@ -141,9 +157,7 @@ def compute_snapshot(
         )
         for name, seconds in WINDOWS.items()
     }
-    spans = cov.covered_spans(session, community_id=community.id, since=now - SERIES_DAYS * DAY)
-    if spans and now - spans[-1][1] <= COVERAGE_GRACE_INTERVALS * community.interval:
-        spans[-1] = (spans[-1][0], now)  # the next poll is not due yet
+    spans = community_spans(session, community=community, since=now - SERIES_DAYS * DAY, now=now)
     coverage = {
         name: cov.coverage_ratio(spans, start=now - seconds, end=now)
         for name, seconds in WINDOWS.items()
