@@ -275,11 +275,11 @@ class FakeReddit:
         router.add("/api/v1/access_token", self._token_endpoint)
         router.add(lambda path: _listing_route(path) is not None, self._listing_endpoint)
 
-    def server(self, *, port: int = 0) -> RedditFakeServer:
+    def server(self, *, port: int = 0) -> FakeForumServer:
         """A server (not yet started) with this fake's routes."""
         router = Router()
         self.register(router)
-        return RedditFakeServer(router, port=port)
+        return FakeForumServer(router, port=port)
 
     def _rate_headers(self) -> dict[str, str]:
         with self._lock:
@@ -371,7 +371,3 @@ def _listing_route(path: str) -> tuple[str, Literal["t1", "t3"]] | None:
     if name == "comments":
         return parts[1].lower(), "t1"
     return None
-
-
-RedditFakeServer = FakeForumServer
-"""The shared server answers the token endpoint's form POST as well."""

@@ -15,21 +15,8 @@ from monitor.analysis.changepoints import (
     held,
     latest_changepoint,
 )
-from monitor.analysis.trends import DAY_SECONDS, DailyPoint, SignalKind
-
-MONDAY = 1_704_067_200  # 2024-01-01 00:00 UTC
-
-
-def day(index: int) -> int:
-    return MONDAY + index * DAY_SECONDS
-
-
-def daily(values: Sequence[float], coverage: Sequence[float] | None = None) -> list[DailyPoint]:
-    cover = coverage if coverage is not None else [1.0] * len(values)
-    return [
-        DailyPoint(day=day(i), value=float(v), coverage=c)
-        for i, (v, c) in enumerate(zip(values, cover, strict=True))
-    ]
+from monitor.analysis.trends import DAY_SECONDS, SignalKind
+from tests.analysis.series import daily, day
 
 
 def poisson(rates: Sequence[float], seed: int) -> list[float]:

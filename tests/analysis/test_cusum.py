@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import pytest
 
 from monitor.analysis.cusum import LONG_Z, SHORT_Z, decline_score
-from monitor.analysis.trends import DAY_SECONDS, DailyPoint, SignalKind
-
-MONDAY = 1_704_067_200  # 2024-01-01 00:00 UTC
-
-
-def day(index: int) -> int:
-    return MONDAY + index * DAY_SECONDS
-
-
-def daily(values: Sequence[float], coverage: Sequence[float] | None = None) -> list[DailyPoint]:
-    cover = coverage if coverage is not None else [1.0] * len(values)
-    return [
-        DailyPoint(day=day(i), value=float(v), coverage=c)
-        for i, (v, c) in enumerate(zip(values, cover, strict=True))
-    ]
+from monitor.analysis.trends import SignalKind
+from tests.analysis.series import daily, day
 
 
 def test_score_of_a_flat_series_after_a_known_drop() -> None:

@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry
 
 from monitor.config import Settings, settings_from_mapping
 from monitor.errors import HTTPStatusError, MalformedResponse
-from monitor.fakeforum.reddit import FakeReddit, RedditFakeServer
-from monitor.fakeforum.server import Fault
+from monitor.fakeforum.reddit import FakeReddit
+from monitor.fakeforum.server import FakeForumServer, Fault
 from monitor.http import HttpPolicy, PoliteClient
 from monitor.sources.base import Batch
 from monitor.sources.reddit import Reddit
@@ -36,13 +36,13 @@ def fake() -> FakeReddit:
 
 
 @pytest.fixture
-def server(fake: FakeReddit) -> Iterator[RedditFakeServer]:
+def server(fake: FakeReddit) -> Iterator[FakeForumServer]:
     with fake.server() as running:
         yield running
 
 
 def make_settings(
-    server: RedditFakeServer,
+    server: FakeForumServer,
     subreddit: str = "alpha",
     *,
     history_days: int = 30,
@@ -88,7 +88,7 @@ def ids(batch: Batch) -> list[str]:
     return [e.item.external_id for e in batch.envelopes]
 
 
-def listing_requests(server: RedditFakeServer, subreddit: str, listing: str) -> int:
+def listing_requests(server: FakeForumServer, subreddit: str, listing: str) -> int:
     return len(server.requests_to(f"/r/{subreddit}/{listing}.json"))
 
 
@@ -145,7 +145,7 @@ def test_fake_pages_like_reddit(fake: FakeReddit) -> None:
     assert fake.listing("beta", "t1")["data"]["children"] == []
 
 
-async def test_fake_http_routes(fake: FakeReddit, server: RedditFakeServer) -> None:
+async def test_fake_http_routes(fake: FakeReddit, server: FakeForumServer) -> None:
     fake.add_thread("Alpha", created=NOW - 1)
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         for path in ("/r/alpha/new.json", "/r/ALPHA/new", "/r/alpha/new/"):
@@ -161,7 +161,7 @@ async def test_fake_http_routes(fake: FakeReddit, server: RedditFakeServer) -> N
 
 
 async def test_cycles_return_exactly_the_new_items(
-    fake: FakeReddit, server: RedditFakeServer, telemetry: Telemetry
+    fake: FakeReddit, server: FakeForumServer, telemetry: Telemetry
 ) -> None:
     a1 = fake.add_thread("alpha", created=NOW - 500)
     a2 = fake.add_thread("alpha", created=NOW - 400)
@@ -196,7 +196,7 @@ async def test_cycles_return_exactly_the_new_items(
 
 
 async def test_idle_poll_costs_one_request_per_endpoint(
-    fake: FakeReddit, server: RedditFakeServer, telemetry: Telemetry
+    fake: FakeReddit, server: FakeForumServer, telemetry: Telemetry
 ) -> None:
     thread = fake.add_thread("alpha", created=NOW - 60)
     add_comments(fake, thread, 150, start=NOW - 1000)  # more than a page on each side
@@ -224,7 +224,7 @@ async def test_idle_poll_costs_one_request_per_endpoint(
 )
 async def test_new_items_cost_at_most_a_page_each_plus_one(
     fake: FakeReddit,
-    server: RedditFakeServer,
+    server: FakeForumServer,
     telemetry: Telemetry,
     new_threads: int,
     new_comments: int,
@@ -250,7 +250,7 @@ async def test_new_items_cost_at_most_a_page_each_plus_one(
 
 
 async def test_first_poll_reaches_back_history_days(
-    fake: FakeReddit, server: RedditFakeServer, telemetry: Telemetry
+    fake: FakeReddit, server: FakeForumServer, telemetry: Telemetry
 ) -> None:
     too_old = fake.add_thread("alpha", created=NOW - 40 * DAY)
     just_too_old = fake.add_thread("alpha", created=NOW - 30 * DAY - 1)
@@ -268,7 +268,7 @@ async def test_first_poll_reaches_back_history_days(
 
 
 async def test_items_in_the_cursor_second_are_not_lost_or_repeated(
-    fake: FakeReddit, server: RedditFakeServer, telemetry: Telemetry
+    fake: FakeReddit, server: FakeForumServer, telemetry: Telemetry
 ) -> None:
     first = fake.add_thread("alpha", created=NOW - 10)
     second = fake.add_thread("alpha", created=NOW - 10)
@@ -287,7 +287,7 @@ async def test_items_in_the_cursor_second_are_not_lost_or_repeated(
 
 
 async def test_deleted_items_count_and_do_not_stall_polling(
-    fake: FakeReddit, server: RedditFakeServer, telemetry: Telemetry
+    fake: FakeReddit, server: FakeForumServer, telemetry: Telemetry
 ) -> None:
     thread = fake.add_thread("alpha", created=NOW - 100)
     removed = fake.add_reply(thread, created=NOW - 90)
@@ -311,7 +311,7 @@ async def test_deleted_items_count_and_do_not_stall_polling(
 
 
 async def test_failed_first_poll_is_redone_whole(
-    fake: FakeReddit, server: RedditFakeServer, telemetry: Telemetry
+    fake: FakeReddit, server: FakeForumServer, telemetry: Telemetry
 ) -> None:
     threads = [fake.add_thread("alpha", created=NOW - 9000 + n) for n in range(150)]
     comments = add_comments(fake, threads[0], 30, start=NOW - 500)
@@ -330,7 +330,7 @@ async def test_failed_first_poll_is_redone_whole(
 
 
 async def test_failed_poll_keeps_the_old_cursor_and_loses_nothing(
-    fake: FakeReddit, server: RedditFakeServer, telemetry: Telemetry
+    fake: FakeReddit, server: FakeForumServer, telemetry: Telemetry
 ) -> None:
     thread = fake.add_thread("alpha", created=NOW - 9000)
     poller = Poller(telemetry, make_settings(server))
@@ -349,7 +349,7 @@ async def test_failed_poll_keeps_the_old_cursor_and_loses_nothing(
 
 
 async def test_unknown_subreddit_fails_the_poll(
-    server: RedditFakeServer, telemetry: Telemetry
+    server: FakeForumServer, telemetry: Telemetry
 ) -> None:
     poller = Poller(telemetry, make_settings(server, "nowhere"))
     try:
@@ -422,7 +422,7 @@ async def test_token_is_renewed_once_it_expires(telemetry: Telemetry) -> None:
 
 
 async def test_ratelimit_headers_reach_the_gauge(
-    fake: FakeReddit, server: RedditFakeServer, telemetry: Telemetry, registry: CollectorRegistry
+    fake: FakeReddit, server: FakeForumServer, telemetry: Telemetry, registry: CollectorRegistry
 ) -> None:
     fake.add_thread("alpha", created=NOW - 50)
     poller = Poller(telemetry, make_settings(server))
