@@ -102,7 +102,6 @@ class CommunitySnapshot:
     trends: list[Trend] = field(default_factory=list)
     changepoints: list[ChangePointResult] = field(default_factory=list)
     declines: list[DeclineResult] = field(default_factory=list)
-    keyword_groups: list[str] = field(default_factory=list)
 
 
 def community_spans(
@@ -183,7 +182,6 @@ def compute_snapshot(
         trends=changes,
         changepoints=shifts,
         declines=declines,
-        keyword_groups=groups,
     )
 
 

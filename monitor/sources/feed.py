@@ -67,7 +67,7 @@ from feedparser.exceptions import ThingsNobodyCaresAboutButMe
 
 from monitor.config import FeedCommunity, Settings
 from monitor.errors import MalformedResponse
-from monitor.http import PoliteClient, RequestCounter, Response
+from monitor.http import PoliteClient, Response
 from monitor.sources.base import Cursor, FetchResult, Item, PollInput, Source
 
 log = logging.getLogger(__name__)
@@ -283,8 +283,6 @@ class Feed(Source):
         )
 
     async def fetch(self, poll: PollInput) -> FetchResult:
-        # The base never resets its counter, and an adapter outlives one poll.
-        self.counter = RequestCounter()
         resuming = "floor" in poll.cursor  # else a first poll, which must not get a 304
         conditional = _string_validators(poll.validators) if resuming else {}
         response = await self.get(self.url(self.feed_path), validators=conditional or None)
