@@ -4,7 +4,7 @@
 
 - ``forum_decline_score{signal}``: unitless, >= 1 means "declined": the larger
   of the 10-day and the 3-day z-score (below), each divided by its own alarm
-  level (``LONG_Z`` = 3.4 and ``SHORT_Z`` = 4.2). The decline alert is
+  level (``LONG_Z`` = 3.4 and ``SHORT_Z`` = 4.0). The decline alert is
   ``last_over_time(forum_decline_score[3d]) > 1`` (``DECLINE_SCORE_THRESHOLD``,
   see ``changepoints.DeclineRule``).
 - ``forum_decline_onset_timestamp_seconds{signal}``: the first day of the run of
@@ -39,8 +39,9 @@ read as zero):
    window's mean against the baseline mean (the ``n^2 / N`` term is the
    baseline mean's own uncertainty).
 6. ``score = max(z_10 / LONG_Z, z_3 / SHORT_Z)``. The 10-day term catches a
-   20% drop within 10 days in most series; the 3-day term, at a stricter
-   level, flags a halving after two days.
+   20% drop within 10 days in communities of 80 posts a day or more (in two
+   to three weeks at 40); the 3-day term, at a stricter level, flags a halving
+   after two days (see the README's table by community size).
 
 The onset is the start of the tail of the last ``ONSET_LOOKBACK_DAYS`` (14)
 counting days with the strongest evidence of a lower level (the ``tau``
@@ -74,10 +75,12 @@ BASELINE_DAYS = 92
 """Days before the recent part that set the expected level, rhythm and noise."""
 LONG_WINDOW_DAYS = 10
 LONG_Z = 3.4
-"""Alarm level of the 10-day z-score; chosen with ``python -m bench decline`` on seeds 1-4."""
+"""Alarm level of the 10-day z-score: the lowest that keeps false alarms at or under 0.05
+per 90 days on every tuning seed of ``python -m bench decline`` (seeds 1-7, 40 posts/day)."""
 SHORT_WINDOW_DAYS = 3
-SHORT_Z = 4.2
-"""Alarm level of the 3-day z-score; stricter, a short window is noisier."""
+SHORT_Z = 4.0
+"""Alarm level of the 3-day z-score; stricter, a short window is noisier (on the tuning
+seeds it adds 0.005 false alarms per 90 days to the 10-day term's 0.022)."""
 ONSET_LOOKBACK_DAYS = 14
 """How far back the onset of a decline is searched (counting days)."""
 DECLINE_SCORE_THRESHOLD = 1.0
