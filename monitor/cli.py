@@ -8,10 +8,16 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from monitor import __version__
-from monitor.config import Settings, config_path, load_settings, parse_listen
+from monitor.config import CommunityBase, Settings, config_path, load_settings, parse_listen
 from monitor.errors import ConfigError, ForumMonitorError
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from monitor.backfill import BackfillOutcome
 
 log = logging.getLogger("monitor")
 
@@ -43,6 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     once = commands.add_parser("poll-once", help="poll every community once, then exit")
     once.add_argument("--config", help="config file (or FORUM_MONITOR_CONFIG)")
     once.add_argument("--json", action="store_true", help="one JSON object per community")
+
+    backfill = commands.add_parser(
+        "backfill", help="fetch communities' past activity into the store, then exit"
+    )
+    backfill.add_argument("--config", help="config file (or FORUM_MONITOR_CONFIG)")
+    backfill.add_argument(
+        "--community",
+        action="append",
+        metavar="ID",
+        help="a community id; repeat for more (default: every enabled community)",
+    )
+    backfill.add_argument(
+        "--days", type=int, help="how far back (default: each community's history_days)"
+    )
+    backfill.add_argument("--json", action="store_true", help="one JSON object per community")
 
     check = commands.add_parser("check-config", help="validate a config file")
     check.add_argument("file", nargs="?", help="config file (or FORUM_MONITOR_CONFIG)")
@@ -140,6 +161,111 @@ def cmd_poll_once(args: argparse.Namespace) -> int:
     return EXIT_OK if all(o["outcome"] in ("ok", "not_modified") for o in outcomes) else 1
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    chosen = _backfill_targets(settings, names=args.community, days=args.days)
+    _configure_logging(settings.log_level if not args.json else "warning")
+    outcomes = asyncio.run(_run_backfill(settings, chosen, days=args.days))
+    for outcome in outcomes:
+        if args.json:
+            print(json.dumps(outcome.as_json(), sort_keys=True))
+        else:
+            print(_backfill_line(outcome))
+    return EXIT_OK if all(o.outcome in ("ok", "partial") for o in outcomes) else EXIT_FAILURE
+
+
+def _backfill_targets(
+    settings: Settings, *, names: list[str] | None, days: int | None
+) -> list[CommunityBase]:
+    """The communities named (default: every enabled one); ConfigError for bad arguments."""
+    known = {community.id: community for community in settings.communities}
+    problems = [
+        f"--community: unknown community {name!r} (configured: {', '.join(known) or 'none'})"
+        for name in names or []
+        if name not in known
+    ]
+    if days is not None and not 1 <= days <= MAX_BACKFILL_DAYS:
+        problems.append(f"--days: must be between 1 and {MAX_BACKFILL_DAYS}")
+    if problems:
+        raise ConfigError(problems)
+    if names:
+        return [known[name] for name in dict.fromkeys(names)]
+    return [community for community in settings.communities if community.enabled]
+
+
+async def _run_backfill(
+    settings: Settings, communities: list[CommunityBase], *, days: int | None
+) -> list[BackfillOutcome]:
+    """Backfill one community after the other, with a progress line each on stderr."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from monitor.backfill import Backfiller, BackfillProgress
+    from monitor.service import Service
+
+    service = Service(settings)
+    outcomes: list[BackfillOutcome] = []
+    columns = (
+        SpinnerColumn(finished_text="-"),
+        TextColumn("{task.description}"),
+        TextColumn("{task.fields[items]} new items, {task.fields[requests]} requests"),
+        TextColumn("{task.fields[reached]}"),
+        TimeElapsedColumn(),
+    )
+    try:
+        await service.open()
+        assert service.engine and service.client and service.ingestor, "opened above"
+        backfiller = Backfiller(
+            settings=settings,
+            engine=service.engine,
+            client=service.client,
+            ingestor=service.ingestor,
+        )
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            for community in communities:
+                task = progress.add_task(community.id, items=0, requests=0, reached="")
+
+                def show(step: BackfillProgress, task: TaskID = task) -> None:
+                    reached = "" if step.oldest is None else f"back to {_when(step.oldest)}"
+                    progress.update(
+                        task, items=step.new_items, requests=step.requests, reached=reached
+                    )
+
+                wanted = community.history_days if days is None else days
+                outcomes.append(await backfiller.run(community, days=wanted, on_progress=show))
+                progress.update(task, total=1, completed=1)
+    finally:
+        await service.stop()
+    return outcomes
+
+
+MAX_BACKFILL_DAYS = 3650
+
+
+def _when(epoch: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _backfill_line(outcome: BackfillOutcome) -> str:
+    done = (
+        f"{outcome.new_items} new items ({outcome.updated_items} updated), "
+        f"{_count(outcome.requests, 'request')} in {_count(outcome.steps, 'poll')}"
+    )
+    if outcome.outcome in ("ok", "partial") and outcome.covered_from is not None:
+        note = "" if outcome.outcome == "ok" else " (the source lists nothing older)"
+        return (
+            f"{outcome.community}: {outcome.outcome}, {done}; "
+            f"complete from {_when(outcome.covered_from)}{note}"
+        )
+    return f"{outcome.community}: failed ({outcome.outcome}): {outcome.error}; {done} kept"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from monitor import server
     from monitor.api import create_app
@@ -204,6 +330,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = {
     "serve": cmd_serve,
     "poll-once": cmd_poll_once,
+    "backfill": cmd_backfill,
     "check-config": cmd_check_config,
     "db": cmd_db,
     "export-openmetrics": cmd_export_openmetrics,

@@ -19,6 +19,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Table, select, update
 from sqlmodel import Session
 
+from monitor.analysis.coverage import BACKFILL_OUTCOME
 from monitor.analysis.rollups import day_of
 from monitor.analysis.text import KeywordMatcher, sentiment, strip_markup
 from monitor.config import CommunityBase, Settings
@@ -101,7 +102,23 @@ class Ingestor:
     def ingest(
         self, session: Session, *, community: CommunityBase, batch: Batch, started_at: int, now: int
     ) -> IngestResult:
-        """Upsert the batch's items and commit-ready poll state into ``session``.
+        """Upsert the batch's items and commit-ready poll state into ``session``."""
+        result = self.write_items(session, community=community, batch=batch, now=now)
+        self._commit_state(
+            session,
+            community=community,
+            batch=batch,
+            started_at=started_at,
+            now=now,
+            new_items=result.new_items,
+        )
+        session.flush()
+        return result
+
+    def write_items(
+        self, session: Session, *, community: CommunityBase, batch: Batch, now: int
+    ) -> IngestResult:
+        """Upsert the batch's items into ``session``; the poll state is left as it is.
 
         Rows are written with bulk Core statements (one INSERT per table and batch),
         since per-object ORM overhead would cost more than scoring the text.
@@ -132,14 +149,6 @@ class Ingestor:
             post_id = row.pop("post_id")
             session.execute(update(POSTS).where(POSTS.c.id == post_id).values(**row))
         self._update_threads(session, community.id, new_rows)
-        self._commit_state(
-            session,
-            community=community,
-            batch=batch,
-            started_at=started_at,
-            now=now,
-            new_items=result.new_items,
-        )
         session.flush()
         return result
 
@@ -408,6 +417,34 @@ def record_failure(
         )
     )
     return state
+
+
+def record_backfill(
+    session: Session,
+    *,
+    community_id: str,
+    covered_from: int,
+    covered_until: int,
+    new_items: int,
+    requests: int,
+) -> None:
+    """Remember a finished backfill; the poll cursor is not touched.
+
+    Its data is complete from ``covered_from`` to ``covered_until`` (when it began
+    fetching): the run's ``started_at``/``finished_at`` are that span's end, which is
+    what ``monitor.analysis.coverage`` reads.
+    """
+    session.add(
+        PollRun(
+            community_id=community_id,
+            started_at=covered_until,
+            finished_at=covered_until,
+            outcome=BACKFILL_OUTCOME,
+            new_items=new_items,
+            requests=requests,
+            covered_from=covered_from,
+        )
+    )
 
 
 def load_poll_state(session: Session, community_id: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -74,6 +74,7 @@ class Service:
         self._clock = clock
         self.engine: Engine | None = None
         self.client: PoliteClient | None = None
+        self.ingestor: Ingestor | None = None
         self.poller: Poller | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.snapshots: Snapshots | None = None
@@ -97,12 +98,13 @@ class Service:
             telemetry=self.telemetry,
             transport=self._transport,
         )
+        self.ingestor = Ingestor(settings=self.settings, key=key)
         self.poller = Poller(
             settings=self.settings,
             engine=self.engine,
             client=self.client,
             telemetry=self.telemetry,
-            ingestor=Ingestor(settings=self.settings, key=key),
+            ingestor=self.ingestor,
             clock=self._clock,
         )
         self.snapshots = Snapshots(settings=self.settings, engine=self.engine)

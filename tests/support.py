@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
+
+from monitor.store.models import Post
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STRICT = os.environ.get("FORUM_MONITOR_TEST_STRICT") == "1"
@@ -40,3 +44,17 @@ def serve_argv(config: Path, port: int) -> list[str]:
         "--listen",
         f"127.0.0.1:{port}",
     ]
+
+
+def stored_posts(engine: Engine, community: str) -> tuple[int, int]:
+    """(post rows, distinct external ids) stored for ``community``: equal when none is twice."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(func.count()).select_from(Post).where(Post.community_id == community)
+        ).one()
+        distinct = session.exec(
+            select(func.count(func.distinct(Post.external_id))).where(
+                Post.community_id == community
+            )
+        ).one()
+    return int(rows), int(distinct)

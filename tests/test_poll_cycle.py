@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import func
 from sqlmodel import Session, select
 
 from monitor.config import Settings, settings_from_mapping
@@ -27,7 +26,8 @@ from monitor.fakeforum.feeds import FakeFeeds
 from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
 from monitor.service import Service
-from monitor.store.models import PollRun, Post
+from monitor.store.models import PollRun
+from tests.support import stored_posts
 
 NOW = int(time.time())
 HOUR = 3600
@@ -120,16 +120,7 @@ def forums() -> Iterator[Forums]:
 def stored(service: Service, community: str) -> tuple[int, int]:
     """(posts, distinct external ids) stored for ``community``."""
     assert service.engine is not None
-    with Session(service.engine) as session:
-        total = session.exec(
-            select(func.count()).select_from(Post).where(Post.community_id == community)
-        ).one()
-        distinct = session.exec(
-            select(func.count(func.distinct(Post.external_id))).where(
-                Post.community_id == community
-            )
-        ).one()
-    return int(total), int(distinct)
+    return stored_posts(service.engine, community)
 
 
 async def open_service(settings: Settings) -> Service:

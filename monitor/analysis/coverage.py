@@ -5,7 +5,8 @@ finished: for a poll that paged all the way back to its cursor that is the
 previous success (or ``history_days`` back on a first poll), so a poll after an
 outage covers the outage retroactively once it has fetched what was missed.
 Time since the last success, and gaps a bounded poll could not reach back
-over, stay uncovered. Trends are withheld while coverage is low, so an outage
+over, stay uncovered. A backfill covers from as far back as its walk reached
+to when it began. Trends are withheld while coverage is low, so an outage
 never reads as a decline.
 """
 
@@ -17,7 +18,9 @@ from sqlmodel import Session, col, select
 
 from monitor.store.models import PollRun
 
-SUCCESS = ("ok", "not_modified")
+BACKFILL_OUTCOME = "backfill"
+"""A ``forum-monitor backfill`` run: like a poll, its data is complete over its span."""
+SUCCESS = ("ok", "not_modified", BACKFILL_OUTCOME)
 Span = tuple[int, int]
 
 

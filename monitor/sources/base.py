@@ -141,6 +141,14 @@ class Source(ABC):
     async def get_json(self, url: str, *, params: Mapping[str, Any] | None = None) -> Any:
         return (await self.get(url, params=params)).json()
 
+    def walk_pending(self, cursor: Cursor) -> bool:
+        """Whether ``cursor`` holds a walk back in time that the next poll goes on with.
+
+        Adapters that spread a long walk over several polls say so here; ``backfill``
+        polls again while it is True. The default: a poll walks as far as it can.
+        """
+        return False
+
     @abstractmethod
     async def fetch(self, poll: PollInput) -> FetchResult:
         """Fetch what is new since ``poll.cursor`` (or since ``poll.since`` if it is empty)."""

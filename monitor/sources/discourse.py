@@ -225,6 +225,9 @@ class Discourse(Source):
             headers["Api-Username"] = self.forum.api_username
         return headers
 
+    def walk_pending(self, cursor: Cursor) -> bool:
+        return _Position.load(cursor).pending is not None
+
     async def fetch(self, poll: PollInput) -> FetchResult:
         position = _Position.load(poll.cursor)
         run = _Run(self.max_pages, self.base_url, await self._category_ids(poll.cursor))

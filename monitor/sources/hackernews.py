@@ -273,6 +273,10 @@ class HackerNews(Source):
             return ALGOLIA_RATE_PER_MINUTE
         return self.rate_per_minute
 
+    def walk_pending(self, cursor: Cursor) -> bool:
+        """A keyword scope with a gap left to fill; the whole-site walk never pages back."""
+        return bool(self.query) and SearchCursor.load(cursor, since=0).before is not None
+
     async def fetch(self, poll: PollInput) -> FetchResult:
         if self.query:
             return await self._fetch_search(poll)

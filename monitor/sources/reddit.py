@@ -17,9 +17,12 @@ so the caller keeps the old cursor and the next poll pages back to it again.
 First poll (empty cursor): back to ``poll.since`` (``history_days``), bounded
 by ``MAX_PAGES`` pages of 100 per endpoint. Reddit itself lists at most about
 1000 items per listing, so on a busy subreddit the first poll reaches less far
-than ``history_days``; use backfill for older activity. The same horizon
-bounds a later poll: more than 1000 new items in one interval cannot all be
-listed, so such a poll returns what Reddit lists and moves the cursor on.
+than ``history_days``, and nothing older can be fetched at all (``backfill``
+reaches as far). The same horizon bounds a later poll: more than 1000 new
+items in one interval cannot all be listed, so such a poll returns what Reddit
+lists and moves the cursor on. A walk that runs out of pages before its mark
+says ``complete=False``, so coverage counts only what it reached; a listing
+that simply ends (a young subreddit) counts as complete.
 
 Identity: fullnames (``t3_abc``, ``t1_def``). Submissions and comments have
 separate id sequences, so bare ids could collide. A reply's ``thread_id`` is its
@@ -274,24 +277,30 @@ class Reddit(Source):
         items: list[Item] = []
         cursor: Cursor = {}
         skipped = 0
+        complete = True
         await self._ensure_token()  # once per poll: the renewal margin outlasts a poll
         for key, listing in ENDPOINTS.items():
             mark = _Mark.load(poll.cursor.get(key))
-            found, skipped_here = await self._read_back(listing, mark, since=poll.since)
+            found, skipped_here, reached = await self._read_back(listing, mark, since=poll.since)
             items += found
             skipped += skipped_here
+            complete = complete and reached
             if mark is not None or found:
                 cursor[key] = (mark or _Mark(0, frozenset())).advanced(found).dump()
         if skipped:
             log.debug(
                 "reddit %s: skipped %d children without id or time", self.community.id, skipped
             )
-        return FetchResult(items=items, cursor=cursor)
+        return FetchResult(items=items, cursor=cursor, complete=complete)
 
     async def _read_back(
         self, listing: str, mark: _Mark | None, *, since: int
-    ) -> tuple[list[Item], int]:
-        """New items of one listing, paging back until the mark (or ``since``) is reached."""
+    ) -> tuple[list[Item], int, bool]:
+        """New items of one listing, paging back until the mark (or ``since``) is reached.
+
+        Also whether the walk got there, or to the end of the listing; False when it
+        ran out of pages first (more new items than ``MAX_PAGES`` pages hold).
+        """
         url = self.url(f"/r/{self.subreddit}/{listing}.json")
         new: list[Item] = []
         skipped = 0
@@ -310,8 +319,8 @@ class Reddit(Source):
                     new.append(item)  # anywhere on the page: the order is not exact
             after = page.after
             if reached or after is None:
-                break
-        return new, skipped
+                return new, skipped, True
+        return new, skipped, False
 
     async def _get_json(self, url: str, params: Mapping[str, Any]) -> Any:
         try:

@@ -22,6 +22,7 @@ from monitor.errors import HTTPStatusError, MalformedResponse
 from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault
 from monitor.http import HttpPolicy, PoliteClient
+from monitor.sources import reddit
 from monitor.sources.base import Batch
 from monitor.sources.reddit import Reddit
 from monitor.telemetry import Telemetry
@@ -263,6 +264,29 @@ async def test_first_poll_reaches_back_history_days(
         batch = await poller.poll()
         assert ids(batch) == [fresh, inside, late_reply]
         assert batch.requests == 2  # both pages reach an item older than 30 days
+    finally:
+        await poller.client.aclose()
+
+
+async def test_a_walk_out_of_pages_says_incomplete(
+    fake: FakeReddit, server: FakeForumServer, telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Coverage must not count what a poll could not page back to; a listing's end is its end."""
+    monkeypatch.setattr(reddit, "MAX_PAGES", 2)
+    thread = fake.add_thread("alpha", created=NOW - 20 * DAY)
+    add_comments(fake, thread, 250, start=NOW - 10 * DAY)  # 3 pages of comments
+    poller = Poller(telemetry, make_settings(server, history_days=30))
+    try:
+        batch = await poller.poll()
+        assert len(ids(batch)) == 1 + 200  # the submission; two pages of the newest comments
+        assert batch.complete is False
+        assert listing_requests(server, "alpha", "comments") == 2
+        monkeypatch.setattr(reddit, "MAX_PAGES", 3)
+        fresh = Poller(telemetry, make_settings(server, history_days=30))
+        whole = await fresh.poll()  # the third page is short: the listing ends there
+        assert len(ids(whole)) == 251
+        assert whole.complete is True
+        await fresh.client.aclose()
     finally:
         await poller.client.aclose()
 

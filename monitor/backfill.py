@@ -1,0 +1,208 @@
+"""``forum-monitor backfill``: fetch a community's past activity into the store.
+
+A backfill walks a community's source from the newest item back ``days`` days
+with a cursor of its own: the service's poll cursor is neither read nor moved,
+so a backfill can run beside ``serve`` and the next poll goes on exactly where
+it would have. Items go through the same ingest as a poll (pseudonymized,
+scored, upserted by community and external id), so what is already stored is
+not stored twice. Each step commits its items together with the rollups of the
+days they touch: a backfill cut short keeps what it fetched and can simply be
+run again.
+
+Adapters bound what one poll fetches. While an adapter says its walk is not
+finished (``Source.walk_pending``: Discourse, Hacker News keyword scopes), the
+backfill polls again from the cursor the last step left, up to ``MAX_STEPS``.
+When the walk ends, a ``backfill`` poll run records its coverage (see
+``monitor.analysis.coverage``): from ``days`` back when the walk got that far
+(outcome ``ok``), else from the oldest item fetched (outcome ``partial``: Reddit
+lists about 1000 items per listing, a feed holds what it holds, the Hacker News
+whole-site walk reaches 500 ids back). A failed step records no coverage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from monitor.analysis.rollups import refresh_days
+from monitor.config import CommunityBase, Settings
+from monitor.errors import SourceError, UnknownSource
+from monitor.http import PoliteClient
+from monitor.ingest import Ingestor, IngestResult, record_backfill
+from monitor.poller import PollOutcome, brief, source_of
+from monitor.sources import SOURCES
+from monitor.sources.base import Batch, Cursor
+from monitor.store.db import session_scope
+
+log = logging.getLogger(__name__)
+
+MAX_STEPS = 10_000
+"""Polls one backfill may make (a Discourse step fetches up to 1,000 posts)."""
+
+
+@dataclass(frozen=True)
+class BackfillProgress:
+    """Where a backfill stands after a step."""
+
+    community: str
+    steps: int
+    new_items: int
+    requests: int
+    oldest: int | None
+    """Creation time of the oldest item fetched so far (UTC epoch seconds)."""
+
+
+@dataclass(frozen=True)
+class BackfillOutcome(PollOutcome):
+    """What a backfill did; ``outcome`` is "ok", "partial" or a failure reason."""
+
+    steps: int = 0
+    """Polls it made (adapters bound what one poll fetches)."""
+    covered_from: int | None = None
+    """Start of the span the backfill recorded as complete (UTC epoch seconds)."""
+
+
+ProgressCallback = Callable[[BackfillProgress], None]
+
+
+@dataclass
+class _Tally:
+    steps: int = 0
+    new_items: int = 0
+    updated_items: int = 0
+    requests: int = 0
+    oldest: int | None = None
+
+    def add(self, batch: Batch, result: IngestResult) -> None:
+        self.steps += 1
+        self.new_items += result.new_items
+        self.updated_items += result.updated_items
+        times = [envelope.item.created_at for envelope in batch.envelopes]
+        if times:
+            self.oldest = min(times) if self.oldest is None else min(self.oldest, *times)
+
+
+class Backfiller:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        client: PoliteClient,
+        ingestor: Ingestor,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._client = client
+        self._ingestor = ingestor
+        self._clock = clock
+
+    async def run(
+        self,
+        community: CommunityBase,
+        *,
+        days: int,
+        on_progress: ProgressCallback | None = None,
+    ) -> BackfillOutcome:
+        """Backfill ``days`` of ``community``; never raises except on cancellation."""
+        source = source_of(community)
+        tally = _Tally()
+        started = self._clock()
+
+        def outcome(
+            kind: str, *, covered_from: int | None = None, error: str | None = None
+        ) -> BackfillOutcome:
+            return BackfillOutcome(
+                community.id,
+                source,
+                kind,
+                new_items=tally.new_items,
+                updated_items=tally.updated_items,
+                requests=tally.requests,
+                duration_seconds=round(self._clock() - started, 3),
+                error=error,
+                steps=tally.steps,
+                covered_from=covered_from,
+            )
+
+        try:
+            covered_from, reached = await self._walk(community, days, tally, on_progress)
+        except SourceError as exc:
+            return outcome(exc.reason, error=str(exc))
+        except SQLAlchemyError as exc:
+            log.error("backfill of %s could not write to the store: %s", community.id, brief(exc))
+            return outcome("store", error="database error")
+        except Exception as exc:  # a bug: keep the traceback, report one line
+            log.exception("backfill of %s failed unexpectedly", community.id)
+            return outcome("internal", error=f"internal error ({exc.__class__.__name__})")
+        return outcome("ok" if reached else "partial", covered_from=covered_from)
+
+    async def _walk(
+        self,
+        community: CommunityBase,
+        days: int,
+        tally: _Tally,
+        on_progress: ProgressCallback | None,
+    ) -> tuple[int, bool]:
+        """Poll until the walk is done; returns (covered from, whether it reached ``days``)."""
+        adapter_class = SOURCES.get(source_of(community))
+        if adapter_class is None:
+            raise UnknownSource(
+                f"no adapter for source kind {source_of(community)!r}", community=community.id
+            )
+        # the adapter reaches back ``history_days`` from an empty cursor
+        scoped = community.model_copy(update={"history_days": days})
+        adapter = adapter_class(scoped, settings=self._settings, client=self._client)
+        started = int(self._clock())
+        cursor: Cursor = {}
+        for _ in range(MAX_STEPS):
+            try:
+                batch = await adapter.poll(cursor=cursor, validators={}, now=started)
+            finally:
+                tally.requests += adapter.counter.requests
+            result = await asyncio.to_thread(self._write, community, batch)
+            tally.add(batch, result)
+            if on_progress is not None:
+                on_progress(
+                    BackfillProgress(
+                        community.id, tally.steps, tally.new_items, tally.requests, tally.oldest
+                    )
+                )
+            pending = adapter.walk_pending(batch.cursor)
+            if not pending or batch.cursor == cursor:
+                break
+            cursor = batch.cursor
+        reached = batch.complete and not pending
+        if reached:
+            covered_from = batch.since
+        else:
+            covered_from = tally.oldest if tally.oldest is not None else started
+        await asyncio.to_thread(self._record, community, started, covered_from, tally)
+        return covered_from, reached
+
+    def _write(self, community: CommunityBase, batch: Batch) -> IngestResult:
+        with session_scope(self._engine) as session:
+            now = int(self._clock())
+            result = self._ingestor.write_items(session, community=community, batch=batch, now=now)
+            refresh_days(session, community_id=community.id, days=result.touched_days, now=now)
+            return result
+
+    def _record(
+        self, community: CommunityBase, started: int, covered_from: int, tally: _Tally
+    ) -> None:
+        with session_scope(self._engine) as session:
+            record_backfill(
+                session,
+                community_id=community.id,
+                covered_from=covered_from,
+                covered_until=started,
+                new_items=tally.new_items,
+                requests=tally.requests,
+            )

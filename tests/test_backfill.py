@@ -1,0 +1,282 @@
+"""``forum-monitor backfill``: past activity into the store, beside the poller, never twice.
+
+Fake Discourse and Reddit forums on 127.0.0.1; every expected number follows
+from what the test adds to them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlmodel import Session, select
+
+from monitor.analysis.coverage import covered_spans
+from monitor.backfill import Backfiller, BackfillOutcome, BackfillProgress
+from monitor.config import settings_from_mapping
+from monitor.fakeforum.discourse import FakeDiscourse
+from monitor.fakeforum.reddit import FakeReddit
+from monitor.fakeforum.server import FakeForumServer, Fault, Router
+from monitor.ingest import load_poll_state
+from monitor.service import Service
+from monitor.sources import discourse, reddit
+from monitor.store.models import PollRun, PollState
+from tests.support import stored_posts
+
+NOW = int(time.time()) // 60 * 60
+DAY = 86400
+
+
+class Forums:
+    def __init__(self) -> None:
+        self.discourse = FakeDiscourse(prefix="/forum")
+        self.reddit = FakeReddit()
+        self.reddit.add_subreddit("gigwork")
+        router = Router()
+        self.discourse.register(router)
+        self.reddit.register(router)
+        self.server = FakeForumServer(router)
+
+    def discourse_history(self) -> None:
+        """10 topics 20 days back, then 60 topics with one reply each over the last 8 days."""
+        for n in range(10):
+            self.discourse.add_thread(title=f"Old {n}", author="d0", created_at=NOW - 20 * DAY + n)
+        for n in range(60):
+            at = NOW - 8 * DAY + n * 3 * 3600  # every 3 hours, the last one 12 h ago
+            post = self.discourse.add_thread(title=f"Topic {n}", author=f"d{n % 5}", created_at=at)
+            self.discourse.add_reply(topic_id=post.topic_id, author=f"d{n % 3}", created_at=at + 60)
+
+    def reddit_history(self) -> None:
+        """150 submissions, one every 2880 s back from NOW - 2880, each with a reply 60 s later."""
+        for k in range(150, 0, -1):  # oldest first
+            at = NOW - k * 2880
+            thread = self.reddit.add_thread("gigwork", created=at, author=f"r{k % 7}")
+            self.reddit.add_reply(thread, created=at + 60, author=f"r{(k + 1) % 7}")
+
+
+def config(base_url: str, tmp_path: Path) -> dict[str, Any]:
+    return {
+        "database_url": f"sqlite:///{tmp_path / 'store.db'}",
+        "data_dir": str(tmp_path),
+        "pseudonym_key": "backfill-test-key-0123456789",
+        "http": {
+            "rate_per_minute": {"127.0.0.1": 100000},
+            "read_timeout": "2s",
+            "total_timeout": "5s",
+            "max_retries": 1,
+            "backoff_base": 0.01,
+        },
+        "communities": [
+            {
+                "id": "forum",
+                "source": "discourse",
+                "base_url": base_url + "/forum",
+                "history_days": 10,
+            },
+            {"id": "gig", "source": "reddit", "subreddit": "gigwork", "base_url": base_url},
+        ],
+    }
+
+
+@pytest.fixture
+def forums() -> Iterator[Forums]:
+    forums = Forums()
+    with forums.server:
+        yield forums
+
+
+async def opened(forums: Forums, tmp_path: Path) -> tuple[Service, Backfiller]:
+    settings = settings_from_mapping(config(forums.server.base_url, tmp_path))
+    service = Service(settings, registry=CollectorRegistry(), clock=lambda: NOW)
+    await service.open()
+    assert service.engine and service.client and service.ingestor
+    backfiller = Backfiller(
+        settings=settings,
+        engine=service.engine,
+        client=service.client,
+        ingestor=service.ingestor,
+        clock=lambda: NOW,
+    )
+    return service, backfiller
+
+
+def community(service: Service, name: str) -> Any:
+    return next(c for c in service.settings.communities if c.id == name)
+
+
+def posts(service: Service, name: str) -> tuple[int, int]:
+    """(rows, distinct external ids) stored for community ``name``."""
+    assert service.engine is not None
+    return stored_posts(service.engine, name)
+
+
+async def test_discourse_backfill_walks_in_steps_and_leaves_the_poll_cursor_alone(
+    forums: Forums, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forums.discourse_history()
+    monkeypatch.setattr(discourse.Discourse, "max_pages", 1)  # 50 posts a poll
+    service, backfiller = await opened(forums, tmp_path)
+    steps: list[BackfillProgress] = []
+    try:
+        outcome = await backfiller.run(
+            community(service, "forum"), days=10, on_progress=steps.append
+        )
+        # 120 posts in the last 10 days, 50 a step: 50 + 50 + 20 (the third page also
+        # holds the 10 old posts, which end the walk and are not kept)
+        assert outcome == BackfillOutcome(
+            "forum",
+            "discourse",
+            "ok",
+            new_items=120,
+            requests=3,
+            steps=3,
+            covered_from=NOW - 10 * DAY,
+        )
+        assert [s.new_items for s in steps] == [50, 100, 120]
+        assert steps[-1].oldest == NOW - 8 * DAY
+        assert posts(service, "forum") == (120, 120)
+        assert service.engine is not None
+        with Session(service.engine) as session:
+            # the poller's state is as new: its first poll will start from scratch
+            assert load_poll_state(session, "forum") == ({}, {})
+            state = session.get(PollState, "forum")
+            assert state is not None and state.last_success_at is None
+            runs = session.exec(select(PollRun).where(PollRun.community_id == "forum")).all()
+            assert [(r.outcome, r.covered_from, r.finished_at) for r in runs] == [
+                ("backfill", NOW - 10 * DAY, NOW)
+            ]
+            assert covered_spans(session, community_id="forum", since=NOW - 30 * DAY) == [
+                (NOW - 10 * DAY, NOW)
+            ]
+
+        # the regular first poll walks the same 10 days (in three polls at 50 posts each)
+        polled = [await service.poll(community(service, "forum")) for _ in range(3)]
+        assert [p.outcome for p in polled] == ["ok", "ok", "ok"]
+        assert sum(p.new_items for p in polled) == 0
+        assert posts(service, "forum") == (120, 120)
+
+        # a second backfill finds everything stored already
+        again = await backfiller.run(community(service, "forum"), days=10)
+        assert (again.outcome, again.new_items, again.steps) == ("ok", 0, 3)
+        assert posts(service, "forum") == (120, 120)
+    finally:
+        await service.stop()
+
+
+async def test_reddit_backfill_past_the_listing_horizon_is_partial(
+    forums: Forums, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forums.reddit_history()
+    monkeypatch.setattr(reddit, "MAX_PAGES", 1)  # the listing "ends" after 100 items
+    service, backfiller = await opened(forums, tmp_path)
+    try:
+        outcome = await backfiller.run(community(service, "gig"), days=30)
+        # one page of 100 from each listing: submissions k = 1..100 and their replies;
+        # the oldest fetched is submission k = 100
+        assert (outcome.outcome, outcome.new_items, outcome.requests, outcome.steps) == (
+            "partial",
+            200,
+            2,
+            1,
+        )
+        assert outcome.covered_from == NOW - 100 * 2880
+        assert service.engine is not None
+        with Session(service.engine) as session:
+            assert covered_spans(session, community_id="gig", since=NOW - 30 * DAY) == [
+                (NOW - 100 * 2880, NOW)
+            ]
+    finally:
+        await service.stop()
+
+
+async def test_a_failed_backfill_keeps_its_steps_records_no_coverage_and_can_rerun(
+    forums: Forums, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forums.discourse_history()
+    monkeypatch.setattr(discourse.Discourse, "max_pages", 1)
+    service, backfiller = await opened(forums, tmp_path)
+    try:
+        # the first step succeeds; every later request fails (after the client's retry)
+        original = forums.server.inject
+
+        def fail_after_first(progress: BackfillProgress) -> None:
+            if progress.steps == 1:
+                original(Fault("status", path_prefix="/forum/posts.json", status=503, count=99))
+
+        failed = await backfiller.run(
+            community(service, "forum"), days=10, on_progress=fail_after_first
+        )
+        assert (failed.outcome, failed.new_items, failed.steps, failed.covered_from) == (
+            "http_5xx",
+            50,
+            1,
+            None,
+        )
+        assert posts(service, "forum") == (50, 50)
+        assert service.engine is not None
+        with Session(service.engine) as session:
+            assert covered_spans(session, community_id="forum", since=NOW - 30 * DAY) == []
+
+        forums.server.clear()
+        rerun = await backfiller.run(community(service, "forum"), days=10)
+        assert (rerun.outcome, rerun.new_items, rerun.steps) == ("ok", 70, 3)
+        assert posts(service, "forum") == (120, 120)
+    finally:
+        await service.stop()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_backfill_command(forums: Forums, tmp_path: Path) -> None:
+    forums.discourse_history()
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f"""
+database_url = "sqlite:///{tmp_path / "store.db"}"
+data_dir = "{tmp_path}"
+pseudonym_key = "backfill-test-key-0123456789"
+
+[http.rate_per_minute]
+"127.0.0.1" = 100000
+
+[[communities]]
+id = "forum"
+source = "discourse"
+base_url = "{forums.server.base_url}/forum"
+history_days = 10
+"""
+    )
+    done = run_cli("backfill", "--config", str(path), "--days", "10", "--json")
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    outcome = json.loads(line)
+    # 120 posts in 10 days, 20 pages of 50 a poll: one step, three pages
+    assert (outcome["community"], outcome["outcome"], outcome["new_items"]) == ("forum", "ok", 120)
+    assert outcome["requests"] == 3
+    assert "Traceback" not in done.stderr
+
+    text = run_cli("backfill", "--config", str(path), "--community", "forum")
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith("forum: ok, 0 new items (0 updated), 3 requests in 1 poll;")
+
+    bad = run_cli("backfill", "--config", str(path), "--community", "nope", "--days", "0")
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == [
+        "--community: unknown community 'nope' (configured: forum)",
+        "--days: must be between 1 and 3650",
+    ]
