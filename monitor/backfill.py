@@ -16,7 +16,8 @@ When the walk ends, a ``backfill`` poll run records its coverage (see
 ``monitor.analysis.coverage``): from ``days`` back when the walk got that far
 (outcome ``ok``), else from the oldest item fetched (outcome ``partial``: Reddit
 lists about 1000 items per listing, a feed holds what it holds, the Hacker News
-whole-site walk reaches 500 ids back). A failed step records no coverage.
+whole-site walk reaches 500 ids back, a Mastodon walk 400 statuses). A failed
+step records no coverage.
 """
 
 from __future__ import annotations

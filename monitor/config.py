@@ -160,11 +160,27 @@ class FeedCommunity(CommunityBase):
         return _check_http_url(value)
 
 
+class MastodonCommunity(CommunityBase):
+    source: Literal["mastodon"]
+    base_url: str  # required: the instance whose timeline is read
+    hashtag: str = Field(description="without the leading #")
+    local: bool = Field(default=False, description="only the instance's own statuses")
+
+    @field_validator("hashtag")
+    @classmethod
+    def _hashtag(cls, value: str) -> str:
+        if value.startswith("#"):
+            raise ValueError("give the hashtag without its leading #")
+        if re.fullmatch(r"\w{1,100}", value) is None:
+            raise ValueError("letters, digits and _ only, at most 100")
+        return value
+
+
 Community = Annotated[
-    RedditCommunity | DiscourseCommunity | HackerNewsCommunity | FeedCommunity,
+    RedditCommunity | DiscourseCommunity | HackerNewsCommunity | FeedCommunity | MastodonCommunity,
     Field(discriminator="source"),
 ]
-SOURCE_KINDS = ("reddit", "discourse", "hackernews", "rss")
+SOURCE_KINDS = ("reddit", "discourse", "hackernews", "rss", "mastodon")
 
 
 class RedditSettings(_Strict):

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
+from monitor.fakeforum.server import Fault
 from monitor.store.models import Post
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -58,3 +59,19 @@ def stored_posts(engine: Engine, community: str) -> tuple[int, int]:
             )
         ).one()
     return int(rows), int(distinct)
+
+
+FAULTS = [
+    # (fault, the reason the failed poll is counted under). Faults the client retries
+    # (max_retries=1) must last two requests; a body that arrived whole is not retried.
+    # Retry-After 3 s is over max_retry_wait (1 s): not retried, the next poll waits
+    (Fault("status", status=429, retry_after="3", count=1), "rate_limited"),
+    (Fault("status", status=503, count=2), "http_5xx"),
+    (Fault("delay", seconds=1.5, count=2), "timeout"),
+    (Fault("reset", count=2), "connect"),
+    (Fault("truncate", count=1), "malformed"),
+    (Fault("html", count=1), "malformed"),
+    (Fault("huge", size=3 * 1024 * 1024, count=1), "too_large"),
+]
+"""Faults a fake forum can inject, each with the failure reason its poll is counted under;
+the client needs ``read_timeout`` 1 s, ``max_body_bytes`` 1 MiB, ``max_retry_wait`` 1 s."""

@@ -41,6 +41,20 @@ MALFORMED: list[tuple[str, str, list[tuple[str, str]]]] = [
         [("communities[0].subreddit", "field required")],
     ),
     (
+        "mastodon without instance or hashtag",
+        '[[communities]]\nid = "a"\nsource = "mastodon"\n',
+        [
+            ("communities[0].base_url", "field required"),
+            ("communities[0].hashtag", "field required"),
+        ],
+    ),
+    (
+        "mastodon hashtag with its #",
+        '[[communities]]\nid = "a"\nsource = "mastodon"\nbase_url = "https://m.example"\n'
+        'hashtag = "#gigwork"\n',
+        [("communities[0].hashtag", "without its leading #")],
+    ),
+    (
         "interval in parsecs",
         f'[[communities]]\n{GOOD_COMMUNITY}interval = "5 parsecs"\n',
         [("communities[0].interval", "not a duration")],

@@ -27,7 +27,7 @@ from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
 from monitor.service import Service
 from monitor.store.models import PollRun
-from tests.support import stored_posts
+from tests.support import FAULTS, stored_posts
 
 NOW = int(time.time())
 HOUR = 3600
@@ -315,20 +315,6 @@ async def test_missing_adapter_is_a_counted_failure_that_spares_the_others(
         )
     finally:
         await service.stop()
-
-
-FAULTS = [
-    # (fault, the reason the failed poll is counted under). Faults the client retries
-    # (max_retries=1) must last two requests; a body that arrived whole is not retried.
-    # Retry-After 3 s is over max_retry_wait (1 s): not retried, the next poll waits
-    (Fault("status", status=429, retry_after="3", count=1), "rate_limited"),
-    (Fault("status", status=503, count=2), "http_5xx"),
-    (Fault("delay", seconds=1.5, count=2), "timeout"),
-    (Fault("reset", count=2), "connect"),
-    (Fault("truncate", count=1), "malformed"),
-    (Fault("html", count=1), "malformed"),
-    (Fault("huge", size=3 * 1024 * 1024, count=1), "too_large"),
-]
 
 
 @pytest.mark.parametrize(("fault", "reason"), FAULTS, ids=[r for _, r in FAULTS])

@@ -6,6 +6,7 @@ from monitor.sources.base import Source
 from monitor.sources.discourse import Discourse
 from monitor.sources.feed import Feed
 from monitor.sources.hackernews import HackerNews
+from monitor.sources.mastodon import Mastodon
 from monitor.sources.reddit import Reddit
 
 SOURCES: dict[str, type[Source]] = {
@@ -13,5 +14,6 @@ SOURCES: dict[str, type[Source]] = {
     "discourse": Discourse,
     "hackernews": HackerNews,
     "rss": Feed,
+    "mastodon": Mastodon,
 }
 """Adapter kind (the config's ``source`` key) -> adapter class."""

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import httpx
 
@@ -92,6 +93,36 @@ class PollInput:
     since: int
     """Oldest creation time wanted on a first poll (now - history_days)."""
     now: int
+
+
+RootId = TypeVar("RootId", int, str)
+
+
+class RootCache(Generic[RootId]):
+    """A bounded LRU of item id -> thread root id, per API root; shared by all polls.
+
+    For sources whose replies name only their parent: a root found once (through
+    parents in a poll) serves every later reply under it.
+    """
+
+    def __init__(self, *, capacity: int) -> None:
+        self.capacity = capacity
+        self._roots: OrderedDict[tuple[str, RootId], RootId] = OrderedDict()
+
+    def get(self, api: str, item_id: RootId) -> RootId | None:
+        root = self._roots.get((api, item_id))
+        if root is not None:
+            self._roots.move_to_end((api, item_id))
+        return root
+
+    def put(self, api: str, item_id: RootId, *, root: RootId) -> None:
+        self._roots[(api, item_id)] = root
+        self._roots.move_to_end((api, item_id))
+        while len(self._roots) > self.capacity:
+            self._roots.popitem(last=False)
+
+    def clear(self) -> None:
+        self._roots.clear()
 
 
 class Source(ABC):

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,7 +64,7 @@ import httpx
 from monitor.config import CommunityBase, HackerNewsCommunity, Settings
 from monitor.errors import MalformedResponse
 from monitor.http import PoliteClient
-from monitor.sources.base import Cursor, FetchResult, Item, PollInput, Source
+from monitor.sources.base import Cursor, FetchResult, Item, PollInput, RootCache, Source
 
 log = logging.getLogger(__name__)
 
@@ -93,30 +92,7 @@ def discussion_url(item_id: object) -> str:
     return f"{DISCUSSION_URL}{item_id}"
 
 
-class RootCache:
-    """A bounded LRU of item id -> thread root id, per API root; shared by all polls."""
-
-    def __init__(self, *, capacity: int) -> None:
-        self.capacity = capacity
-        self._roots: OrderedDict[tuple[str, int], int] = OrderedDict()
-
-    def get(self, api: str, item_id: int) -> int | None:
-        root = self._roots.get((api, item_id))
-        if root is not None:
-            self._roots.move_to_end((api, item_id))
-        return root
-
-    def put(self, api: str, item_id: int, *, root: int) -> None:
-        self._roots[(api, item_id)] = root
-        self._roots.move_to_end((api, item_id))
-        while len(self._roots) > self.capacity:
-            self._roots.popitem(last=False)
-
-    def clear(self) -> None:
-        self._roots.clear()
-
-
-ROOT_CACHE = RootCache(capacity=50_000)
+ROOT_CACHE: RootCache[int] = RootCache(capacity=50_000)
 """Thread roots already resolved in this process, so a reply to a recent post costs no fetch."""
 
 
@@ -245,7 +221,7 @@ class HackerNews(Source):
     kind = "hackernews"
     default_base_url = FIREBASE_URL
     rate_per_minute = 1200.0
-    root_cache: ClassVar[RootCache] = ROOT_CACHE
+    root_cache: ClassVar[RootCache[int]] = ROOT_CACHE
 
     max_items_per_poll = 500
     item_concurrency = 8

@@ -10,6 +10,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,11 @@ from monitor.config import Settings, settings_from_mapping
 from monitor.errors import HTTPStatusError, MalformedResponse
 from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault
-from monitor.http import HttpPolicy, PoliteClient
 from monitor.sources import reddit
 from monitor.sources.base import Batch
 from monitor.sources.reddit import Reddit
 from monitor.telemetry import Telemetry
+from tests.sources.polling import SourcePoller
 
 NOW = 1_750_000_000
 DAY = 86400
@@ -66,23 +67,8 @@ def make_settings(
     )
 
 
-class Poller:
-    """Polls one community like the scheduler would: a fresh source per poll, cursor kept."""
-
-    def __init__(self, telemetry: Telemetry, settings: Settings) -> None:
-        policy = HttpPolicy(
-            connect_timeout=2, read_timeout=2, total_timeout=5, backoff_base=0.01, max_retries=0
-        )
-        self.client = PoliteClient(policy=policy, telemetry=telemetry)
-        self.settings = settings
-        self.cursor: dict[str, Any] = {}
-
-    async def poll(self, *, commit: bool = True) -> Batch:
-        source = Reddit(self.settings.communities[0], settings=self.settings, client=self.client)
-        batch = await source.poll(cursor=self.cursor, validators={}, now=NOW)
-        if commit:
-            self.cursor = batch.cursor
-        return batch
+Poller = partial(SourcePoller, Reddit, now=NOW)
+"""``Poller(telemetry, settings)``: polls the settings' first community, keeping its cursor."""
 
 
 def ids(batch: Batch) -> list[str]:

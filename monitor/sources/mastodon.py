@@ -1,0 +1,234 @@
+"""Mastodon: the public statuses of one hashtag on one instance.
+
+Endpoint: ``/api/v1/timelines/tag/{hashtag}`` at ``base_url`` (the instance),
+``limit=40`` (Mastodon's maximum), ``local=true`` when the community asks for
+the instance's own statuses only. No authentication: the tag timeline of a
+public hashtag is public. The answer is a bare JSON array of statuses, newest
+first; ids are numeric strings that grow with creation.
+
+Cursor ``{"last_id": "<id>", "seen": [...]}``: every status with an id up to
+``last_id`` has been seen, and ``seen`` lists the ids of the last
+``OVERLAP_SECONDS`` (15 minutes) below it. Mastodon ids are milliseconds of the
+creation time shifted left 16 bits, and a status that federates in late gets an
+id from its own creation time, below statuses that arrived before it. So a poll
+walks *forward* from ``OVERLAP_SECONDS`` before ``last_id`` with ``min_id``
+(Mastodon's "statuses immediately newer than this id", unlike ``since_id``,
+which gives the newest and leaves a gap), a page at a time, the next page
+starting above the highest id of the last, until a page is short; a status in
+the overlap is new unless ``seen`` has it. Nothing is skipped however much is
+new: a poll reads at most ``max_pages`` pages (400 statuses) and says
+``complete=False`` when it stops there, and the next poll goes on from where it
+stopped. An idle poll is 1 request (while fewer than 40 statuses fall in the
+overlap); K new statuses cost at most ``ceil(K / 40) + 1``.
+
+First poll (empty cursor): back from the newest status with ``max_id`` until a
+status older than ``poll.since`` (``history_days``) or the end of the timeline,
+bounded by ``max_pages`` (``complete=False`` when the bound stops it first).
+The cursor becomes the highest id seen.
+
+Items: a status without ``in_reply_to_id`` is a thread start, one with it a
+reply. Mastodon gives a reply only its parent, so a reply's thread is the root
+reached through parents seen in this poll or earlier (a process-wide LRU of id
+-> root, ``ROOT_CACHE``), else its parent: replies rarely carry the hashtag, so
+most conversations are only partly on the timeline. Boosts (``reblog`` set)
+are not posts and are skipped; deleted statuses leave the timeline. ``content``
+is HTML; a content warning (``spoiler_text``) is kept as the title. The author
+is ``account.acct`` (``user`` or ``user@other.instance``), pseudonymized by
+ingest. ``edited_at`` marks an edit.
+
+Rate: Mastodon allows 300 requests per 5 minutes per IP; the default here is
+60 a minute per host.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import httpx
+
+from monitor.config import CommunityBase, MastodonCommunity, Settings
+from monitor.errors import MalformedResponse
+from monitor.http import PoliteClient
+from monitor.sources.base import Cursor, FetchResult, Item, PollInput, RootCache, Source
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 40
+OVERLAP_SECONDS = 900
+"""How far below the cursor a poll looks again, for statuses that federated in late."""
+MAX_SEEN = 2000
+
+
+ROOT_CACHE: RootCache[str] = RootCache(capacity=50_000)
+"""Thread roots of statuses seen in this process, keyed by instance."""
+
+
+def parse_time(value: object) -> int | None:
+    """UTC epoch seconds of a Mastodon timestamp (``2025-07-17T19:07:48.000Z``), floored."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return math.floor(moment.timestamp())
+
+
+def status_id(raw: Mapping[str, Any]) -> int | None:
+    """The status id as a number (ids are numeric strings), or None when it is not one."""
+    value = raw.get("id")
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _numeric(value: object) -> int | None:
+    return int(value) if isinstance(value, str) and value.isdigit() else None
+
+
+def _seen(cursor: Cursor) -> set[int]:
+    value = cursor.get("seen")
+    return (
+        {n for v in value if (n := _numeric(v)) is not None} if isinstance(value, list) else set()
+    )
+
+
+def _id_before(status_id: int, seconds: int) -> int:
+    """The id ``seconds`` of creation time before ``status_id`` (ids are ms << 16)."""
+    return max(0, status_id - ((seconds * 1000) << 16))
+
+
+def status_item(raw: Mapping[str, Any], *, thread_id: str | None = None) -> Item | None:
+    """One status as an ``Item``; None for a boost or without id or time.
+
+    ``thread_id`` is the reply's resolved thread root; its parent when not given.
+    """
+    number = status_id(raw)
+    created_at = parse_time(raw.get("created_at"))
+    if number is None or created_at is None or raw.get("reblog") is not None:
+        return None
+    parent = raw.get("in_reply_to_id")
+    parent_id = parent if isinstance(parent, str) and parent else None
+    account = raw.get("account")
+    author = account.get("acct") if isinstance(account, Mapping) else None
+    content, spoiler, url = raw.get("content"), raw.get("spoiler_text"), raw.get("url")
+    return Item(
+        external_id=str(number),
+        kind="thread" if parent_id is None else "reply",
+        thread_id=str(number) if parent_id is None else (thread_id or parent_id),
+        parent_id=parent_id,
+        created_at=created_at,
+        author=author if isinstance(author, str) and author else None,
+        title=spoiler if isinstance(spoiler, str) else "",
+        text=content if isinstance(content, str) else "",
+        text_is_html=True,
+        url=url if isinstance(url, str) else None,
+        edited_at=parse_time(raw.get("edited_at")),
+    )
+
+
+class Mastodon(Source):
+    """Public statuses of one hashtag on one Mastodon instance."""
+
+    kind = "mastodon"
+    rate_per_minute = 60.0
+    max_pages = 10
+    """Pages one poll may read (400 statuses); a longer backlog continues next poll."""
+    root_cache: ClassVar[RootCache[str]] = ROOT_CACHE
+
+    def __init__(
+        self, community: CommunityBase, *, settings: Settings, client: PoliteClient
+    ) -> None:
+        if not isinstance(community, MastodonCommunity):
+            raise TypeError(f"Mastodon needs a MastodonCommunity, not {type(community).__name__}")
+        super().__init__(community, settings=settings, client=client)
+        self.tag = community
+        self.timeline = self.url(f"/api/v1/timelines/tag/{community.hashtag}")
+
+    async def fetch(self, poll: PollInput) -> FetchResult:
+        last = _numeric(poll.cursor.get("last_id"))
+        if last is None:
+            raws, complete = await self._back_to(poll.since)
+            fresh = raws
+        else:
+            raws, complete = await self._forward(_id_before(last, OVERLAP_SECONDS))
+            seen = _seen(poll.cursor)
+            # above the cursor everything is new; in the overlap, what was not seen before
+            fresh = [raw for raw in raws if (n := status_id(raw)) is not None and n not in seen]
+        numbers = [n for raw in raws if (n := status_id(raw)) is not None]
+        highest = max([*numbers, *([] if last is None else [last])], default=None)
+        cursor: Cursor = {}
+        if highest is not None:
+            floor = _id_before(highest, OVERLAP_SECONDS)
+            recent = sorted({n for n in [*_seen(poll.cursor), *numbers] if n > floor})[-MAX_SEEN:]
+            cursor = {"last_id": str(highest), "seen": [str(n) for n in recent]}
+        items = self._items(fresh, since=poll.since if last is None else None)
+        return FetchResult(items=items, cursor=cursor, complete=complete)
+
+    async def _page(self, **bounds: int) -> list[Mapping[str, Any]]:
+        params: dict[str, Any] = {"limit": PAGE_SIZE, **{k: str(v) for k, v in bounds.items()}}
+        if self.tag.local:
+            params["local"] = "true"
+        payload = await self.get_json(self.timeline, params=params)
+        if not isinstance(payload, list):
+            host = httpx.URL(self.timeline).host
+            raise MalformedResponse(
+                f"{host} sent a tag timeline that is not a list of statuses",
+                host=host,
+                url=self.timeline,
+            )
+        return [raw for raw in payload if isinstance(raw, Mapping)]
+
+    async def _forward(self, floor: int) -> tuple[list[Mapping[str, Any]], bool]:
+        """Statuses above ``floor``, a page at a time upwards; whether the walk caught up."""
+        raws: list[Mapping[str, Any]] = []
+        for _ in range(self.max_pages):
+            page = await self._page(min_id=floor)
+            fresh = [raw for raw in page if (status_id(raw) or 0) > floor]
+            raws += fresh
+            if len(page) < PAGE_SIZE or not fresh:
+                return raws, True
+            floor = max(status_id(raw) or 0 for raw in fresh)
+        return raws, False
+
+    async def _back_to(self, since: int) -> tuple[list[Mapping[str, Any]], bool]:
+        """Statuses from the newest back to ``since``; whether the walk got there."""
+        raws: list[Mapping[str, Any]] = []
+        ceiling: int | None = None
+        for _ in range(self.max_pages):
+            page = await self._page() if ceiling is None else await self._page(max_id=ceiling)
+            older = [raw for raw in page if ceiling is None or (status_id(raw) or 0) < ceiling]
+            raws += older
+            numbers = [n for raw in older if (n := status_id(raw)) is not None]
+            reached = any((parse_time(raw.get("created_at")) or 0) < since for raw in older)
+            if reached or len(page) < PAGE_SIZE or not numbers:
+                return raws, True
+            ceiling = min(numbers)
+        return raws, False
+
+    def _items(self, raws: Sequence[Mapping[str, Any]], *, since: int | None) -> list[Item]:
+        """Items of ``raws``, oldest first so that a reply's parent resolves before it."""
+        instance = self.base_url
+        items: list[Item] = []
+        skipped = 0
+        for raw in sorted(raws, key=lambda r: status_id(r) or 0):
+            parent = raw.get("in_reply_to_id")
+            root = None
+            if isinstance(parent, str) and parent:
+                root = self.root_cache.get(instance, parent) or parent
+            item = status_item(raw, thread_id=root)
+            if item is None:
+                skipped += raw.get("reblog") is None
+                continue
+            self.root_cache.put(instance, item.external_id, root=item.thread_id)
+            if since is None or item.created_at >= since:
+                items.append(item)
+        if skipped:
+            log.debug("mastodon %s: skipped %d statuses lacking id or time", self.tag.id, skipped)
+        return items
