@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -127,6 +128,28 @@ async def open_service(settings: Settings) -> Service:
     service = Service(settings, registry=CollectorRegistry())
     await service.open()
     return service
+
+
+async def test_no_author_name_reaches_the_store(forums: Forums, tmp_path: Path) -> None:
+    """Authors are stored only as keyed pseudonyms, whichever source they come from."""
+    thread = forums.reddit.add_thread("gigwork", created=NOW - 600, author="reddit_alice")
+    forums.reddit.add_reply(thread, created=NOW - 500, author="reddit_bob")
+    post = forums.discourse.add_thread(title="Pay", author="discourse_carol", created_at=NOW - 600)
+    forums.discourse.add_reply(topic_id=post.topic_id, author="discourse_dan", created_at=NOW - 500)
+    forums.feeds.add_entry(
+        "/news.rss", guid="n-1", title="News", published=NOW - 600, author="feed_erin"
+    )
+    service = await open_service(settings_from_mapping(config(forums.server.base_url, tmp_path)))
+    try:
+        polled = {o.community: o.new_items for o in await service.poll_all()}
+        assert polled == {"gig": 2, "forum": 2, "news": 1}
+    finally:
+        await service.stop()
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        dump = "\n".join(db.iterdump())
+    assert dump.count('INSERT INTO "posts"') == 5
+    names = ("reddit_alice", "reddit_bob", "discourse_carol", "discourse_dan", "feed_erin")
+    assert [name for name in names if name in dump] == []
 
 
 async def test_poll_add_poll_gets_exactly_the_new_items(forums: Forums, tmp_path: Path) -> None:

@@ -34,7 +34,8 @@ most conversations are only partly on the timeline. Boosts (``reblog`` set)
 are not posts and are skipped; deleted statuses leave the timeline. ``content``
 is HTML; a content warning (``spoiler_text``) is kept as the title. The author
 is ``account.acct`` (``user`` or ``user@other.instance``), pseudonymized by
-ingest. ``edited_at`` marks an edit.
+ingest; since a status's ``url`` and ``uri`` name the author too, no link is
+kept. ``edited_at`` marks an edit.
 
 Rate: Mastodon allows 300 requests per 5 minutes per IP; the default here is
 60 a minute per host.
@@ -117,7 +118,7 @@ def status_item(raw: Mapping[str, Any], *, thread_id: str | None = None) -> Item
     parent_id = parent if isinstance(parent, str) and parent else None
     account = raw.get("account")
     author = account.get("acct") if isinstance(account, Mapping) else None
-    content, spoiler, url = raw.get("content"), raw.get("spoiler_text"), raw.get("url")
+    content, spoiler = raw.get("content"), raw.get("spoiler_text")
     return Item(
         external_id=str(number),
         kind="thread" if parent_id is None else "reply",
@@ -128,7 +129,7 @@ def status_item(raw: Mapping[str, Any], *, thread_id: str | None = None) -> Item
         title=spoiler if isinstance(spoiler, str) else "",
         text=content if isinstance(content, str) else "",
         text_is_html=True,
-        url=url if isinstance(url, str) else None,
+        url=None,  # a status link names its author (``/@user/id``): not stored
         edited_at=parse_time(raw.get("edited_at")),
     )
 

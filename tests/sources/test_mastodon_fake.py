@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -242,13 +243,8 @@ async def test_a_timeline_that_is_not_a_list_is_malformed(telemetry: Telemetry) 
 # -- through the whole service -----------------------------------------------------
 
 
-@pytest.mark.parametrize(("fault", "reason"), FAULTS, ids=[r for _, r in FAULTS])
-async def test_every_fault_is_counted_then_nothing_lost_or_duplicated(
-    fake: FakeMastodon, server: FakeForumServer, tmp_path: Path, fault: Fault, reason: str
-) -> None:
-    now = int(time.time())
-    first = add_many(fake, 3, start=now - 10 * 3600)
-    data = {
+def service_config(server: FakeForumServer, tmp_path: Path) -> dict[str, Any]:
+    return {
         "database_url": f"sqlite:///{tmp_path / 'store.db'}",
         "data_dir": str(tmp_path),
         "pseudonym_key": "mastodon-test-key-0123456789",
@@ -265,7 +261,38 @@ async def test_every_fault_is_counted_then_nothing_lost_or_duplicated(
             {"id": "tag", "source": "mastodon", "base_url": server.base_url, "hashtag": "gigwork"}
         ],
     }
-    service = Service(settings_from_mapping(data), registry=CollectorRegistry())
+
+
+async def test_no_author_name_reaches_the_store(
+    fake: FakeMastodon, server: FakeForumServer, tmp_path: Path
+) -> None:
+    now = int(time.time())
+    root = fake.add_status("gigwork", created=now - 600, author="alice_gigworker")
+    fake.add_status("gigwork", created=now - 300, author="bob_rider", local=False, reply_to=root)
+    service = Service(
+        settings_from_mapping(service_config(server, tmp_path)), registry=CollectorRegistry()
+    )
+    await service.open()
+    try:
+        (polled,) = await service.poll_all()
+        assert (polled.outcome, polled.new_items) == ("ok", 2)
+    finally:
+        await service.stop()
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        dump = "\n".join(db.iterdump())
+    assert dump.count('INSERT INTO "posts"') == 2 and root in dump  # the statuses are there
+    assert "alice_gigworker" not in dump and "bob_rider" not in dump
+
+
+@pytest.mark.parametrize(("fault", "reason"), FAULTS, ids=[r for _, r in FAULTS])
+async def test_every_fault_is_counted_then_nothing_lost_or_duplicated(
+    fake: FakeMastodon, server: FakeForumServer, tmp_path: Path, fault: Fault, reason: str
+) -> None:
+    now = int(time.time())
+    first = add_many(fake, 3, start=now - 10 * 3600)
+    service = Service(
+        settings_from_mapping(service_config(server, tmp_path)), registry=CollectorRegistry()
+    )
     await service.open()
     try:
         (ok,) = await service.poll_all()
