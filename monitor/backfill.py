@@ -10,14 +10,14 @@ days they touch: a backfill cut short keeps what it fetched and can simply be
 run again.
 
 Adapters bound what one poll fetches. While an adapter says its walk is not
-finished (``Source.walk_pending``: Discourse, Hacker News keyword scopes), the
-backfill polls again from the cursor the last step left, up to ``MAX_STEPS``.
-When the walk ends, a ``backfill`` poll run records its coverage (see
-``monitor.analysis.coverage``): from ``days`` back when the walk got that far
-(outcome ``ok``), else from the oldest item fetched (outcome ``partial``: Reddit
-lists about 1000 items per listing, a feed holds what it holds, the Hacker News
-whole-site walk reaches 500 ids back, a Mastodon walk 400 statuses). A failed
-step records no coverage.
+finished (``Source.walk_pending``: Discourse, Hacker News keyword scopes,
+Mastodon), the backfill polls again from the cursor the last step left, up to
+``MAX_STEPS``. When the walk ends, a ``backfill`` poll run records its coverage
+(see ``monitor.analysis.coverage``): from ``days`` back when the walk got that
+far (outcome ``ok``), else from the oldest item fetched (outcome ``partial``:
+Reddit lists about 1000 items per listing, a feed holds what it holds, the
+Hacker News whole-site walk reaches 500 ids back). A failed step records no
+coverage.
 """
 
 from __future__ import annotations
@@ -180,11 +180,15 @@ class Backfiller:
             if not pending or batch.cursor == cursor:
                 break
             cursor = batch.cursor
-        reached = batch.complete and not pending
-        if reached:
+        if pending:
+            covered_from = tally.oldest if tally.oldest is not None else started
+        elif batch.covered_from is not None:
+            covered_from = batch.covered_from
+        elif batch.complete:
             covered_from = batch.since
         else:
             covered_from = tally.oldest if tally.oldest is not None else started
+        reached = covered_from <= batch.since
         await asyncio.to_thread(self._record, community, started, covered_from, tally)
         return covered_from, reached
 

@@ -367,6 +367,8 @@ class Ingestor:
     @staticmethod
     def _covered_from(batch: Batch, last_success: int | None, started_at: int) -> int:
         """Where this poll's data starts being complete (see ``monitor.analysis.coverage``)."""
+        if batch.covered_from is not None:
+            return batch.covered_from
         if batch.complete:
             return last_success if last_success is not None else batch.since
         oldest = [e.item.created_at for e in batch.envelopes]

@@ -22,11 +22,12 @@ from monitor.analysis.coverage import covered_spans
 from monitor.backfill import Backfiller, BackfillOutcome, BackfillProgress
 from monitor.config import settings_from_mapping
 from monitor.fakeforum.discourse import FakeDiscourse
+from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
 from monitor.ingest import load_poll_state
 from monitor.service import Service
-from monitor.sources import discourse, reddit
+from monitor.sources import discourse, mastodon, reddit
 from monitor.store.models import PollRun, PollState
 from tests.support import stored_posts
 
@@ -39,9 +40,11 @@ class Forums:
         self.discourse = FakeDiscourse(prefix="/forum")
         self.reddit = FakeReddit()
         self.reddit.add_subreddit("gigwork")
+        self.mastodon = FakeMastodon(prefix="/masto")
         router = Router()
         self.discourse.register(router)
         self.reddit.register(router)
+        self.mastodon.register(router)
         self.server = FakeForumServer(router)
 
     def discourse_history(self) -> None:
@@ -81,6 +84,12 @@ def config(base_url: str, tmp_path: Path) -> dict[str, Any]:
                 "history_days": 10,
             },
             {"id": "gig", "source": "reddit", "subreddit": "gigwork", "base_url": base_url},
+            {
+                "id": "tag",
+                "source": "mastodon",
+                "base_url": base_url + "/masto",
+                "hashtag": "gigwork",
+            },
         ],
     }
 
@@ -192,6 +201,32 @@ async def test_reddit_backfill_past_the_listing_horizon_is_partial(
             assert covered_spans(session, community_id="gig", since=NOW - 30 * DAY) == [
                 (NOW - 100 * 2880, NOW)
             ]
+    finally:
+        await service.stop()
+
+
+async def test_mastodon_backfill_follows_the_walk_back_over_several_polls(
+    forums: Forums, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for k in range(150, 0, -1):  # oldest first, 48 minutes apart, the newest 48 minutes ago
+        forums.mastodon.add_status("gigwork", created=NOW - k * 2880)
+    monkeypatch.setattr(mastodon.Mastodon, "max_pages", 2)
+    service, backfiller = await opened(forums, tmp_path)
+    steps: list[BackfillProgress] = []
+    try:
+        outcome = await backfiller.run(community(service, "tag"), days=10, on_progress=steps.append)
+        # step 1: the newest 80 (two pages back); steps 2 and 3: one page forward (only
+        # the newest, seen: statuses are 48 minutes apart), then 40 and the last 30 back
+        assert [s.new_items for s in steps] == [80, 120, 150]
+        assert (outcome.outcome, outcome.new_items, outcome.requests, outcome.steps) == (
+            "ok",
+            150,
+            6,
+            3,
+        )
+        assert outcome.covered_from == NOW - 10 * DAY
+        assert steps[-1].oldest == NOW - 150 * 2880
+        assert posts(service, "tag") == (150, 150)
     finally:
         await service.stop()
 

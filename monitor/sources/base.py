@@ -71,6 +71,10 @@ class FetchResult:
     complete: bool = True
     """False when the poll stopped before reaching its cursor (a bounded walk, a feed
     shorter than the gap): then only the span of the fetched items counts as covered."""
+    covered_from: int | None = None
+    """When set, the adapter vouches that this poll, with the polls before it, fetched
+    everything from here to now (a walk back in time spread over several polls ended);
+    it overrides what ``complete`` implies."""
 
 
 @dataclass(slots=True)
@@ -84,6 +88,7 @@ class Batch:
     not_modified: bool
     since: int = 0
     complete: bool = True
+    covered_from: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,4 +216,5 @@ class Source(ABC):
             not_modified=result.not_modified,
             since=since,
             complete=result.complete,
+            covered_from=result.covered_from,
         )

@@ -22,9 +22,15 @@ stopped. An idle poll is 1 request (while fewer than 40 statuses fall in the
 overlap); K new statuses cost at most ``ceil(K / 40) + 1``.
 
 First poll (empty cursor): back from the newest status with ``max_id`` until a
-status older than ``poll.since`` (``history_days``) or the end of the timeline,
-bounded by ``max_pages`` (``complete=False`` when the bound stops it first).
-The cursor becomes the highest id seen.
+status older than ``poll.since`` (``history_days``) or the end of the timeline.
+The cursor becomes the highest id seen. When ``max_pages`` stops the walk
+first, the cursor keeps the rest as ``"pending": {"max_id", "floor_time"}``
+(statuses below ``max_id`` and from ``floor_time`` on are still to fetch), and
+each later poll, after its forward walk, goes on down with the pages it has
+left (``walk_pending``, which ``backfill`` follows). The fetched span stays
+contiguous from the walk's lowest status to the newest, so a poll in this phase
+says ``complete=False`` (coverage from its oldest status), and the one that
+reaches ``floor_time`` vouches for everything from there (``covered_from``).
 
 Items: a status without ``in_reply_to_id`` is a thread start, one with it a
 reply. Mastodon gives a reply only its parent, so a reply's thread is the root
@@ -100,6 +106,30 @@ def _seen(cursor: Cursor) -> set[int]:
     )
 
 
+def _pending(cursor: Cursor) -> tuple[int | None, int] | None:
+    """The (max_id, floor_time) of a walk back that a poll left unfinished, if any."""
+    value = cursor.get("pending")
+    if not isinstance(value, Mapping):
+        return None
+    ceiling, floor_time = _numeric(value.get("max_id")), value.get("floor_time")
+    if ceiling is None or not isinstance(floor_time, int):
+        return None
+    return ceiling, floor_time
+
+
+class _Budget:
+    """The pages one poll may still read, shared by its walks."""
+
+    def __init__(self, pages: int) -> None:
+        self.left = pages
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
 def _id_before(status_id: int, seconds: int) -> int:
     """The id ``seconds`` of creation time before ``status_id`` (ids are ms << 16)."""
     return max(0, status_id - ((seconds * 1000) << 16))
@@ -152,25 +182,56 @@ class Mastodon(Source):
         self.tag = community
         self.timeline = self.url(f"/api/v1/timelines/tag/{community.hashtag}")
 
+    def walk_pending(self, cursor: Cursor) -> bool:
+        return _pending(cursor) is not None
+
     async def fetch(self, poll: PollInput) -> FetchResult:
         last = _numeric(poll.cursor.get("last_id"))
-        if last is None:
-            raws, complete = await self._back_to(poll.since)
-            fresh = raws
-        else:
-            raws, complete = await self._forward(_id_before(last, OVERLAP_SECONDS))
+        budget = _Budget(self.max_pages)
+        fresh: list[Mapping[str, Any]] = []
+        caught_up = True
+        if last is not None:
+            ahead, caught_up = await self._forward(_id_before(last, OVERLAP_SECONDS), budget)
             seen = _seen(poll.cursor)
             # above the cursor everything is new; in the overlap, what was not seen before
-            fresh = [raw for raw in raws if (n := status_id(raw)) is not None and n not in seen]
-        numbers = [n for raw in raws if (n := status_id(raw)) is not None]
+            fresh = [raw for raw in ahead if (n := status_id(raw)) is not None and n not in seen]
+        pending = _pending(poll.cursor) if last is not None else (None, poll.since)
+        behind: list[Mapping[str, Any]] = []
+        covered_from: int | None = None
+        if pending is not None:
+            ceiling, floor_time = pending
+            behind, lowest = await self._back_to(ceiling, floor_time, budget)
+            behind = [r for r in behind if (parse_time(r.get("created_at")) or 0) >= floor_time]
+            if lowest is None:  # the walk reached floor_time (or the timeline's end)
+                pending = None
+                covered_from = floor_time if caught_up else None
+            else:
+                pending = (lowest, floor_time)
+        numbers = [n for raw in [*fresh, *behind] if (n := status_id(raw)) is not None]
+        cursor = self._cursor(poll.cursor, last, numbers, pending)
+        return FetchResult(
+            items=self._items([*behind, *fresh]),
+            cursor=cursor,
+            complete=caught_up and pending is None,
+            covered_from=covered_from,
+        )
+
+    def _cursor(
+        self,
+        previous: Cursor,
+        last: int | None,
+        numbers: list[int],
+        pending: tuple[int | None, int] | None,
+    ) -> Cursor:
         highest = max([*numbers, *([] if last is None else [last])], default=None)
-        cursor: Cursor = {}
-        if highest is not None:
-            floor = _id_before(highest, OVERLAP_SECONDS)
-            recent = sorted({n for n in [*_seen(poll.cursor), *numbers] if n > floor})[-MAX_SEEN:]
-            cursor = {"last_id": str(highest), "seen": [str(n) for n in recent]}
-        items = self._items(fresh, since=poll.since if last is None else None)
-        return FetchResult(items=items, cursor=cursor, complete=complete)
+        if highest is None:
+            return {}
+        floor = _id_before(highest, OVERLAP_SECONDS)
+        recent = sorted({n for n in [*_seen(previous), *numbers] if n > floor})[-MAX_SEEN:]
+        cursor: Cursor = {"last_id": str(highest), "seen": [str(n) for n in recent]}
+        if pending is not None and pending[0] is not None:
+            cursor["pending"] = {"max_id": str(pending[0]), "floor_time": pending[1]}
+        return cursor
 
     async def _page(self, **bounds: int) -> list[Mapping[str, Any]]:
         params: dict[str, Any] = {"limit": PAGE_SIZE, **{k: str(v) for k, v in bounds.items()}}
@@ -186,10 +247,10 @@ class Mastodon(Source):
             )
         return [raw for raw in payload if isinstance(raw, Mapping)]
 
-    async def _forward(self, floor: int) -> tuple[list[Mapping[str, Any]], bool]:
+    async def _forward(self, floor: int, budget: _Budget) -> tuple[list[Mapping[str, Any]], bool]:
         """Statuses above ``floor``, a page at a time upwards; whether the walk caught up."""
         raws: list[Mapping[str, Any]] = []
-        for _ in range(self.max_pages):
+        while budget.take():
             page = await self._page(min_id=floor)
             fresh = [raw for raw in page if (status_id(raw) or 0) > floor]
             raws += fresh
@@ -198,22 +259,24 @@ class Mastodon(Source):
             floor = max(status_id(raw) or 0 for raw in fresh)
         return raws, False
 
-    async def _back_to(self, since: int) -> tuple[list[Mapping[str, Any]], bool]:
-        """Statuses from the newest back to ``since``; whether the walk got there."""
+    async def _back_to(
+        self, ceiling: int | None, since: int, budget: _Budget
+    ) -> tuple[list[Mapping[str, Any]], int | None]:
+        """Statuses below ``ceiling`` (from the newest when None) back to ``since``, and the
+        lowest id reached when the budget ran out first (None when the walk got there)."""
         raws: list[Mapping[str, Any]] = []
-        ceiling: int | None = None
-        for _ in range(self.max_pages):
+        while budget.take():
             page = await self._page() if ceiling is None else await self._page(max_id=ceiling)
             older = [raw for raw in page if ceiling is None or (status_id(raw) or 0) < ceiling]
             raws += older
             numbers = [n for raw in older if (n := status_id(raw)) is not None]
             reached = any((parse_time(raw.get("created_at")) or 0) < since for raw in older)
             if reached or len(page) < PAGE_SIZE or not numbers:
-                return raws, True
+                return raws, None
             ceiling = min(numbers)
-        return raws, False
+        return raws, ceiling
 
-    def _items(self, raws: Sequence[Mapping[str, Any]], *, since: int | None) -> list[Item]:
+    def _items(self, raws: Sequence[Mapping[str, Any]]) -> list[Item]:
         """Items of ``raws``, oldest first so that a reply's parent resolves before it."""
         instance = self.base_url
         items: list[Item] = []
@@ -228,8 +291,7 @@ class Mastodon(Source):
                 skipped += raw.get("reblog") is None
                 continue
             self.root_cache.put(instance, item.external_id, root=item.thread_id)
-            if since is None or item.created_at >= since:
-                items.append(item)
+            items.append(item)
         if skipped:
             log.debug("mastodon %s: skipped %d statuses lacking id or time", self.tag.id, skipped)
         return items

@@ -261,6 +261,7 @@ def batch(
     since: int = 0,
     cursor: dict[str, object] | None = None,
     complete: bool = True,
+    covered_from: int | None = None,
 ) -> Batch:
     return Batch(
         envelopes=[Envelope(community_id, SOURCES[community_id], fetched_at, i) for i in items],
@@ -270,6 +271,7 @@ def batch(
         not_modified=False,
         since=since,
         complete=complete,
+        covered_from=covered_from,
     )
 
 
@@ -283,13 +285,21 @@ def ingest(
     now: int,
     since: int = 0,
     complete: bool = True,
+    covered_from: int | None = None,
 ) -> IngestResult:
     """One poll at ``now``: ingest, then refresh the rollups of the touched days."""
     with db.session_scope(engine) as session:
         result = ingestor.ingest(
             session,
             community=community(settings_, community_id),
-            batch=batch(community_id, items, fetched_at=now, since=since, complete=complete),
+            batch=batch(
+                community_id,
+                items,
+                fetched_at=now,
+                since=since,
+                complete=complete,
+                covered_from=covered_from,
+            ),
             started_at=now,
             now=now,
         )

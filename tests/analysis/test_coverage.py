@@ -59,10 +59,19 @@ def poll_ok(
     *,
     since: int = 0,
     complete: bool = True,
+    covered_from: int | None = None,
 ) -> None:
     engine, settings, ingestor = store
     fx.ingest(
-        engine, ingestor, settings, "gig", items or [], now=at, since=since, complete=complete
+        engine,
+        ingestor,
+        settings,
+        "gig",
+        items or [],
+        now=at,
+        since=since,
+        complete=complete,
+        covered_from=covered_from,
     )
 
 
@@ -201,3 +210,17 @@ def test_a_bounded_poll_without_items_covers_only_its_own_run(
     with Session(store[0]) as session:
         last = session.exec(select(PollRun).order_by(col(PollRun.id).desc())).first()
         assert last is not None and last.covered_from == T0 + 11 * H
+
+
+def test_a_walk_back_that_ends_vouches_for_its_whole_span(store: Store) -> None:
+    """A history walk spread over polls: each claims from its oldest item; the one that
+    reaches the walk's floor time claims from there (``covered_from``)."""
+    healthy_until_t0(store)
+    outage(store, 1, 47)
+    # the first poll after the outage fetched back to T0 + 30h, the next to T0 + 10h
+    poll_ok(store, T0 + 48 * H, [outage_item("o1", T0 + 30 * H)], complete=False)
+    poll_ok(store, T0 + 49 * H, [outage_item("o2", T0 + 10 * H)], complete=False)
+    assert spans(store) == [(SINCE, T0), (T0 + 10 * H, T0 + 49 * H)]
+    # the third reaches the walk's floor (T0): everything from there is fetched
+    poll_ok(store, T0 + 50 * H, [outage_item("o3", T0 + 2 * H)], covered_from=T0)
+    assert spans(store) == [(SINCE, T0 + 50 * H)]

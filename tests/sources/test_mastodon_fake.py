@@ -178,15 +178,29 @@ async def test_a_status_that_federates_in_late_is_caught_within_the_overlap(
     assert ids(await poller.poll()) == []
 
 
-async def test_a_long_first_poll_stops_at_the_bound_and_says_so(
+async def test_a_long_first_poll_goes_on_in_the_next_polls(
     fake: FakeMastodon, poller: SourcePoller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(Mastodon, "max_pages", 2)
     made = add_many(fake, 100, start=NOW - 2 * DAY, step=600)
     first = await poller.poll()
-    assert ids(first) == made[20:] and not first.complete  # the newest 80
-    # seen: the statuses of the 15 minutes up to the newest, 10 minutes apart
-    assert poller.cursor == {"last_id": made[-1], "seen": made[-2:]}
+    assert ids(first) == made[20:]  # the newest 80
+    assert (first.complete, first.covered_from) == (False, None)
+    # seen: the statuses of the 15 minutes up to the newest, 10 minutes apart; pending:
+    # the walk back goes on below the lowest status fetched, down to history_days
+    assert poller.cursor == {
+        "last_id": made[-1],
+        "seen": made[-2:],
+        "pending": {"max_id": made[20], "floor_time": NOW - 30 * DAY},
+    }
+    newer = fake.add_status("gigwork", created=NOW - 60)
+    second = await poller.poll()
+    # forward first (the overlap's 2 seen and the new one), then the last 20 below
+    assert ids(second) == [*made[:20], newer]
+    assert second.requests == 2
+    assert (second.complete, second.covered_from) == (True, NOW - 30 * DAY)
+    assert "pending" not in poller.cursor
+    assert ids(await poller.poll()) == []
 
 
 async def test_replies_find_their_thread_through_parents(
