@@ -36,10 +36,17 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-import numpy.typing as npt
 import ruptures
 
 from monitor.analysis.cusum import DECLINE_SCORE_THRESHOLD
+from monitor.analysis.seasonal import (
+    MAD_TO_SIGMA,
+    MIN_WEEKDAY_SAMPLES,
+    FloatArray,
+    IntArray,
+    stabilized,
+    weekdays,
+)
 from monitor.analysis.trends import (
     DAY_SECONDS,
     MIN_BASELINE_DAYS,
@@ -49,16 +56,12 @@ from monitor.analysis.trends import (
     level_ratio,
 )
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 T = TypeVar("T")
 
 PENALTY = 14.0
 """PELT penalty in units of the normalized signal's variance."""
 MIN_SEGMENT_DAYS = 2
 """Two days, so a halving is flagged after two or three days at the new level."""
-MIN_WEEKDAY_SAMPLES = 3
-_MAD_TO_SIGMA = 1.4826
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def latest_changepoint(
     if today - DAY_SECONDS not in values or len(values) < MIN_BASELINE_DAYS:
         return None
     days = sorted(values)
-    weekday = (np.array(days, dtype=np.int64) // DAY_SECONDS) % 7
+    weekday = weekdays(days)
     raw = np.array([values[d] for d in days], dtype=np.float64)
     detector = ruptures.KernelCPD(kernel="linear", min_size=min_segment_days)
     ends: list[int] = detector.fit(normalized(values=raw, weekday=weekday, kind=kind)).predict(
@@ -136,13 +139,13 @@ def normalized(*, values: FloatArray, weekday: IntArray, kind: SignalKind) -> Fl
     The rhythm is subtracted after the square root, not divided out before it:
     dividing would leave quiet weekdays noisier than busy ones.
     """
-    scaled = 2.0 * np.sqrt(values + 0.375) if kind is SignalKind.COUNT else values
+    scaled = stabilized(values, kind)
     medians = weekday_medians(values=scaled, weekday=weekday)
     if medians is not None:
         scaled = scaled - (medians - medians.mean())[weekday]
     steps = np.diff(scaled)
     # Differences cancel the level, so a shift inflates them on one day only.
-    sigma = _MAD_TO_SIGMA * float(np.median(np.abs(steps - np.median(steps)))) / math.sqrt(2)
+    sigma = MAD_TO_SIGMA * float(np.median(np.abs(steps - np.median(steps)))) / math.sqrt(2)
     if sigma == 0.0:
         sigma = float(np.std(steps)) / math.sqrt(2) or 1.0
     if kind is SignalKind.COUNT:

@@ -56,8 +56,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
+from monitor.analysis.seasonal import (
+    MAD_TO_SIGMA,
+    MIN_WEEKDAY_SAMPLES,
+    FloatArray,
+    IntArray,
+    stabilized,
+    weekdays,
+)
 from monitor.analysis.trends import (
     DAY_SECONDS,
     MIN_BASELINE_DAYS,
@@ -65,9 +72,6 @@ from monitor.analysis.trends import (
     SignalKind,
     good_values,
 )
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 RECENT_DAYS = 28
 """Days kept out of the baseline; a decline older than this moves into it."""
@@ -85,8 +89,6 @@ ONSET_LOOKBACK_DAYS = 14
 """How far back the onset of a decline is searched (counting days)."""
 DECLINE_SCORE_THRESHOLD = 1.0
 """A score above this is a decline: one of the z-scores is above its alarm level."""
-MIN_WEEKDAY_SAMPLES = 3
-_MAD_TO_SIGMA = 1.4826
 _WINSOR_MADS = 3.0
 
 
@@ -121,15 +123,15 @@ def decline_score(
         return None
     recent_days = [d for d in range(split, today, DAY_SECONDS) if d in values]
 
-    base = _scaled(np.array([values[d] for d in base_days], dtype=np.float64), kind)
-    base_weekday = _weekdays(base_days)
+    base = stabilized(np.array([values[d] for d in base_days], dtype=np.float64), kind)
+    base_weekday = weekdays(base_days)
     rhythm = _rhythm(base, base_weekday)
     flat = base - rhythm[base_weekday]
     level = float(flat.mean())
     sigma = _noise(flat, kind)
 
-    recent = _scaled(np.array([values[d] for d in recent_days], dtype=np.float64), kind)
-    deficit = (level + rhythm[_weekdays(recent_days)] - recent) / sigma
+    recent = stabilized(np.array([values[d] for d in recent_days], dtype=np.float64), kind)
+    deficit = (level + rhythm[weekdays(recent_days)] - recent) / sigma
     recent_index = np.array(recent_days, dtype=np.int64)
     score = max(
         _window_z(deficit, recent_index, today, LONG_WINDOW_DAYS, len(base_days)) / LONG_Z,
@@ -159,17 +161,6 @@ def _onset_index(deficit: FloatArray) -> int:
     return first + int(np.argmax(evidence)) if evidence.max() > 0.0 else len(deficit) - 1
 
 
-def _weekdays(days: Sequence[int]) -> IntArray:
-    return (np.array(days, dtype=np.int64) // DAY_SECONDS) % 7
-
-
-def _scaled(values: FloatArray, kind: SignalKind) -> FloatArray:
-    if kind is SignalKind.SCORE:
-        return values
-    result: FloatArray = 2.0 * np.sqrt(np.maximum(values, 0.0) + 0.375)
-    return result
-
-
 def _rhythm(values: FloatArray, weekday: IntArray) -> FloatArray:
     """Weekday means minus their mean; zeros while a weekday has under 3 days."""
     counts = np.bincount(weekday, minlength=7)
@@ -183,7 +174,7 @@ def _rhythm(values: FloatArray, weekday: IntArray) -> FloatArray:
 def _noise(flat: FloatArray, kind: SignalKind) -> float:
     """Winsorized standard deviation around the level (7 rhythm terms + 1 level fitted)."""
     deviation = flat - np.median(flat)
-    mad = _MAD_TO_SIGMA * float(np.median(np.abs(deviation)))
+    mad = MAD_TO_SIGMA * float(np.median(np.abs(deviation)))
     if mad > 0.0:
         deviation = np.clip(deviation, -_WINSOR_MADS * mad, _WINSOR_MADS * mad)
     dof = max(len(deviation) - 8, 1)
