@@ -29,15 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.analysis.rollups import refresh_days
 from monitor.config import CommunityBase, Settings
-from monitor.errors import SourceError, UnknownSource
 from monitor.http import PoliteClient
 from monitor.ingest import Ingestor, IngestResult, record_backfill
-from monitor.poller import PollOutcome, brief, source_of
-from monitor.sources import SOURCES
+from monitor.poller import PollOutcome, adapter_for, failure_of, source_of
 from monitor.sources.base import Batch, Cursor
 from monitor.store.db import session_scope
 
@@ -135,14 +132,9 @@ class Backfiller:
 
         try:
             covered_from, reached = await self._walk(community, days, tally, on_progress)
-        except SourceError as exc:
-            return outcome(exc.reason, error=str(exc))
-        except SQLAlchemyError as exc:
-            log.error("backfill of %s could not write to the store: %s", community.id, brief(exc))
-            return outcome("store", error="database error")
-        except Exception as exc:  # a bug: keep the traceback, report one line
-            log.exception("backfill of %s failed unexpectedly", community.id)
-            return outcome("internal", error=f"internal error ({exc.__class__.__name__})")
+        except Exception as exc:  # a bug is logged too; the outcome says it in one line
+            reason, message = failure_of(exc, what="backfill", community=community.id)
+            return outcome(reason, error=message)
         return outcome("ok" if reached else "partial", covered_from=covered_from)
 
     async def _walk(
@@ -153,14 +145,9 @@ class Backfiller:
         on_progress: ProgressCallback | None,
     ) -> tuple[int, bool]:
         """Poll until the walk is done; returns (covered from, whether it reached ``days``)."""
-        adapter_class = SOURCES.get(source_of(community))
-        if adapter_class is None:
-            raise UnknownSource(
-                f"no adapter for source kind {source_of(community)!r}", community=community.id
-            )
         # the adapter reaches back ``history_days`` from an empty cursor
         scoped = community.model_copy(update={"history_days": days})
-        adapter = adapter_class(scoped, settings=self._settings, client=self._client)
+        adapter = adapter_for(community)(scoped, settings=self._settings, client=self._client)
         started = int(self._clock())
         cursor: Cursor = {}
         for _ in range(MAX_STEPS):

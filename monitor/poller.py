@@ -28,7 +28,7 @@ from monitor.ingest import (
     record_failure,
 )
 from monitor.sources import SOURCES
-from monitor.sources.base import Batch
+from monitor.sources.base import Batch, Source
 from monitor.store.db import session_scope
 from monitor.store.models import PollState
 from monitor.telemetry import Telemetry
@@ -62,6 +62,31 @@ def brief(exc: SQLAlchemyError) -> str:
 
 def source_of(community: CommunityBase) -> str:
     return str(getattr(community, "source", "unknown"))
+
+
+def adapter_for(community: CommunityBase) -> type[Source]:
+    """The adapter class of the community's source kind; UnknownSource if none."""
+    adapter_class = SOURCES.get(source_of(community))
+    if adapter_class is None:
+        raise UnknownSource(
+            f"no adapter for source kind {source_of(community)!r}", community=community.id
+        )
+    return adapter_class
+
+
+def failure_of(exc: Exception, *, what: str, community: str) -> tuple[str, str]:
+    """The (reason, one-line message) of a failed poll or backfill, called in its ``except``.
+
+    Source errors are expected and carry both; a store error is logged without its
+    SQL; anything else is a bug, logged with its traceback.
+    """
+    if isinstance(exc, SourceError):
+        return exc.reason, str(exc)
+    if isinstance(exc, SQLAlchemyError):
+        log.error("%s of %s could not write to the database: %s", what, community, brief(exc))
+        return "store", "database error"
+    log.exception("%s of %s failed unexpectedly", what, community)
+    return "internal", f"internal error ({exc.__class__.__name__})"
 
 
 class Poller:
@@ -127,13 +152,9 @@ class Poller:
         source = source_of(community)
         started_wall = self._clock()
         started = int(started_wall)
-        adapter_class = SOURCES.get(source)
         requests = 0
         try:
-            if adapter_class is None:
-                raise UnknownSource(
-                    f"no adapter for source kind {source!r}", community=community.id
-                )
+            adapter_class = adapter_for(community)
             cursor, validators, not_before = await asyncio.to_thread(self._load, community)
             if not_before > started:
                 return PollOutcome(community.id, source, "deferred")
@@ -144,28 +165,13 @@ class Poller:
             finally:
                 requests = adapter.counter.requests
             result = await asyncio.to_thread(self._write, community, batch, started)
-        except SourceError as exc:
+        except Exception as exc:  # a bug is logged too; the other communities go on
+            reason, message = failure_of(exc, what="poll", community=community.id)
             not_before = None
             if isinstance(exc, RateLimited):
                 not_before = int(self._clock() + exc.retry_after)
             return await self._failed(
-                community, exc.reason, str(exc), started, requests, not_before, started_wall
-            )
-        except SQLAlchemyError as exc:
-            log.error("poll of %s could not write to the database: %s", community.id, brief(exc))
-            return await self._failed(
-                community, "store", "database error", started, requests, None, started_wall
-            )
-        except Exception as exc:  # a bug: keep the traceback, keep the other communities going
-            log.exception("poll of %s failed unexpectedly", community.id)
-            return await self._failed(
-                community,
-                "internal",
-                f"internal error ({exc.__class__.__name__})",
-                started,
-                requests,
-                None,
-                started_wall,
+                community, reason, message, started, requests, not_before, started_wall
             )
         duration = self._clock() - started_wall
         self._succeeded(community, result, duration)
