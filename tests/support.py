@@ -6,7 +6,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from sqlalchemy import Engine, func
@@ -74,4 +74,30 @@ FAULTS = [
     (Fault("huge", size=3 * 1024 * 1024, count=1), "too_large"),
 ]
 """Faults a fake forum can inject, each with the failure reason its poll is counted under;
-the client needs ``read_timeout`` 1 s, ``max_body_bytes`` 1 MiB, ``max_retry_wait`` 1 s."""
+the client needs ``FAULT_HTTP``."""
+FAULT_HTTP = {"read_timeout": "1s", "max_body_bytes": 1024 * 1024, "max_retry_wait": "1s"}
+"""HTTP settings under which every fault in ``FAULTS`` fails its poll within a second or so."""
+
+
+def service_config(
+    tmp_path: Path, communities: list[dict[str, Any]], **http: Any
+) -> dict[str, Any]:
+    """Settings for the whole service against fakes on 127.0.0.1: a SQLite store under
+    ``tmp_path``, no rate limit on 127.0.0.1, short timeouts, one quick retry; ``http``
+    overrides."""
+    return {
+        "database_url": f"sqlite:///{tmp_path / 'store.db'}",
+        "data_dir": str(tmp_path),
+        "pseudonym_key": "integration-test-key-0123456789",
+        "http": {
+            "rate_per_minute": {"127.0.0.1": 100000},
+            "connect_timeout": "2s",
+            "read_timeout": "2s",
+            "total_timeout": "5s",
+            "max_retries": 1,
+            "backoff_base": 0.01,
+            "max_retry_wait": "2s",
+            **http,
+        },
+        "communities": communities,
+    }

@@ -29,7 +29,7 @@ from monitor.ingest import load_poll_state
 from monitor.service import Service
 from monitor.sources import discourse, mastodon, reddit
 from monitor.store.models import PollRun, PollState
-from tests.support import stored_posts
+from tests.support import service_config, stored_posts
 
 NOW = int(time.time()) // 60 * 60
 DAY = 86400
@@ -65,18 +65,9 @@ class Forums:
 
 
 def config(base_url: str, tmp_path: Path) -> dict[str, Any]:
-    return {
-        "database_url": f"sqlite:///{tmp_path / 'store.db'}",
-        "data_dir": str(tmp_path),
-        "pseudonym_key": "backfill-test-key-0123456789",
-        "http": {
-            "rate_per_minute": {"127.0.0.1": 100000},
-            "read_timeout": "2s",
-            "total_timeout": "5s",
-            "max_retries": 1,
-            "backoff_base": 0.01,
-        },
-        "communities": [
+    return service_config(
+        tmp_path,
+        [
             {
                 "id": "forum",
                 "source": "discourse",
@@ -91,7 +82,7 @@ def config(base_url: str, tmp_path: Path) -> dict[str, Any]:
                 "hashtag": "gigwork",
             },
         ],
-    }
+    )
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
 from monitor.service import Service
 from monitor.store.models import PollRun
-from tests.support import FAULTS, stored_posts
+from tests.support import FAULT_HTTP, FAULTS, service_config, stored_posts
 
 NOW = int(time.time())
 HOUR = 3600
@@ -77,22 +77,10 @@ class Forums:
             )
 
 
-def config(base_url: str, tmp_path: Path) -> dict[str, Any]:
-    return {
-        "database_url": f"sqlite:///{tmp_path / 'store.db'}",
-        "data_dir": str(tmp_path),
-        "pseudonym_key": "integration-test-key-0123456789",
-        "http": {
-            "rate_per_minute": {"127.0.0.1": 100000},
-            "connect_timeout": "2s",
-            "read_timeout": "2s",
-            "total_timeout": "5s",
-            "max_retries": 1,
-            "backoff_base": 0.01,
-            "max_retry_wait": "2s",
-        },
-        "keywords": {"pay": ["pay cut"], "onboarding": ["unpaid onboarding"]},
-        "communities": [
+def config(base_url: str, tmp_path: Path, **http: Any) -> dict[str, Any]:
+    data = service_config(
+        tmp_path,
+        [
             {
                 "id": "gig",
                 "source": "reddit",
@@ -108,7 +96,10 @@ def config(base_url: str, tmp_path: Path) -> dict[str, Any]:
             },
             {"id": "news", "source": "rss", "url": base_url + "/news.rss", "history_days": 2},
         ],
-    }
+        **http,
+    )
+    data["keywords"] = {"pay": ["pay cut"], "onboarding": ["unpaid onboarding"]}
+    return data
 
 
 @pytest.fixture
@@ -346,8 +337,7 @@ async def test_every_fault_is_counted_then_nothing_lost_or_duplicated(
 ) -> None:
     """Each fault on every source: typed, counted by reason; after it clears, every item once."""
     forums.add_round(NOW - 10 * HOUR, 3)
-    data = config(forums.server.base_url, tmp_path)
-    data["http"].update(read_timeout="1s", max_body_bytes=1024 * 1024, max_retry_wait="1s")
+    data = config(forums.server.base_url, tmp_path, **FAULT_HTTP)
     service = await open_service(settings_from_mapping(data))
     try:
         await service.poll_all()

@@ -30,7 +30,7 @@ from monitor.sources.base import Batch
 from monitor.sources.mastodon import Mastodon
 from monitor.telemetry import Telemetry
 from tests.sources.polling import SourcePoller
-from tests.support import FAULTS, stored_posts
+from tests.support import FAULT_HTTP, FAULTS, service_config, stored_posts
 
 NOW = 1_750_000_000
 DAY = 86400
@@ -257,24 +257,9 @@ async def test_a_timeline_that_is_not_a_list_is_malformed(telemetry: Telemetry) 
 # -- through the whole service -----------------------------------------------------
 
 
-def service_config(server: FakeForumServer, tmp_path: Path) -> dict[str, Any]:
-    return {
-        "database_url": f"sqlite:///{tmp_path / 'store.db'}",
-        "data_dir": str(tmp_path),
-        "pseudonym_key": "mastodon-test-key-0123456789",
-        "http": {
-            "rate_per_minute": {"127.0.0.1": 100000},
-            "read_timeout": "1s",
-            "total_timeout": "5s",
-            "max_retries": 1,
-            "backoff_base": 0.01,
-            "max_retry_wait": "1s",
-            "max_body_bytes": 1024 * 1024,
-        },
-        "communities": [
-            {"id": "tag", "source": "mastodon", "base_url": server.base_url, "hashtag": "gigwork"}
-        ],
-    }
+def tag_config(server: FakeForumServer, tmp_path: Path) -> dict[str, Any]:
+    community = {"id": "tag", "source": "mastodon", "base_url": server.base_url}
+    return service_config(tmp_path, [{**community, "hashtag": "gigwork"}], **FAULT_HTTP)
 
 
 async def test_no_author_name_reaches_the_store(
@@ -284,7 +269,7 @@ async def test_no_author_name_reaches_the_store(
     root = fake.add_status("gigwork", created=now - 600, author="alice_gigworker")
     fake.add_status("gigwork", created=now - 300, author="bob_rider", local=False, reply_to=root)
     service = Service(
-        settings_from_mapping(service_config(server, tmp_path)), registry=CollectorRegistry()
+        settings_from_mapping(tag_config(server, tmp_path)), registry=CollectorRegistry()
     )
     await service.open()
     try:
@@ -305,7 +290,7 @@ async def test_every_fault_is_counted_then_nothing_lost_or_duplicated(
     now = int(time.time())
     first = add_many(fake, 3, start=now - 10 * 3600)
     service = Service(
-        settings_from_mapping(service_config(server, tmp_path)), registry=CollectorRegistry()
+        settings_from_mapping(tag_config(server, tmp_path)), registry=CollectorRegistry()
     )
     await service.open()
     try:
