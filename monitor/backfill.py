@@ -85,6 +85,9 @@ class _Tally:
         if times:
             self.oldest = min(times) if self.oldest is None else min(self.oldest, *times)
 
+    def progress(self, community: str) -> BackfillProgress:
+        return BackfillProgress(community, self.steps, self.new_items, self.requests, self.oldest)
+
 
 class Backfiller:
     def __init__(
@@ -158,22 +161,16 @@ class Backfiller:
             result = await asyncio.to_thread(self._write, community, batch)
             tally.add(batch, result)
             if on_progress is not None:
-                on_progress(
-                    BackfillProgress(
-                        community.id, tally.steps, tally.new_items, tally.requests, tally.oldest
-                    )
-                )
+                on_progress(tally.progress(community.id))
             pending = adapter.walk_pending(batch.cursor)
             if not pending or batch.cursor == cursor:
                 break
             cursor = batch.cursor
-        if pending:
-            covered_from = tally.oldest if tally.oldest is not None else started
-        elif batch.covered_from is not None:
-            covered_from = batch.covered_from
-        elif batch.complete:
+        if not pending and batch.covered_from is not None:
+            covered_from = batch.covered_from  # the adapter vouches for its whole walk
+        elif not pending and batch.complete:
             covered_from = batch.since
-        else:
+        else:  # the walk is contiguous from its oldest item to the newest
             covered_from = tally.oldest if tally.oldest is not None else started
         reached = covered_from <= batch.since
         await asyncio.to_thread(self._record, community, started, covered_from, tally)
