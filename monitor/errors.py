@@ -134,3 +134,9 @@ FAILURE_REASONS = (
     "internal",
 )
 """Every value the ``reason`` label of ``forum_monitor_poll_failures_total`` takes."""
+
+REJECTION_REASONS = ("missing_field", "bad_time", "bad_id")
+"""Every value the ``reason`` label of ``forum_monitor_items_rejected_total`` takes: an
+item without an id, time or thread; with a time before its source existed or in the
+future; with an id its source cannot have handed out. A rejected item is not an error
+of the poll: the rest of its page is stored."""

@@ -7,7 +7,10 @@
   server is never asked again at once, while the jitter spreads replicas apart;
   a 4xx, a too-large body or a redirect loop is not retried;
 - ``Retry-After`` on 429/503 (seconds or an HTTP date): the host is not asked
-  again before that moment, by this poll or any other;
+  again before that moment, by this poll or any other; a server's wait
+  (``Retry-After`` or ``X-Ratelimit-Reset``) counts up to ``MAX_SERVER_WAIT``
+  (one hour) and no further, so a wait near 1e300 or dated year 9999 pauses a
+  host for an hour, never for good;
 - per-host rate limits: a leaky bucket per host (``aiolimiter``) that holds
   ``HttpPolicy.rate_burst`` requests (1 by default) and drains at the rate set
   by the source kind, so requests go out evenly spaced ``60 / per_minute``
@@ -117,8 +120,19 @@ class Response:
             ) from exc
 
 
+MAX_SERVER_WAIT = 3600.0
+"""The longest wait a server can impose (seconds): a longer Retry-After or rate-limit reset
+is read as this, so a hostile or broken answer cannot stop a community's polls for good."""
+
+
+def server_wait(seconds: float) -> float:
+    """A server-asked wait clamped to [0, ``MAX_SERVER_WAIT``]."""
+    return min(max(0.0, seconds), MAX_SERVER_WAIT)
+
+
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date)."""
+    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date), at most
+    ``MAX_SERVER_WAIT``."""
     if value is None:
         return None
     value = value.strip()
@@ -128,14 +142,14 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
         pass
     else:
         # "inf" would block the host for good and "nan" compares false with everything
-        return max(0.0, seconds) if math.isfinite(seconds) else None
+        return server_wait(seconds) if math.isfinite(seconds) else None
     try:
         moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if moment.tzinfo is None:  # "-0000" parses naive; HTTP dates are GMT, not local time
         moment = moment.replace(tzinfo=UTC)
-    return max(0.0, moment.timestamp() - now)
+    return server_wait(moment.timestamp() - now)
 
 
 RESET_IS_EPOCH_ABOVE = 1e9
@@ -143,7 +157,8 @@ RESET_IS_EPOCH_ABOVE = 1e9
 
 
 def parse_rate_reset(value: str | None, *, now: float, default: float = 60.0) -> float:
-    """Seconds until an ``X-Ratelimit-Reset`` (seconds like Reddit's ``"304"``, or a Unix time)."""
+    """Seconds until an ``X-Ratelimit-Reset`` (seconds like Reddit's ``"304"``, or a Unix
+    time), at most ``MAX_SERVER_WAIT``."""
     try:
         reset = float(value) if value is not None else default
     except ValueError:
@@ -152,7 +167,7 @@ def parse_rate_reset(value: str | None, *, now: float, default: float = 60.0) ->
         reset = default
     if reset > RESET_IS_EPOCH_ABOVE:
         reset -= now
-    return max(0.0, reset)
+    return server_wait(reset)
 
 
 @dataclass

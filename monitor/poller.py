@@ -1,8 +1,14 @@
 """One poll of one community: adapter -> ingest, with failures counted and logged once.
 
 A poll either commits its items and the new cursor together or records a
-failure and leaves the cursor where the last success put it. Database work runs
-in a worker thread so the event loop (and /metrics) stays responsive.
+failure and leaves the cursor where the last success put it; every failure,
+a failed database write included, becomes the community's last error. Database
+work runs in a worker thread so the event loop (and /metrics) stays responsive.
+
+A poll with an empty cursor (a first poll, or one after ``backfill`` filled the
+store) starts from the newest post the store already holds for the community,
+less ``RESUME_OVERLAP_SECONDS``, rather than from ``history_days`` back: what a
+backfill fetched is not downloaded again.
 """
 
 from __future__ import annotations
@@ -10,16 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import select
 
 from monitor.analysis.rollups import refresh_days
 from monitor.config import CommunityBase, Settings
 from monitor.errors import RateLimited, SourceError, UnknownSource
-from monitor.http import PoliteClient
+from monitor.http import MAX_SERVER_WAIT, PoliteClient, server_wait
 from monitor.ingest import (
     Ingestor,
     IngestResult,
@@ -30,10 +37,13 @@ from monitor.ingest import (
 from monitor.sources import SOURCES
 from monitor.sources.base import Batch, Source
 from monitor.store.db import session_scope
-from monitor.store.models import PollState
+from monitor.store.models import PollState, Post
 from monitor.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+RESUME_OVERLAP_SECONDS = 3600
+"""How far before the newest stored post a poll with an empty cursor starts reading."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,7 @@ def failure_of(exc: Exception, *, what: str, community: str) -> tuple[str, str]:
         return exc.reason, str(exc)
     if isinstance(exc, SQLAlchemyError):
         log.error("%s of %s could not write to the database: %s", what, community, brief(exc))
-        return "store", "database error"
+        return "store", f"database error: {brief(exc)[:200]}"
     log.exception("%s of %s failed unexpectedly", what, community)
     return "internal", f"internal error ({exc.__class__.__name__})"
 
@@ -109,11 +119,25 @@ class Poller:
         self._failing: dict[str, str] = {}
 
     def _load(self, community: CommunityBase) -> tuple[dict[str, object], dict[str, object], int]:
+        """The cursor, the validators and the time before which the host asked not to be
+        polled (at most ``MAX_SERVER_WAIT`` away, whatever an older release stored)."""
         with session_scope(self._engine) as session:
-            ensure_community(session, community=community, now=int(self._clock()))
+            now = int(self._clock())
+            ensure_community(session, community=community, now=now)
             cursor, validators = load_poll_state(session, community.id)
             state = session.get(PollState, community.id)
-            return cursor, validators, (state.not_before or 0) if state else 0
+            not_before = (state.not_before or 0) if state else 0
+            return cursor, validators, min(not_before, now + int(MAX_SERVER_WAIT))
+
+    def _resume_from(self, community: CommunityBase) -> int | None:
+        """Where a poll with an empty cursor starts: just before the newest stored post."""
+        with session_scope(self._engine) as session:
+            newest = session.exec(
+                select(func.max(Post.created_at)).where(Post.community_id == community.id)
+            ).one()
+        if newest is None:
+            return None
+        return min(int(newest), int(self._clock())) - RESUME_OVERLAP_SECONDS
 
     def _write(self, community: CommunityBase, batch: Batch, started: int) -> IngestResult:
         with session_scope(self._engine) as session:
@@ -159,17 +183,21 @@ class Poller:
             if not_before > started:
                 return PollOutcome(community.id, source, "deferred")
             self._telemetry.polls.labels(community=community.id, source=source).inc()
+            resume_from = None if cursor else await asyncio.to_thread(self._resume_from, community)
             adapter = adapter_class(community, settings=self._settings, client=self._client)
             try:
-                batch = await adapter.poll(cursor=cursor, validators=validators, now=started)
+                batch = await adapter.poll(
+                    cursor=cursor, validators=validators, now=started, resume_from=resume_from
+                )
             finally:
                 requests = adapter.counter.requests
+                self._count_rejections(community, adapter.intake.rejected)
             result = await asyncio.to_thread(self._write, community, batch, started)
         except Exception as exc:  # a bug is logged too; the other communities go on
             reason, message = failure_of(exc, what="poll", community=community.id)
             not_before = None
             if isinstance(exc, RateLimited):
-                not_before = int(self._clock() + exc.retry_after)
+                not_before = int(self._clock() + server_wait(exc.retry_after))
             return await self._failed(
                 community, reason, message, started, requests, not_before, started_wall
             )
@@ -184,6 +212,12 @@ class Poller:
             requests=batch.requests,
             duration_seconds=round(duration, 3),
         )
+
+    def _count_rejections(self, community: CommunityBase, rejected: Mapping[str, int]) -> None:
+        for reason, count in rejected.items():
+            self._telemetry.items_rejected.labels(
+                community=community.id, source=source_of(community), reason=reason
+            ).inc(count)
 
     def _succeeded(self, community: CommunityBase, result: IngestResult, duration: float) -> None:
         source = source_of(community)
@@ -221,19 +255,18 @@ class Poller:
         if self._failing.get(community.id) != reason:
             log.warning("polls of %s failing: %s (%s)", community.id, message, reason)
         self._failing[community.id] = reason
-        if reason != "store":
-            try:
-                await asyncio.to_thread(
-                    self._write_failure,
-                    community,
-                    reason=reason,
-                    message=message,
-                    started=started,
-                    requests=requests,
-                    not_before=not_before,
-                )
-            except SQLAlchemyError as exc:
-                log.error("could not record the failed poll of %s: %s", community.id, brief(exc))
+        try:  # a failed write is recorded too, in a transaction of its own
+            await asyncio.to_thread(
+                self._write_failure,
+                community,
+                reason=reason,
+                message=message,
+                started=started,
+                requests=requests,
+                not_before=not_before,
+            )
+        except SQLAlchemyError as exc:  # the database itself is unusable
+            log.error("could not record the failed poll of %s: %s", community.id, brief(exc))
         return PollOutcome(
             community.id,
             source,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from monitor.errors import FAILURE_REASONS
+from monitor.errors import FAILURE_REASONS, REJECTION_REASONS
 
 # ``*_created`` series double the series count and no dashboard or rule reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -52,6 +52,13 @@ class Telemetry:
             ["community", "source", "kind"],
             registry=registry,
         )
+        self.items_rejected = Counter(
+            "forum_monitor_items_rejected",
+            "Items a source sent that could not be normalized (each counted once), by reason; "
+            "the rest of their page is stored.",
+            ["community", "source", "reason"],
+            registry=registry,
+        )
         self.http_requests = Counter(
             "forum_monitor_http_requests",
             "HTTP requests sent to sources, by host and status code ('error' when none came).",
@@ -88,3 +95,5 @@ class Telemetry:
         self.poll_duration.labels(community=community, source=source)
         for kind in ("thread", "reply"):
             self.items_ingested.labels(community=community, source=source, kind=kind)
+        for reason in REJECTION_REASONS:
+            self.items_rejected.labels(community=community, source=source, reason=reason)

@@ -8,13 +8,27 @@ touches the database, never scores text and never exports metrics.
 Identity and time of an item are pure functions of the raw item. The envelope
 (community, source, fetch time, the deterministic ``uid``) is added here in
 ``Source.poll``, not in every adapter.
+
+One bad item never blocks or blinds a community. Every item passes the poll's
+``Intake`` before it is stored: text is cleaned (``monitor.untrusted``), ids and
+links are bounded to what both stores hold, and an item whose time is not
+plausible (before ``Source.earliest``, the source's own beginning, or more than
+``FUTURE_SKEW_SECONDS`` past the poll's clock) is rejected, counted under a
+reason from ``monitor.errors.REJECTION_REASONS`` and logged once with its id. Adapters pass
+their items through ``self.intake`` *before* they move a cursor with them, so a
+post dated year 9999 cannot put every later post behind the cursor; the rest of
+the page is kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import logging
+import math
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -23,9 +37,22 @@ import httpx
 
 from monitor.config import CommunityBase, Settings
 from monitor.http import PoliteClient, RequestCounter, Response
+from monitor.untrusted import clean_text, for_log
+
+log = logging.getLogger(__name__)
 
 ItemKind = Literal["thread", "reply"]
 Cursor = dict[str, Any]
+
+FUTURE_SKEW_SECONDS = 300
+"""How far past the poll's clock an item's time may lie (servers' clocks drift a little);
+an item dated later is rejected, so it cannot move a time cursor past posts to come."""
+EARLIEST_WEB = 631_152_000
+"""1990-01-01: no forum, feed or federated post is older (``Source.earliest``'s default)."""
+MAX_ID_LENGTH = 128
+"""Longest external id (and thread or parent id) the store's columns hold."""
+MAX_URL_LENGTH = 2048
+"""Longest link the store's column holds; a longer one is not kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +73,92 @@ class Item:
     url: str | None = None
     edited_at: int | None = None
     deleted: bool = False
+
+
+def bounded_id(value: str) -> str:
+    """``value``, or its SHA-256 when it would not fit the store's id columns."""
+    if len(value) <= MAX_ID_LENGTH:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()
+
+
+MAX_EPOCH = 2**53
+"""Larger numbers are no time (and no JSON-safe integer)."""
+
+
+def epoch_seconds(value: object) -> int | None:
+    """A JSON number of seconds as whole seconds; None for booleans, NaN, infinities, numbers
+    too large to be a time, and anything that is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or abs(value) > MAX_EPOCH:
+        return None
+    return int(value)
+
+
+def _clean_id(value: str | None) -> str | None:
+    return None if value is None else bounded_id(clean_text(value))
+
+
+def sanitized(item: Item, *, now: int) -> Item:
+    """``item`` with text both stores accept: no NUL, control character or unpaired
+    surrogate, ids bounded, an over-long link dropped, an implausible edit time unset."""
+    url = clean_text(item.url) if item.url is not None else None
+    edited = item.edited_at
+    plausible_edit = edited is not None and item.created_at <= edited <= now + FUTURE_SKEW_SECONDS
+    return dataclasses.replace(
+        item,
+        external_id=bounded_id(clean_text(item.external_id)),
+        thread_id=bounded_id(clean_text(item.thread_id)),
+        parent_id=_clean_id(item.parent_id),
+        author=clean_text(item.author) or None if item.author is not None else None,
+        title=clean_text(item.title),
+        text=clean_text(item.text),
+        url=url if url is not None and len(url) <= MAX_URL_LENGTH else None,
+        edited_at=edited if plausible_edit else None,
+    )
+
+
+class Intake:
+    """The gate of one poll's items: cleans what it admits, counts what it rejects.
+
+    A rejected item is logged (with its id, never its text) and counted once per
+    process, however many polls see it again.
+    """
+
+    _already: ClassVar[OrderedDict[tuple[str, str, str], None]] = OrderedDict()
+    _remembered = 10_000
+
+    def __init__(self, *, community: str, earliest: int, now: int) -> None:
+        self.community = community
+        self.earliest = earliest
+        self.now = now
+        self.rejected: Counter[str] = Counter()
+
+    def plausible_time(self, moment: int | None) -> bool:
+        """Whether ``moment`` lies between the source's beginning and now (plus a skew)."""
+        return moment is not None and self.earliest <= moment <= self.now + FUTURE_SKEW_SECONDS
+
+    def admit(self, item: Item) -> Item | None:
+        """The cleaned item, or None (counted) when its time is not plausible."""
+        if not isinstance(item.created_at, int) or not self.plausible_time(item.created_at):
+            self.reject("bad_time", item.external_id)
+            return None
+        return sanitized(item, now=self.now)
+
+    def reject(self, reason: str, external_id: object = None) -> None:
+        """Count (and log) one item that cannot be normalized, once per process."""
+        key = (self.community, reason, str(external_id))
+        if external_id is not None and key in self._already:
+            return
+        if external_id is not None:
+            self._already[key] = None
+            while len(self._already) > self._remembered:
+                self._already.popitem(last=False)
+        self.rejected[reason] += 1
+        log.warning(
+            "%s: rejected an item (%s), id %s", self.community, reason, for_log(external_id)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +202,8 @@ class Batch:
     since: int = 0
     complete: bool = True
     covered_from: int | None = None
+    rejected: Counter[str] = field(default_factory=Counter)
+    """Items rejected by the poll's ``Intake`` (first sightings only), by reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +250,8 @@ class Source(ABC):
 
     kind: ClassVar[str]
     default_base_url: ClassVar[str] = ""
+    earliest: ClassVar[int] = EARLIEST_WEB
+    """No item of this source is older (UTC epoch seconds): the source's own beginning."""
     rate_per_minute: ClassVar[float] = 60.0
     """Default polite rate for this kind's host; ``[http] rate_per_minute`` overrides it."""
 
@@ -145,6 +262,7 @@ class Source(ABC):
         self.settings = settings
         self.client = client
         self.counter = RequestCounter()
+        self.intake = Intake(community=community.id, earliest=self.earliest, now=int(time.time()))
         self.base_url = community.url_root(self.default_base_url)
 
     def url(self, path: str) -> str:
@@ -195,16 +313,25 @@ class Source(ABC):
         cursor: Cursor,
         validators: Mapping[str, Any],
         now: int | None = None,
+        resume_from: int | None = None,
     ) -> Batch:
+        """Fetch and envelope what is new. ``resume_from`` (with an empty cursor) is where
+        the store's own data ends: a first poll reaches back no further than that."""
         self.counter = RequestCounter()
         moment = int(time.time()) if now is None else now
+        self.intake = Intake(community=self.community.id, earliest=self.earliest, now=moment)
         since = moment - self.community.history_days * 86400
+        if resume_from is not None and not cursor:
+            since = max(since, resume_from)
         result = await self.fetch(
             PollInput(cursor=cursor, validators=validators, since=since, now=moment)
         )
         unique: dict[str, Item] = {}
         for item in result.items:
-            unique[item.external_id] = item  # a page overlap repeats items; keep one
+            # again here for adapters that do not gate their items (cheap when clean)
+            admitted = self.intake.admit(item)
+            if admitted is not None:
+                unique[admitted.external_id] = admitted  # a page overlap repeats items
         envelopes = [
             Envelope(self.community.id, self.kind, moment, item) for item in unique.values()
         ]
@@ -217,4 +344,5 @@ class Source(ABC):
             since=since,
             complete=result.complete,
             covered_from=result.covered_from,
+            rejected=Counter(self.intake.rejected),
         )

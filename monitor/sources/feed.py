@@ -68,7 +68,7 @@ from feedparser.exceptions import ThingsNobodyCaresAboutButMe
 from monitor.config import FeedCommunity, Settings
 from monitor.errors import MalformedResponse
 from monitor.http import PoliteClient, Response
-from monitor.sources.base import Cursor, FetchResult, Item, PollInput, Source
+from monitor.sources.base import Cursor, FetchResult, Item, PollInput, Source, bounded_id
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,6 @@ OVERLAP_SECONDS = 2 * 86400
 """How far behind the newest entry a late-appearing entry is still reported."""
 MAX_SEEN_IDS = 1000
 """Upper bound on the ids a cursor remembers."""
-MAX_ID_LENGTH = 128
 
 _DISCOURSE_GUID = re.compile(r"^(?P<site>\S+?)-(?:post|topic)-\d+(?:-\d+)?$")
 _DISCOURSE_PATH = re.compile(r"^/t/[^/]+/(?P<topic>\d+)(?:/(?P<number>\d+))?/?$")
@@ -91,13 +90,6 @@ def split_feed_url(*, url: str, base_url: str | None) -> tuple[str, str]:
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     root = base_url.rstrip("/") if base_url else f"{parts.scheme}://{parts.netloc}"
     return root, path
-
-
-def bounded_id(value: str) -> str:
-    """``value``, or its SHA-256 when it would not fit the store's 128-character column."""
-    if len(value) <= MAX_ID_LENGTH:
-        return value
-    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
 
 
 def _epoch(moment: Any) -> int | None:
@@ -115,7 +107,8 @@ def _identity(entry: Mapping[str, Any]) -> str | None:
     date = entry.get("published") or entry.get("updated")
     if not date:
         return None
-    digest = hashlib.sha256(f"{entry.get('title', '')}\n{date}".encode()).hexdigest()
+    text = f"{entry.get('title', '')}\n{date}"
+    digest = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
     return f"sha256:{digest}"
 
 

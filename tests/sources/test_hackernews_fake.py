@@ -71,6 +71,7 @@ class Poller:
         self.client = client
         self.settings = make_settings(base_url=server.base_url, **community)
         self.tune: dict[str, int] = {}
+        self.now = NOW
 
     def adapter(self) -> HackerNews:
         source = make_source(self.settings, self.client)
@@ -80,7 +81,7 @@ class Poller:
 
     async def __call__(self, cursor: Cursor) -> Batch:
         self.server.clear()
-        return await self.adapter().poll(cursor=cursor, validators={}, now=NOW)
+        return await self.adapter().poll(cursor=cursor, validators={}, now=self.now)
 
 
 def item_requests(server: FakeForumServer) -> list[str]:
@@ -321,6 +322,7 @@ async def test_search_cycles_and_request_counts(
         str(site.add_comment(parent=story, by="x", text=f"Outlier {i}", time=NOW + 60 * i))
         for i in range(1, k + 1)
     ]
+    poll.now = NOW + 60 * k + 60  # a minute after the newest comment
     batch = await poll(cursor)
     assert sorted(by_id(batch)) == sorted(new_ids)
     # the window also holds the 2 old hits of the overlap: 252 hits, 100 a page = 3 requests
