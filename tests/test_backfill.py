@@ -188,18 +188,19 @@ async def test_reddit_backfill_past_the_listing_horizon_is_partial(
     try:
         outcome = await backfiller.run(community(service, "gig"), days=30)
         # one page of 100 from each listing: submissions k = 1..100 and their replies;
-        # the oldest fetched is submission k = 100
+        # both listings are complete only from the oldest reply (60 s after submission
+        # k = 100): the comment listing says nothing about the minute before it
         assert (outcome.outcome, outcome.new_items, outcome.requests, outcome.steps) == (
             "partial",
             200,
             2,
             1,
         )
-        assert outcome.covered_from == NOW - 100 * 2880
+        assert outcome.covered_from == NOW - 100 * 2880 + 60
         assert service.engine is not None
         with Session(service.engine) as session:
             assert covered_spans(session, community_id="gig", since=NOW - 30 * DAY) == [
-                (NOW - 100 * 2880, NOW)
+                (NOW - 100 * 2880 + 60, NOW)
             ]
     finally:
         await service.stop()

@@ -8,7 +8,11 @@ included (which ``/v0/newstories.json`` would miss).
 
 - Cursor ``{"next_id": N}``: every id below N has been fetched. A poll walks at
   most ``max_items_per_poll`` (500) ids, oldest first, and the next poll goes on
-  from the id after the last one fetched, so no id is ever skipped. HN makes
+  from the id after the last one that answered, so no id is ever skipped: ids
+  at the top of a walk that answer ``null`` (not readable yet, or beyond the
+  real newest item when ``maxitem`` lies) are asked again next poll. A walk of
+  more than ``NULL_WALK_LIMIT`` ids of which none answers says ``maxitem``
+  points past every item: a malformed answer, not an idle forum. HN makes
   roughly 10-15k items a day (about 50 per five minutes): the bound matters only
   while catching up.
 - A first poll cannot walk 30 days of HN (about 400k requests). It fetches the
@@ -48,12 +52,18 @@ https://hn.algolia.com), newest first, ``hits_per_page`` (100) a page.
   across several polls when there are more than 1000 hits. A poll that leaves
   a gap says ``complete=False``.
 - Algolia allows 10,000 requests an hour per IP; the default is 100 a minute.
+
+**Bad items** (both modes): an item or hit without an id, a time or (comments)
+a story is rejected as ``missing_field``; one dated before Hacker News existed
+or in the future as ``bad_time`` by the poll's ``Intake``. Rejected items never
+move a cursor, and neither cursor lies past the poll's clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,6 +86,9 @@ POST_TYPES = THREAD_TYPES | {"comment"}  # a "pollopt" is a poll's answer, not a
 SEARCH_TAGS = "(story,comment)"
 ALGOLIA_RATE_PER_MINUTE = 100.0
 _MAX_DEPTH = 10_000  # a parent chain longer than this is a cycle in bad data
+EARLIEST = 1_160_000_000
+"""2006-10-05, days before Hacker News's first item: no item is older."""
+NULL_WALK_LIMIT = 100
 
 
 def _int(value: object) -> int | None:
@@ -190,10 +203,11 @@ class SearchCursor:
     first: bool = False
 
     @classmethod
-    def load(cls, cursor: Cursor, *, since: int) -> SearchCursor:
+    def load(cls, cursor: Cursor, *, since: int, now: int) -> SearchCursor:
         after = _int(cursor.get("after"))
         if after is None:  # a first poll, or a cursor left by whole-site mode
             return cls(after=since - 1, first=True)
+        after = min(after, now)  # a cursor a future-dated hit once pushed too far
         seen = cursor.get("seen")
         pairs = seen.items() if isinstance(seen, dict) else ()
         return cls(
@@ -220,6 +234,7 @@ class HackerNews(Source):
 
     kind = "hackernews"
     default_base_url = FIREBASE_URL
+    earliest = EARLIEST
     rate_per_minute = 1200.0
     root_cache: ClassVar[RootCache[int]] = ROOT_CACHE
 
@@ -251,7 +266,8 @@ class HackerNews(Source):
 
     def walk_pending(self, cursor: Cursor) -> bool:
         """A keyword scope with a gap left to fill; the whole-site walk never pages back."""
-        return bool(self.query) and SearchCursor.load(cursor, since=0).before is not None
+        state = SearchCursor.load(cursor, since=0, now=int(time.time()))
+        return bool(self.query) and state.before is not None
 
     async def fetch(self, poll: PollInput) -> FetchResult:
         if self.query:
@@ -273,22 +289,24 @@ class HackerNews(Source):
         if end < start:
             return FetchResult(items=[], cursor={"next_id": max(start, newest + 1)})
         raws = await self._fetch_items(range(start, end + 1))
+        if not raws and end - start + 1 > NULL_WALK_LIMIT:
+            what = f"maxitem {newest}, but ids {start}-{end} are all null"
+            raise self._malformed(self.url("/v0/maxitem.json"), what)
         roots = await self._resolve_roots(raws)
         items: list[Item] = []
-        skipped = 0
         for item_id, raw in raws.items():
             item = item_from_firebase(raw, root_id=roots.get(item_id))
             if item is None:
-                skipped += raw.get("type") != "pollopt"  # a poll option is not a post
-            elif not first or item.created_at >= poll.since:
-                items.append(item)
-        if skipped:
-            log.debug(
-                "hackernews %s: skipped %d items lacking id/time/type", self.community.id, skipped
-            )
+                if raw.get("type") != "pollopt":  # a poll option is not a post
+                    self.intake.reject("missing_field", item_id)
+            elif (admitted := self.intake.admit(item)) is not None:
+                if not first or admitted.created_at >= poll.since:
+                    items.append(admitted)
+        answered = max(raws, default=start - 1)  # ids above it answered null: ask again
         return FetchResult(
             items=items,
-            cursor={"next_id": end + 1},
+            cursor={"next_id": answered + 1},
+            # ids at the very top that answer null are seconds old: the walk still got there
             complete=end == newest and (not first or self._reached(raws, start, poll.since)),
         )
 
@@ -392,17 +410,17 @@ class HackerNews(Source):
     # ------------------------------------------------------------ keyword scope
 
     async def _fetch_search(self, poll: PollInput) -> FetchResult:
-        state = SearchCursor.load(poll.cursor, since=poll.since)
+        state = SearchCursor.load(poll.cursor, since=poll.since, now=poll.now)
         hits, complete = await self._search(state.filters(overlap=self.overlap_seconds))
-        parsed = [item for item in map(item_from_hit, hits) if item is not None]
-        if len(parsed) < len(hits):
-            log.debug(
-                "hackernews %s: skipped %d hits lacking id/time/story",
-                self.community.id,
-                len(hits) - len(parsed),
-            )
+        parsed: list[Item] = []
+        for hit in hits:
+            item = item_from_hit(hit)
+            if item is None:
+                self.intake.reject("missing_field", hit.get("objectID"))
+            elif (admitted := self.intake.admit(item)) is not None:
+                parsed.append(admitted)
         fresh = [item for item in parsed if item.external_id not in state.seen]
-        cursor = self._next_search_cursor(state, parsed, complete)
+        cursor = self._next_search_cursor(state, parsed, complete, now=poll.now)
         return FetchResult(items=fresh, cursor=cursor, complete=complete)
 
     async def _search(self, filters: Sequence[str]) -> tuple[list[dict[str, Any]], bool]:
@@ -432,9 +450,10 @@ class HackerNews(Source):
         return hits, pages, total
 
     def _next_search_cursor(
-        self, state: SearchCursor, parsed: list[Item], complete: bool
+        self, state: SearchCursor, parsed: list[Item], complete: bool, *, now: int
     ) -> Cursor:
-        times = [item.created_at for item in parsed]
+        # an admitted hit may lie a little in the future; the cursor never does
+        times = [min(item.created_at, now) for item in parsed]
         after, before, head = state.after, state.before, state.head
         if not complete and not times:
             host = httpx.URL(self.search_url).host

@@ -8,9 +8,14 @@ first; ids are numeric strings that grow with creation.
 
 Cursor ``{"last_id": "<id>", "seen": [...]}``: every status with an id up to
 ``last_id`` has been seen, and ``seen`` lists the ids of the last
-``OVERLAP_SECONDS`` (15 minutes) below it. Mastodon ids are milliseconds of the
-creation time shifted left 16 bits, and a status that federates in late gets an
-id from its own creation time, below statuses that arrived before it. So a poll
+``OVERLAP_SECONDS`` (15 minutes) below it. Mastodon ids are milliseconds shifted
+left 16 bits; usually the milliseconds of the status's creation, but a remote
+status can get an id from when the instance received it instead (real
+timelines show ids minutes to an hour after ``created_at``). The walk holds
+under either: a late status whose id comes from its creation time lands below
+statuses that arrived before it, and the overlap catches it if it is at most
+``OVERLAP_SECONDS`` late; one whose id comes from its arrival lands above the
+cursor, where the forward walk finds it however late it is. So a poll
 walks *forward* from ``OVERLAP_SECONDS`` before ``last_id`` with ``min_id``
 (Mastodon's "statuses immediately newer than this id", unlike ``since_id``,
 which gives the newest and leaves a gap), a page at a time, the next page
@@ -31,6 +36,11 @@ left (``walk_pending``, which ``backfill`` follows). The fetched span stays
 contiguous from the walk's lowest status to the newest, so a poll in this phase
 says ``complete=False`` (coverage from its oldest status), and the one that
 reaches ``floor_time`` vouches for everything from there (``covered_from``).
+
+Bad items: a status whose id encodes a moment past the poll's clock (ids are
+times) is rejected as ``bad_id`` and one dated before Mastodon existed or in
+the future as ``bad_time``; neither moves the cursor, and the rest of the page
+is kept.
 
 Items: a status without ``in_reply_to_id`` is a thread start, one with it a
 reply. Mastodon gives a reply only its parent, so a reply's thread is the root
@@ -60,11 +70,21 @@ import httpx
 from monitor.config import CommunityBase, MastodonCommunity, Settings
 from monitor.errors import MalformedResponse
 from monitor.http import PoliteClient
-from monitor.sources.base import Cursor, FetchResult, Item, PollInput, RootCache, Source
+from monitor.sources.base import (
+    FUTURE_SKEW_SECONDS,
+    Cursor,
+    FetchResult,
+    Item,
+    PollInput,
+    RootCache,
+    Source,
+)
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 40
+EARLIEST = 1_458_086_400
+"""2016-03-16, Mastodon's first release: no status is older."""
 OVERLAP_SECONDS = 900
 """How far below the cursor a poll looks again, for statuses that federated in late."""
 MAX_SEEN = 2000
@@ -135,6 +155,11 @@ def _id_before(status_id: int, seconds: int) -> int:
     return max(0, status_id - ((seconds * 1000) << 16))
 
 
+def id_moment(status_id: int) -> float:
+    """The Unix time an id encodes (for the small sequential ids of old statuses, 1970)."""
+    return (status_id >> 16) / 1000
+
+
 def status_item(raw: Mapping[str, Any], *, thread_id: str | None = None) -> Item | None:
     """One status as an ``Item``; None for a boost or without id or time.
 
@@ -168,6 +193,7 @@ class Mastodon(Source):
     """Public statuses of one hashtag on one Mastodon instance."""
 
     kind = "mastodon"
+    earliest = EARLIEST
     rate_per_minute = 60.0
     max_pages = 10
     """Pages one poll may read (400 statuses); a longer backlog continues next poll."""
@@ -207,10 +233,11 @@ class Mastodon(Source):
                 covered_from = floor_time if caught_up else None
             else:
                 pending = (lowest, floor_time)
-        numbers = [n for raw in [*fresh, *behind] if (n := status_id(raw)) is not None]
+        items = self._items([*behind, *fresh])
+        numbers = [int(item.external_id) for item in items]
         cursor = self._cursor(poll.cursor, last, numbers, pending)
         return FetchResult(
-            items=self._items([*behind, *fresh]),
+            items=items,
             cursor=cursor,
             complete=caught_up and pending is None,
             covered_from=covered_from,
@@ -277,21 +304,28 @@ class Mastodon(Source):
         return raws, ceiling
 
     def _items(self, raws: Sequence[Mapping[str, Any]]) -> list[Item]:
-        """Items of ``raws``, oldest first so that a reply's parent resolves before it."""
+        """Admitted items of ``raws``, oldest first so that a reply's parent resolves
+        before it; boosts are left out, unusable statuses rejected (see the module doc)."""
         instance = self.base_url
         items: list[Item] = []
-        skipped = 0
         for raw in sorted(raws, key=lambda r: status_id(r) or 0):
+            if raw.get("reblog") is not None:
+                continue  # a boost is not a post
+            number = status_id(raw)
+            if number is not None and id_moment(number) > self.intake.now + FUTURE_SKEW_SECONDS:
+                self.intake.reject("bad_id", number)
+                continue
             parent = raw.get("in_reply_to_id")
             root = None
             if isinstance(parent, str) and parent:
                 root = self.root_cache.get(instance, parent) or parent
             item = status_item(raw, thread_id=root)
             if item is None:
-                skipped += raw.get("reblog") is None
+                self.intake.reject("missing_field", raw.get("id"))
                 continue
-            self.root_cache.put(instance, item.external_id, root=item.thread_id)
-            items.append(item)
-        if skipped:
-            log.debug("mastodon %s: skipped %d statuses lacking id or time", self.tag.id, skipped)
+            admitted = self.intake.admit(item)
+            if admitted is None:
+                continue
+            self.root_cache.put(instance, admitted.external_id, root=admitted.thread_id)
+            items.append(admitted)
         return items

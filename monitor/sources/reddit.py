@@ -20,9 +20,22 @@ by ``MAX_PAGES`` pages of 100 per endpoint. Reddit itself lists at most about
 than ``history_days``, and nothing older can be fetched at all (``backfill``
 reaches as far). The same horizon bounds a later poll: more than 1000 new
 items in one interval cannot all be listed, so such a poll returns what Reddit
-lists and moves the cursor on. A walk that runs out of pages before its mark
-says ``complete=False``, so coverage counts only what it reached; a listing
-that simply ends (a young subreddit) counts as complete.
+lists and moves the cursor on.
+
+Coverage: a walk that runs out of pages before its mark says
+``complete=False``. So does a listing that ends (``after`` null) after
+``HORIZON_ITEMS`` or more items without reaching the mark: that is Reddit's
+listing horizon on a busy subreddit, not the subreddit's beginning. A listing
+that ends sooner is a young subreddit's whole history and counts as complete.
+An incomplete poll vouches (``covered_from``) only from where every endpoint's
+view is complete: the latest of each endpoint's oldest listed item (or its mark,
+where it got there), so a busy comment stream cut at 1000 items never lets a
+quiet submission listing claim days whose comments were not listed.
+
+Times: ``created_utc`` is a JSON float; NaN, infinities and absurd values make
+the child unusable (rejected as ``missing_field``), and an item dated before
+Reddit existed or in the future is rejected by the poll's ``Intake`` before it
+can move a mark. A mark never lies past the poll's clock.
 
 Identity: fullnames (``t3_abc``, ``t1_def``). Submissions and comments have
 separate id sequences, so bare ids could collide. A reply's ``thread_id`` is its
@@ -49,7 +62,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
@@ -58,7 +71,7 @@ from monitor import __version__
 from monitor.config import CommunityBase, RedditCommunity, Settings
 from monitor.errors import HTTPStatusError, MalformedResponse
 from monitor.http import PoliteClient
-from monitor.sources.base import Cursor, FetchResult, Item, PollInput, Source
+from monitor.sources.base import Cursor, FetchResult, Item, PollInput, Source, epoch_seconds
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +81,13 @@ TOKEN_PATH = "/api/v1/access_token"
 PAGE_SIZE = 100
 MAX_PAGES = 10
 """10 x 100 items: as far back as Reddit lists anything."""
+HORIZON_ITEMS = 500
+"""A listing that ends after this many items may have hit Reddit's ~1000-item horizon
+rather than the subreddit's first post (removed items make the horizon land short of
+1000), so it does not count as complete; a young subreddit with fewer only loses the
+empty days before its first post from its coverage."""
+EARLIEST = 1_119_484_800
+"""2005-06-23, when Reddit opened: no item is older."""
 OAUTH_RATE_PER_MINUTE = 100.0
 TOKEN_MARGIN_SECONDS = 60.0
 """Fetch a new token this long (at most half its lifetime) before the old one expires."""
@@ -92,13 +112,17 @@ class _Mark:
     ids: frozenset[str]
 
     @classmethod
-    def load(cls, raw: object) -> _Mark | None:
-        """The mark from a stored cursor; anything unreadable means a first poll."""
+    def load(cls, raw: object, *, now: int) -> _Mark | None:
+        """The mark from a stored cursor; anything unreadable means a first poll. A mark
+        past ``now`` (left by a release that let a future-dated item move it) is pulled
+        back to ``now``."""
         if not isinstance(raw, Mapping):
             return None
         created, ids = raw.get("created"), raw.get("ids", [])
         if not isinstance(created, int) or isinstance(created, bool) or not isinstance(ids, list):
             return None
+        if created > now:
+            return cls(now, frozenset())
         return cls(created, frozenset(str(i) for i in ids))
 
     def dump(self) -> dict[str, Any]:
@@ -110,12 +134,15 @@ class _Mark:
             item.created_at == self.created and item.external_id in self.ids
         )
 
-    def advanced(self, items: Iterable[Item]) -> _Mark:
+    def advanced(self, items: Iterable[Item], *, now: int) -> _Mark:
+        """The mark after ``items``; an item a little in the future (within the intake's
+        skew) leaves the mark at ``now``, so it is simply listed again next poll."""
         mark = self
         for item in items:
-            if item.created_at > mark.created:
-                mark = _Mark(item.created_at, frozenset({item.external_id}))
-            elif item.created_at == mark.created:
+            created = min(item.created_at, now)
+            if created > mark.created:
+                mark = _Mark(created, frozenset())
+            if created == item.created_at == mark.created:
                 mark = _Mark(mark.created, mark.ids | {item.external_id})
         return mark
 
@@ -126,14 +153,12 @@ class Listing:
 
     items: list[Item]
     after: str | None
-    skipped: int
-    """Children without an id, a timestamp or (comments) a thread; not items."""
+    skipped: list[str | None]
+    """Children without a kind we read, an id, a timestamp or (comments) a thread: their
+    fullnames where they have one."""
 
 
-def _epoch(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return int(value)
+_epoch = epoch_seconds
 
 
 def _text(data: Mapping[str, Any], key: str) -> str:
@@ -207,11 +232,12 @@ def parse_listing(payload: object, *, url: str, web_root: str) -> Listing:
     """Items of one ``new``/``comments`` listing page; other kinds are skipped."""
     children, after = _children(payload, url=url)
     items: list[Item] = []
-    skipped = 0
+    skipped: list[str | None] = []
     for kind, data in _things(children):
         item = item_from_thing(kind, data, web_root=web_root)
         if item is None:
-            skipped += 1
+            name = data.get("name")
+            skipped.append(name if isinstance(name, str) else None)
         else:
             items.append(item)
     return Listing(items, after, skipped)
@@ -240,11 +266,24 @@ def items_from_comment_tree(payload: object, *, url: str = "", web_root: str) ->
     return sorted(items, key=lambda item: (item.created_at, item.external_id))
 
 
+@dataclass(slots=True)
+class _Walk:
+    """What one listing's walk back found."""
+
+    complete_from: int
+    """Every item of the listing created from here to now was listed (by this walk, or
+    before the mark by earlier polls)."""
+    new: list[Item] = field(default_factory=list)
+    reached: bool = True
+    """Whether the walk got to the mark, to ``since`` or to the listing's real end."""
+
+
 class Reddit(Source):
     """New submissions and comments of one subreddit."""
 
     kind = "reddit"
     default_base_url = WWW_BASE
+    earliest = EARLIEST
     rate_per_minute = 10.0
     _tokens: ClassVar[dict[tuple[str, str], _Token]] = {}
     """Tokens shared by every instance: (token URL, client id) -> token."""
@@ -276,51 +315,54 @@ class Reddit(Source):
     async def fetch(self, poll: PollInput) -> FetchResult:
         items: list[Item] = []
         cursor: Cursor = {}
-        skipped = 0
+        horizons: list[int] = []
         complete = True
         await self._ensure_token()  # once per poll: the renewal margin outlasts a poll
         for key, listing in ENDPOINTS.items():
-            mark = _Mark.load(poll.cursor.get(key))
-            found, skipped_here, reached = await self._read_back(listing, mark, since=poll.since)
-            items += found
-            skipped += skipped_here
-            complete = complete and reached
-            if mark is not None or found:
-                cursor[key] = (mark or _Mark(0, frozenset())).advanced(found).dump()
-        if skipped:
-            log.debug(
-                "reddit %s: skipped %d children without id or time", self.community.id, skipped
-            )
-        return FetchResult(items=items, cursor=cursor, complete=complete)
+            mark = _Mark.load(poll.cursor.get(key), now=poll.now)
+            walk = await self._read_back(listing, mark, since=poll.since)
+            items += walk.new
+            complete = complete and walk.reached
+            horizons.append(walk.complete_from)
+            if mark is not None or walk.new:
+                start = mark or _Mark(0, frozenset())
+                cursor[key] = start.advanced(walk.new, now=poll.now).dump()
+        return FetchResult(
+            items=items,
+            cursor=cursor,
+            complete=complete,
+            covered_from=None if complete else max(horizons),
+        )
 
-    async def _read_back(
-        self, listing: str, mark: _Mark | None, *, since: int
-    ) -> tuple[list[Item], int, bool]:
-        """New items of one listing, paging back until the mark (or ``since``) is reached.
-
-        Also whether the walk got there, or to the end of the listing; False when it
-        ran out of pages first (more new items than ``MAX_PAGES`` pages hold).
-        """
+    async def _read_back(self, listing: str, mark: _Mark | None, *, since: int) -> _Walk:
+        """New items of one listing, paging back until the mark (or ``since``) is reached,
+        the listing ends or ``MAX_PAGES`` pages are read (see the module doc)."""
         url = self.url(f"/r/{self.subreddit}/{listing}.json")
-        new: list[Item] = []
-        skipped = 0
+        walk = _Walk(complete_from=mark.created if mark else since)
         after: str | None = None
+        listed = 0
         for _ in range(MAX_PAGES):
             params: dict[str, Any] = {"limit": PAGE_SIZE, "raw_json": 1}
             if after is not None:
                 params["after"] = after
             page = parse_listing(await self._get_json(url, params), url=url, web_root=self.web_root)
-            skipped += page.skipped
+            for name in page.skipped:
+                self.intake.reject("missing_field", name)
+            listed += len(page.items) + len(page.skipped)
             reached = False
-            for item in page.items:
+            for item in filter(None, map(self.intake.admit, page.items)):
                 seen = mark.covers(item) if mark else item.created_at < since
                 reached = reached or seen
                 if not seen:
-                    new.append(item)  # anywhere on the page: the order is not exact
+                    walk.new.append(item)  # anywhere on the page: the order is not exact
             after = page.after
-            if reached or after is None:
-                return new, skipped, True
-        return new, skipped, False
+            if reached or (after is None and listed < HORIZON_ITEMS):
+                return walk
+            if after is None:
+                break  # the listing's horizon, not the subreddit's first post
+        walk.reached = False
+        walk.complete_from = min((item.created_at for item in walk.new), default=self.intake.now)
+        return walk
 
     async def _get_json(self, url: str, params: Mapping[str, Any]) -> Any:
         try:
