@@ -45,6 +45,19 @@ the floor stays and the last entry (maybe cut short) is held back, so entries
 the damage hid are reported by the next complete poll. A first poll reaches back
 to ``poll.since`` or as far as the feed goes, whichever is shorter; entries that
 fell off the feed between two polls are lost (logged at info).
+
+**Coverage.** A feed vouches only for the span it lists: a first poll from its
+oldest entry (or ``since``, when the feed reaches further), never from
+``history_days`` back when the feed holds 38 days of it; a later poll from the
+previous poll when the feed still reaches back to what that poll saw, else
+(entries may have scrolled off in between, or damage cut the body short) from
+its oldest entry. An empty first answer vouches for nothing.
+
+**Bad bytes.** Control characters that XML 1.0 forbids (raw or as character
+references) are removed before parsing, so one of them no longer turns every
+poll into a "damaged" one whose window is never trusted. Entries dated before
+1990 or in the future are rejected by the poll's ``Intake``, and neither moves
+the floor.
 """
 
 from __future__ import annotations
@@ -187,6 +200,22 @@ def entry_to_item(entry: Mapping[str, Any]) -> Item | None:
     return Item(kind="reply", thread_id=position.thread_id, parent_id=position.thread_id, **common)
 
 
+_XML_CONTROLS = bytes(b for b in range(32) if b not in (9, 10, 13))
+_CONTROL_REFERENCE = re.compile(
+    rb"&#(?:0*(?:[0-8]|1[124-9]|2[0-9]|3[01])|[xX]0*(?:[0-8bBcCeEfF]|1[0-9a-fA-F]));"
+)
+"""Character references to those controls (``&#1;``, ``&#x1b;``), just as illegal."""
+_WIDE_STARTS = (b"\xff\xfe", b"\xfe\xff", b"\x00<", b"<\x00", b"\x00\x00")
+
+
+def without_controls(body: bytes) -> bytes:
+    """``body`` without the control characters XML 1.0 forbids; a UTF-16 or UTF-32 body,
+    whose every other byte may be 0, is left as it is."""
+    if body.startswith(_WIDE_STARTS):
+        return body
+    return _CONTROL_REFERENCE.sub(b"", body.translate(None, _XML_CONTROLS))
+
+
 def is_damaged(parsed: Any) -> bool:
     """Whether feedparser met broken XML (not merely a wrong content type or charset)."""
     return bool(parsed.bozo) and not isinstance(
@@ -205,7 +234,8 @@ def parse_feed(response: Response, *, canonical_url: str) -> Any:
         headers["content-type"] = content_type
     # A stream, never bytes or str: feedparser would open a body that looks like a
     # file name or fetch one that looks like a URL.
-    parsed = feedparser.parse(io.BytesIO(response.content), response_headers=headers)
+    body = without_controls(response.content)
+    parsed = feedparser.parse(io.BytesIO(body), response_headers=headers)
     if not parsed.entries and (is_damaged(parsed) or not parsed.get("version")):
         host = httpx.URL(response.url).host
         kind = (content_type or "unknown type").split(";")[0]
@@ -283,43 +313,49 @@ class Feed(Source):
             kept = {**conditional, **response.validators}
             return FetchResult([], dict(poll.cursor), kept, not_modified=True)
         parsed = await asyncio.to_thread(parse_feed, response, canonical_url=self.canonical_url)
-        complete = not is_damaged(parsed)
+        whole = not is_damaged(parsed)
         # The last entry of a damaged body may be cut short (and then fall back to a
         # link or hash identity); the unmoved floor lets a complete poll report it.
-        items = self._items(parsed.entries if complete else parsed.entries[:-1])
+        items = self._items(parsed.entries if whole else parsed.entries[:-1])
         before = FeedCursor.load(poll.cursor, since=poll.since)
-        gap = complete and self._gap(items, before)
-        after = before.advanced(items, now=poll.now, complete=complete)
+        after = before.advanced(items, now=poll.now, complete=whole)
         # a damaged body's validators would turn the refetch it needs into a 304
-        validators = response.validators if complete else {}
+        validators = response.validators if whole else {}
+        complete, covered_from = self._coverage(items, before, first=not resuming, poll=poll)
         return FetchResult(
-            before.unseen(items), after.dump(), validators, complete=complete and not gap
+            before.unseen(items),
+            after.dump(),
+            validators,
+            complete=complete,
+            covered_from=covered_from,
         )
 
-    def _gap(self, items: list[Item], before: FeedCursor) -> bool:
-        """True (and logged) when nothing the last poll saw is left: entries may have
-        scrolled off in between, so only the span of this feed counts as covered."""
-        if items and before.newest is not None:
-            if min(item.created_at for item in items) > before.newest:
-                log.info(
-                    "feed of %s: every entry is new; some may have been missed between "
-                    "polls (poll more often)",
-                    self.community.id,
-                )
-                return True
-        return False
+    def _coverage(
+        self, items: list[Item], before: FeedCursor, *, first: bool, poll: PollInput
+    ) -> tuple[bool, int | None]:
+        """(complete, covered_from) of a poll that read ``items``: see the module doc."""
+        oldest = min((item.created_at for item in items), default=None)
+        if first:  # vouch from the feed's oldest entry, at most ``history_days`` back
+            return True, poll.now if oldest is None else max(oldest, poll.since)
+        if before.newest is None and oldest is None:
+            return True, None  # nothing was ever listed, and nothing is now
+        if oldest is not None and before.newest is not None and oldest <= before.newest:
+            return True, None  # the feed still reaches back to what the last poll saw
+        if oldest is not None:
+            log.info(
+                "feed of %s: every entry is new; some may have been missed between "
+                "polls (poll more often)",
+                self.community.id,
+            )
+        # entries before the floor are never reported, so no claim reaches below it
+        return False, poll.now if oldest is None else max(oldest, before.floor)
 
     def _items(self, entries: Iterable[Mapping[str, Any]]) -> list[Item]:
         items: list[Item] = []
-        skipped = 0
         for entry in entries:
             item = entry_to_item(entry)
             if item is None:
-                skipped += 1
-            else:
-                items.append(item)
-        if skipped:
-            log.debug(
-                "feed of %s: skipped %d entries without id or time", self.community.id, skipped
-            )
+                self.intake.reject("missing_field", entry.get("id") or entry.get("link"))
+            elif (admitted := self.intake.admit(item)) is not None:
+                items.append(admitted)
         return items
