@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import Engine, func
@@ -35,13 +36,16 @@ from monitor.ingest import (
     record_failure,
 )
 from monitor.sources import SOURCES
-from monitor.sources.base import Batch, Source
+from monitor.sources.base import Batch, Rejection, Source
 from monitor.store.db import session_scope
 from monitor.store.models import PollState, Post
 from monitor.telemetry import Telemetry
+from monitor.untrusted import for_log
 
 log = logging.getLogger(__name__)
 
+REMEMBERED_REJECTIONS = 10_000
+"""Rejected items (community, reason, id) remembered so each is counted and logged once."""
 RESUME_OVERLAP_SECONDS = 3600
 """How far before the newest stored post a poll with an empty cursor starts reading."""
 
@@ -117,6 +121,7 @@ class Poller:
         self._ingestor = ingestor
         self._clock = clock
         self._failing: dict[str, str] = {}
+        self._rejected: OrderedDict[tuple[str, str, str | None], None] = OrderedDict()
 
     def _load(self, community: CommunityBase) -> tuple[dict[str, object], dict[str, object], int]:
         """The cursor, the validators and the time before which the host asked not to be
@@ -213,11 +218,21 @@ class Poller:
             duration_seconds=round(duration, 3),
         )
 
-    def _count_rejections(self, community: CommunityBase, rejected: Mapping[str, int]) -> None:
-        for reason, count in rejected.items():
+    def _count_rejections(self, community: CommunityBase, rejected: list[Rejection]) -> None:
+        """Count and log each rejected item once, however many polls see it again."""
+        for reason, ident in rejected:
+            key = (community.id, reason, ident)
+            if ident is not None:
+                if key in self._rejected:
+                    self._rejected.move_to_end(key)
+                    continue
+                self._rejected[key] = None
+                while len(self._rejected) > REMEMBERED_REJECTIONS:
+                    self._rejected.popitem(last=False)
             self._telemetry.items_rejected.labels(
                 community=community.id, source=source_of(community), reason=reason
-            ).inc(count)
+            ).inc()
+            log.warning("%s: rejected an item (%s), id %s", community.id, reason, for_log(ident))
 
     def _succeeded(self, community: CommunityBase, result: IngestResult, duration: float) -> None:
         source = source_of(community)

@@ -126,13 +126,18 @@ class FakeHackerNews:
 
     def hit(self, raw: dict[str, Any]) -> dict[str, Any]:
         """An item in Algolia's documented hit shape."""
-        created = int(raw["time"])
+        created = raw["time"]  # a hostile-data test may store a time that is no integer
+        stamp = (
+            datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            if isinstance(created, int)
+            else ""
+        )
         is_comment = raw["type"] == "comment"
         root = self.items[self.root_of(raw["id"])]
         tags = ["comment" if is_comment else raw["type"], f"author_{raw.get('by')}"]
         tags.append(f"story_{root['id']}")
         return {
-            "created_at": datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "created_at": stamp,
             "title": None if is_comment else raw.get("title"),
             "url": None if is_comment else raw.get("url"),
             "author": raw.get("by"),
@@ -166,9 +171,9 @@ class FakeHackerNews:
         found = [
             raw
             for raw in self.items.values()
-            if self._matches(raw, words, tags) and all(c(int(raw["time"])) for c in conditions)
+            if self._matches(raw, words, tags) and all(c(_time_of(raw)) for c in conditions)
         ]
-        found.sort(key=lambda raw: (raw["time"], raw["id"]), reverse=True)
+        found.sort(key=lambda raw: (_time_of(raw), raw["id"]), reverse=True)
         reachable = found[:ALGOLIA_RESULT_CAP]
         pages = min(
             math.ceil(len(found) / hits_per_page), math.ceil(ALGOLIA_RESULT_CAP / hits_per_page)
@@ -187,6 +192,13 @@ class FakeHackerNews:
                 "processingTimeMS": 1,
             }
         )
+
+
+def _time_of(raw: dict[str, Any]) -> int:
+    """The item's time as the index sorts it; a hostile test's non-integer time sorts as
+    the newest and matches every lower bound."""
+    moment = raw["time"]
+    return moment if isinstance(moment, int) else 2**62
 
 
 def _tag_set(text: str) -> set[str]:

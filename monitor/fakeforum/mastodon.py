@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlencode
@@ -38,6 +38,8 @@ class FakeStatus:
     spoiler: str = ""
     edited: float | None = None
     deleted: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Raw fields that replace the rendered ones (for hostile-data tests)."""
 
 
 def _account_id(acct: str) -> str:
@@ -69,12 +71,15 @@ class FakeMastodon:
         local: bool = True,
         boost_of: str | None = None,
         spoiler: str = "",
+        arrived: float | None = None,
     ) -> str:
         """Add a status to ``tag``'s timeline; returns its id. Remote authors look like
-        ``user@other.example`` (``local`` False)."""
+        ``user@other.example`` (``local`` False). The id encodes ``created``, or
+        ``arrived`` when given, as Mastodon does for some remote statuses it receives late."""
         with self._lock:
             self._seq += 1
-            number = (int(created * 1000) << 16) | (self._seq & 0xFFFF)
+            moment = created if arrived is None else arrived
+            number = (int(moment * 1000) << 16) | (self._seq & 0xFFFF)
             self.statuses[number] = FakeStatus(
                 number,
                 tag.lower(),
@@ -178,4 +183,5 @@ class FakeMastodon:
             "emojis": [],
             "card": None,
             "poll": None,
+            **status.extra,
         }

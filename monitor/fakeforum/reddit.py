@@ -61,6 +61,8 @@ class FakePost:
     edited: float | bool = False
     state: State = "live"
     seq: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Raw fields that replace the rendered ones (for hostile-data tests)."""
 
     @property
     def fullname(self) -> str:
@@ -92,6 +94,9 @@ class FakeReddit:
     token_lifetime: int = 3600
     rate_budget: int = 1000
     rate_window: int = 600
+    listing_limit: int = 1000
+    """Items a listing reaches back at most, as Reddit's own listings do; then ``after``
+    is null as if the subreddit began there."""
     clock: Callable[[], float] = time.time
     posts: dict[str, FakePost] = field(default_factory=dict)
     """Fullname -> post, every subreddit."""
@@ -223,6 +228,7 @@ class FakeReddit:
                 replies="",
                 is_submitter=post.author == thread.author,
             )
+        data.update(post.extra)
         return {"kind": post.kind, "data": data}
 
     def listing(
@@ -242,6 +248,7 @@ class FakeReddit:
                 if p.kind == kind and p.subreddit.lower() == subreddit
             ]
             ordered = sorted(wanted, key=lambda p: (p.created_utc, p.seq), reverse=True)
+            ordered = ordered[: self.listing_limit]
             names = [p.fullname for p in ordered]
             limit = max(1, min(limit, MAX_LIMIT))
             if before is not None:

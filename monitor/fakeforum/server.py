@@ -66,6 +66,9 @@ class FakeForumServer:
 
     def __init__(self, handler: Handler, *, port: int = 0) -> None:
         self.handler = handler
+        self.rewrite: Callable[[bytes], bytes] | None = None
+        """Applied to every body the handler answers: a test's way to put on the wire what
+        ``json.dumps`` never writes (a bare ``1e400``, an unpaired surrogate escape)."""
         self.requests: list[Request] = []
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
@@ -157,6 +160,10 @@ class FakeForumServer:
                 fault = None
             if fault is None or fault.kind in ("reset", "truncate"):
                 response = self.handler(request)
+                if self.rewrite is not None:
+                    response = FakeResponse(
+                        response.status, self.rewrite(response.body), dict(response.headers)
+                    )
             else:
                 response = _fault_response(fault)
             if fault is not None and fault.kind == "reset":

@@ -13,8 +13,9 @@ One bad item never blocks or blinds a community. Every item passes the poll's
 ``Intake`` before it is stored: text is cleaned (``monitor.untrusted``), ids and
 links are bounded to what both stores hold, and an item whose time is not
 plausible (before ``Source.earliest``, the source's own beginning, or more than
-``FUTURE_SKEW_SECONDS`` past the poll's clock) is rejected, counted under a
-reason from ``monitor.errors.REJECTION_REASONS`` and logged once with its id. Adapters pass
+``FUTURE_SKEW_SECONDS`` past the poll's clock) is rejected, with a reason from
+``monitor.errors.REJECTION_REASONS`` (the poller counts and logs each rejected
+item once, by its id). Adapters pass
 their items through ``self.intake`` *before* they move a cursor with them, so a
 post dated year 9999 cannot put every later post behind the cursor; the rest of
 the page is kept.
@@ -28,7 +29,7 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -37,7 +38,7 @@ import httpx
 
 from monitor.config import CommunityBase, Settings
 from monitor.http import PoliteClient, RequestCounter, Response
-from monitor.untrusted import clean_text, for_log
+from monitor.untrusted import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +85,18 @@ def bounded_id(value: str) -> str:
 
 MAX_EPOCH = 2**53
 """Larger numbers are no time (and no JSON-safe integer)."""
+INVALID_TIME = -1
+"""What ``epoch_seconds`` makes of a number that is no time; the intake rejects it as
+``bad_time``, like any time before its source existed."""
 
 
 def epoch_seconds(value: object) -> int | None:
-    """A JSON number of seconds as whole seconds; None for booleans, NaN, infinities, numbers
-    too large to be a time, and anything that is not a number."""
+    """A JSON number of seconds as whole seconds: None when there is no number (absent,
+    a boolean, a string), ``INVALID_TIME`` for NaN, infinities and magnitudes no time has."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     if not math.isfinite(value) or abs(value) > MAX_EPOCH:
-        return None
+        return INVALID_TIME
     return int(value)
 
 
@@ -119,21 +123,18 @@ def sanitized(item: Item, *, now: int) -> Item:
     )
 
 
+Rejection = tuple[str, str | None]
+"""(reason, the item's id where it has one): never its text."""
+
+
 class Intake:
-    """The gate of one poll's items: cleans what it admits, counts what it rejects.
-
-    A rejected item is logged (with its id, never its text) and counted once per
-    process, however many polls see it again.
-    """
-
-    _already: ClassVar[OrderedDict[tuple[str, str, str], None]] = OrderedDict()
-    _remembered = 10_000
+    """The gate of one poll's items: cleans what it admits, notes what it rejects."""
 
     def __init__(self, *, community: str, earliest: int, now: int) -> None:
         self.community = community
         self.earliest = earliest
         self.now = now
-        self.rejected: Counter[str] = Counter()
+        self.rejected: list[Rejection] = []
 
     def plausible_time(self, moment: int | None) -> bool:
         """Whether ``moment`` lies between the source's beginning and now (plus a skew)."""
@@ -147,18 +148,10 @@ class Intake:
         return sanitized(item, now=self.now)
 
     def reject(self, reason: str, external_id: object = None) -> None:
-        """Count (and log) one item that cannot be normalized, once per process."""
-        key = (self.community, reason, str(external_id))
-        if external_id is not None and key in self._already:
-            return
-        if external_id is not None:
-            self._already[key] = None
-            while len(self._already) > self._remembered:
-                self._already.popitem(last=False)
-        self.rejected[reason] += 1
-        log.warning(
-            "%s: rejected an item (%s), id %s", self.community, reason, for_log(external_id)
-        )
+        """Note one item that cannot be normalized (its id, if it has one, is kept whole
+        only up to ``MAX_ID_LENGTH``)."""
+        ident = None if external_id is None else bounded_id(clean_text(str(external_id)))
+        self.rejected.append((reason, ident))
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,8 +195,8 @@ class Batch:
     since: int = 0
     complete: bool = True
     covered_from: int | None = None
-    rejected: Counter[str] = field(default_factory=Counter)
-    """Items rejected by the poll's ``Intake`` (first sightings only), by reason."""
+    rejected: list[Rejection] = field(default_factory=list)
+    """Items the poll's ``Intake`` rejected."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,5 +337,5 @@ class Source(ABC):
             since=since,
             complete=result.complete,
             covered_from=result.covered_from,
-            rejected=Counter(self.intake.rejected),
+            rejected=list(self.intake.rejected),
         )

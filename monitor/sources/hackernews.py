@@ -74,7 +74,15 @@ import httpx
 from monitor.config import CommunityBase, HackerNewsCommunity, Settings
 from monitor.errors import MalformedResponse
 from monitor.http import PoliteClient
-from monitor.sources.base import Cursor, FetchResult, Item, PollInput, RootCache, Source
+from monitor.sources.base import (
+    Cursor,
+    FetchResult,
+    Item,
+    PollInput,
+    RootCache,
+    Source,
+    epoch_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +125,7 @@ def item_from_firebase(raw: Mapping[str, Any], *, root_id: int | None = None) ->
 
     ``root_id`` is the comment's thread root; a comment without one falls back to its parent.
     """
-    item_id, created, kind = _int(raw.get("id")), _int(raw.get("time")), raw.get("type")
+    item_id, created, kind = _int(raw.get("id")), epoch_seconds(raw.get("time")), raw.get("type")
     if item_id is None or created is None or kind not in POST_TYPES:
         return None
     gone = bool(raw.get("deleted") or raw.get("dead"))
@@ -141,7 +149,7 @@ def item_from_firebase(raw: Mapping[str, Any], *, root_id: int | None = None) ->
 
 
 def _hit_time(hit: Mapping[str, Any]) -> int | None:
-    created = _int(hit.get("created_at_i"))
+    created = epoch_seconds(hit.get("created_at_i"))
     text = _str(hit.get("created_at"))
     if created is not None or text is None:
         return created

@@ -1,0 +1,254 @@
+"""One bad item never blocks or blinds a community, on SQLite and on PostgreSQL.
+
+Each case serves, on a fake forum on 127.0.0.1, five good items and one
+poisoned one: dated year 9999, a time that is NaN, 1e400 or 1e20 on the wire,
+an unpaired surrogate in a name and a title, NUL bytes, an id longer than the
+store's column, a link longer than 2,048 characters, an id from the future. The
+service polls it, the forum gets three more good items, and the service polls
+again. Every good item must be stored once, both polls must say "ok", an item
+that cannot be normalized must be counted in
+``forum_monitor_items_rejected_total`` under its reason (once, however many
+polls see it), and one that can be made safe must be stored. Bodies are kept
+here, so NUL bytes reach PostgreSQL's text columns if nothing removes them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlmodel import Session, select
+
+from monitor.config import settings_from_mapping
+from monitor.fakeforum.feeds import FakeFeeds
+from monitor.fakeforum.hackernews import FakeHackerNews
+from monitor.fakeforum.mastodon import FakeMastodon
+from monitor.fakeforum.reddit import FakeReddit
+from monitor.fakeforum.server import FakeForumServer, Router
+from monitor.service import Service
+from monitor.store.models import Post
+from tests.support import service_config, stored_posts
+
+NOW = int(time.time())
+HOUR = 3600
+YEAR_9999 = 253_402_300_799
+SURROGATE = "name\ud800x"
+"""``json.dumps`` writes it as the escape ``\\ud800``, which decodes to a lone surrogate."""
+NUL_TITLE = "pay\x00cut"
+LONG_ID_TAIL = "z" * 300
+LONG_PATH = "/a" * 1500
+MARKERS = {b'"__NaN__"': b"NaN", b'"__1e400__"': b"1e400"}
+"""Quoted markers the server rewrites into JSON literals ``json.dumps`` never writes."""
+
+
+def unquote_markers(body: bytes) -> bytes:
+    for marker, literal in MARKERS.items():
+        body = body.replace(marker, literal)
+    return body
+
+
+class Forums:
+    """Reddit, Mastodon, Hacker News (both modes) and a feed on one server."""
+
+    def __init__(self) -> None:
+        self.reddit = FakeReddit()
+        self.reddit.add_subreddit("gig")
+        self.mastodon = FakeMastodon(prefix="/masto")
+        self.hn = FakeHackerNews()
+        self.feeds = FakeFeeds()
+        self.feeds.add_feed("/feed.rss", limit=100)
+        router = Router()
+        self.reddit.register(router)
+        self.mastodon.register(router)
+        self.hn.register(router, prefix="/hn")
+        self.feeds.register(router)
+        self.server = FakeForumServer(router)
+        self.server.rewrite = unquote_markers
+        self.story = self.hn.add_story(by="op", title="Gig pay", time=NOW - 6 * HOUR)
+        self.serial = 0
+
+    def good(self, community: str, at: int) -> None:
+        """One good item for ``community``, created at ``at``."""
+        self.serial += 1
+        n = self.serial
+        if community == "reddit":
+            self.reddit.add_thread("gig", created=at, author=f"u{n % 3}", title=f"Good {n}")
+        elif community == "mastodon":
+            self.mastodon.add_status("gig", created=at, author=f"m{n % 3}")
+        elif community in ("hn_site", "hn_query"):
+            self.hn.add_comment(parent=self.story, by=f"h{n % 3}", text=f"gig {n}", time=at)
+        else:
+            self.feeds.add_entry(
+                "/feed.rss", guid=f"entry-{n}", title=f"Good {n}", published=at, author="ed"
+            )
+
+
+@dataclass(frozen=True)
+class Poison:
+    community: str
+    name: str
+    add: Callable[[Forums], None]
+    rejected: str | None
+    """The reason it is counted under, or None when it is stored (made safe)."""
+
+
+def reddit_thread(**extra: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        name = forums.reddit.add_thread("gig", created=NOW - 90 * 60, title="Bad")
+        forums.reddit.posts[name].extra = dict(extra)
+
+    return add
+
+
+def mastodon_status(**extra: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        number = forums.mastodon.add_status("gig", created=NOW - 90 * 60)
+        forums.mastodon.statuses[int(number)].extra = dict(extra)
+
+    return add
+
+
+def hn_comment(**fields: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        raw = {"type": "comment", "by": "x", "parent": forums.story, "text": "gig bad"}
+        forums.hn.add_raw({**raw, "time": NOW - 90 * 60, **fields})
+
+    return add
+
+
+def feed_entry(**fields: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        entry = {"guid": "bad", "title": "Bad", "published": NOW - 90 * 60, **fields}
+        forums.feeds.add_entry("/feed.rss", **entry)
+
+    return add
+
+
+def far_future_status(forums: Forums) -> None:
+    """A status whose id encodes the year 2286: every later id would sit below it."""
+    forums.mastodon.add_status("gig", created=NOW - 90 * 60, arrived=10_000_000_000)
+
+
+POISONS = [
+    Poison("reddit", "year 9999", reddit_thread(created_utc=YEAR_9999), "bad_time"),
+    Poison("reddit", "NaN time", reddit_thread(created_utc="__NaN__"), "bad_time"),
+    Poison("reddit", "1e400 time", reddit_thread(created_utc="__1e400__"), "bad_time"),
+    Poison("reddit", "1e20 time", reddit_thread(created_utc=1e20), "bad_time"),
+    Poison("reddit", "no time", reddit_thread(created_utc=None), "missing_field"),
+    Poison("reddit", "surrogates", reddit_thread(author=SURROGATE, title=SURROGATE), None),
+    Poison("reddit", "NUL bytes", reddit_thread(title=NUL_TITLE, selftext="a\x00b"), None),
+    Poison("reddit", "long id", reddit_thread(name="t3_" + LONG_ID_TAIL), None),
+    Poison("reddit", "long link", reddit_thread(permalink=LONG_PATH), None),
+    Poison(
+        "mastodon",
+        "year 9999",
+        mastodon_status(created_at="9999-12-31T23:59:59.000Z"),
+        "bad_time",
+    ),
+    Poison("mastodon", "id from the future", far_future_status, "bad_id"),
+    Poison("mastodon", "surrogates", mastodon_status(content=SURROGATE), None),
+    Poison("mastodon", "NUL bytes", mastodon_status(content="<p>a\x00b</p>"), None),
+    Poison("hn_site", "year 9999", hn_comment(time=YEAR_9999), "bad_time"),
+    Poison("hn_site", "1e20 time", hn_comment(time=10**20), "bad_time"),
+    Poison("hn_site", "NaN time", hn_comment(time="__NaN__"), "bad_time"),
+    Poison("hn_site", "surrogates", hn_comment(by=SURROGATE, text=SURROGATE), None),
+    Poison("hn_site", "NUL bytes", hn_comment(text="gig a\x00b"), None),
+    Poison("hn_query", "year 9999", hn_comment(time=YEAR_9999), "bad_time"),
+    Poison("hn_query", "1e400 time", hn_comment(time="__1e400__"), "bad_time"),
+    Poison("hn_query", "surrogates", hn_comment(by=SURROGATE, text="gig " + SURROGATE), None),
+    Poison("rss", "year 9999", feed_entry(published=YEAR_9999), "bad_time"),
+    Poison("rss", "control characters", feed_entry(title="Bad\x01\x1b title"), None),
+    Poison("rss", "long id", feed_entry(guid="g" * 300), None),
+    Poison("rss", "long link", feed_entry(link="https://feed.example" + LONG_PATH), None),
+]
+
+
+def config(forums: Forums, tmp_path: Path, database_url: str) -> dict[str, Any]:
+    base = forums.server.base_url
+    data = service_config(
+        tmp_path,
+        [
+            {"id": "reddit", "source": "reddit", "subreddit": "gig", "base_url": base},
+            {"id": "mastodon", "source": "mastodon", "base_url": base + "/masto", "hashtag": "gig"},
+            {"id": "hn_site", "source": "hackernews", "base_url": base + "/hn"},
+            {
+                "id": "hn_query",
+                "source": "hackernews",
+                "query": "gig",
+                "base_url": base + "/hn",
+                "search_base_url": base + "/hn",
+            },
+            {"id": "rss", "source": "rss", "url": base + "/feed.rss"},
+        ],
+    )
+    return {**data, "database_url": database_url, "store_bodies": True}
+
+
+@pytest.fixture
+def forums() -> Iterator[Forums]:
+    forums = Forums()
+    with forums.server:
+        yield forums
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def rejected(registry: CollectorRegistry, community: str, reason: str) -> float:
+    labels = {"community": community, "source": source_of(community), "reason": reason}
+    return registry.get_sample_value("forum_monitor_items_rejected_total", labels) or 0.0
+
+
+def source_of(community: str) -> str:
+    return "hackernews" if community.startswith("hn_") else community
+
+
+@pytest.mark.parametrize("poison", POISONS, ids=lambda p: f"{p.community}-{p.name}")
+async def test_one_bad_item_neither_blocks_nor_blinds(
+    poison: Poison, forums: Forums, tmp_path: Path, database_url: str
+) -> None:
+    name = poison.community
+    for hours in (5, 4, 3):
+        forums.good(name, NOW - hours * HOUR)
+    poison.add(forums)
+    for minutes in (80, 70):
+        forums.good(name, NOW - minutes * 60)
+
+    registry = CollectorRegistry()
+    settings = settings_from_mapping(config(forums, tmp_path, database_url))
+    service = Service(settings, registry=registry)
+    await service.open()
+    try:
+        community = next(c for c in settings.communities if c.id == name)
+        first = await service.poll(community)
+        assert (first.outcome, first.error) == ("ok", None)
+        for minutes in (30, 20, 10):  # after the poison, as activity goes on
+            forums.good(name, NOW - minutes * 60)
+        second = await service.poll(community)
+        assert (second.outcome, second.error) == ("ok", None)
+        assert service.engine is not None
+        with Session(service.engine) as session:
+            stored = session.exec(select(Post).where(Post.community_id == name)).all()
+        # 8 good items, the story Hacker News comments answer, and the poison if made safe
+        expected = 8 + name.startswith("hn_") + (poison.rejected is None)
+        assert stored_posts(service.engine, name) == (expected, expected)
+        assert second.new_items >= 3  # not blinded: the posts after the poison came in
+        if poison.rejected:
+            assert rejected(registry, name, poison.rejected) == 1  # once, though seen twice
+        else:
+            assert sum(rejected(registry, name, r) for r in ("bad_time", "bad_id")) == 0
+        for post in stored:
+            assert post.created_at <= NOW + 60
+            assert "\x00" not in (post.body or "") + (post.url or "") + post.external_id
+            assert len(post.external_id) <= 128 and len(post.url or "") <= 2048
+    finally:
+        await service.stop()
