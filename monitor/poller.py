@@ -125,14 +125,17 @@ class Poller:
 
     def _load(self, community: CommunityBase) -> tuple[dict[str, object], dict[str, object], int]:
         """The cursor, the validators and the time before which the host asked not to be
-        polled (at most ``MAX_SERVER_WAIT`` away, whatever an older release stored)."""
+        polled: at most ``MAX_SERVER_WAIT`` after the poll that was told so, whatever an
+        older release stored."""
         with session_scope(self._engine) as session:
             now = int(self._clock())
             ensure_community(session, community=community, now=now)
             cursor, validators = load_poll_state(session, community.id)
             state = session.get(PollState, community.id)
-            not_before = (state.not_before or 0) if state else 0
-            return cursor, validators, min(not_before, now + int(MAX_SERVER_WAIT))
+            if state is None or state.not_before is None:
+                return cursor, validators, 0
+            told_at = state.last_attempt_at if state.last_attempt_at is not None else now
+            return cursor, validators, min(state.not_before, told_at + int(MAX_SERVER_WAIT))
 
     def _resume_from(self, community: CommunityBase) -> int | None:
         """Where a poll with an empty cursor starts: just before the newest stored post."""

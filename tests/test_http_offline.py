@@ -64,6 +64,10 @@ async def make_client(telemetry: Telemetry) -> AsyncIterator[ClientFactory]:
         (None, None),
         ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),
         ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # already past
+        # a server cannot stop a community's polls for good: one hour at most
+        ("1e300", 3600.0),
+        ("3601", 3600.0),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 3600.0),
     ],
 )
 def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
@@ -104,6 +108,8 @@ def test_retry_after_date_with_unknown_zone_is_gmt() -> None:
         ("-3", 0.0),
         ("1700000003", 3.0),  # GitHub style: the Unix time of the reset
         ("1699999990", 0.0),  # a Unix time already past
+        ("1e300", 3600.0),  # at most an hour, however far the server says
+        ("253402300799", 3600.0),  # year 9999 as a Unix time
     ],
 )
 def test_parse_rate_reset(header: str | None, seconds: float) -> None:

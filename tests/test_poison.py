@@ -29,9 +29,11 @@ from monitor.fakeforum.feeds import FakeFeeds
 from monitor.fakeforum.hackernews import FakeHackerNews
 from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.reddit import FakeReddit
-from monitor.fakeforum.server import FakeForumServer, Router
+from monitor.fakeforum.server import FakeForumServer, Fault, Router
+from monitor.http import MAX_SERVER_WAIT
+from monitor.ingest import ensure_community
 from monitor.service import Service
-from monitor.store.models import Post
+from monitor.store.models import PollRun, PollState, Post
 from tests.support import service_config, stored_posts
 
 NOW = int(time.time())
@@ -250,5 +252,112 @@ async def test_one_bad_item_neither_blocks_nor_blinds(
             assert post.created_at <= NOW + 60
             assert "\x00" not in (post.body or "") + (post.url or "") + post.external_id
             assert len(post.external_id) <= 128 and len(post.url or "") <= 2048
+    finally:
+        await service.stop()
+
+
+async def opened(
+    forums: Forums, tmp_path: Path, database_url: str, *, clock: Callable[[], float] = time.time
+) -> tuple[Service, CollectorRegistry]:
+    registry = CollectorRegistry()
+    settings = settings_from_mapping(config(forums, tmp_path, database_url))
+    service = Service(settings, registry=registry, clock=clock)
+    await service.open()
+    return service, registry
+
+
+def reddit_of(service: Service) -> Any:
+    return next(c for c in service.settings.communities if c.id == "reddit")
+
+
+@pytest.mark.parametrize("retry_after", ["1e300", "Fri, 31 Dec 9999 23:59:59 GMT"])
+async def test_a_hostile_retry_after_pauses_a_community_for_an_hour_at_most(
+    retry_after: str, forums: Forums, tmp_path: Path
+) -> None:
+    """A 1e300 wait raised OverflowError out of the poller on every interval, unrecorded; a
+    wait dated year 9999 was stored and kept the community unpolled for good."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    forums.good("reddit", NOW - HOUR)
+    forums.server.inject(Fault("status", status=429, retry_after=retry_after, path_prefix="/r/"))
+    service, _ = await opened(forums, tmp_path, url)
+    try:
+        failed = await service.poll(reddit_of(service))
+        assert failed.outcome == "rate_limited"
+        assert service.engine is not None
+        with Session(service.engine) as session:
+            state = session.get(PollState, "reddit")
+            assert state is not None and state.not_before is not None
+            assert state.not_before <= time.time() + MAX_SERVER_WAIT
+            assert state.last_error is not None and "429" in state.last_error
+        assert (await service.poll(reddit_of(service))).outcome == "deferred"
+    finally:
+        await service.stop()
+    # after a restart an hour on, the community is polled again
+    later, _ = await opened(forums, tmp_path, url, clock=lambda: time.time() + 3601)
+    try:
+        assert (await later.poll(reddit_of(later))).outcome == "ok"
+    finally:
+        await later.stop()
+
+
+async def test_a_wait_stored_for_year_9999_is_read_as_an_hour(
+    forums: Forums, tmp_path: Path
+) -> None:
+    """An older release stored the server's wait as given; it must not stop polls for good."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    forums.good("reddit", NOW - HOUR)
+    service, _ = await opened(forums, tmp_path, url, clock=lambda: time.time() + 3601)
+    try:
+        assert service.engine is not None
+        with Session(service.engine) as session:
+            ensure_community(session, community=reddit_of(service), now=NOW)
+            state = session.get(PollState, "reddit")
+            assert state is not None
+            state.last_attempt_at, state.not_before = NOW, YEAR_9999
+            session.add(state)
+            session.commit()
+        assert (await service.poll(reddit_of(service))).outcome == "ok"
+    finally:
+        await service.stop()
+
+
+FAIL_POST_INSERTS = {
+    "sqlite": [
+        "CREATE TRIGGER refuse BEFORE INSERT ON posts "
+        "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$",
+        "CREATE TRIGGER refuse BEFORE INSERT ON posts FOR EACH ROW EXECUTE FUNCTION refuse()",
+    ],
+}
+
+
+async def test_a_failed_database_write_is_the_last_error(
+    forums: Forums, tmp_path: Path, database_url: str
+) -> None:
+    """It was logged but not recorded, so the status page said "Last error: none"."""
+    forums.good("reddit", NOW - HOUR)
+    service, registry = await opened(forums, tmp_path, database_url)
+    try:
+        assert service.engine is not None
+        with service.engine.begin() as connection:
+            for statement in FAIL_POST_INSERTS[service.engine.dialect.name]:
+                connection.exec_driver_sql(statement)
+        outcome = await service.poll(reddit_of(service))
+        assert outcome.outcome == "store"
+        with Session(service.engine) as session:
+            state = session.get(PollState, "reddit")
+            assert state is not None and state.last_error is not None
+            assert "database error" in state.last_error and "disk on fire" in state.last_error
+            runs = session.exec(select(PollRun).where(PollRun.community_id == "reddit")).all()
+            assert [run.outcome for run in runs] == ["store"]
+        labels = {"community": "reddit", "source": "reddit", "reason": "store"}
+        assert registry.get_sample_value("forum_monitor_poll_failures_total", labels) == 1
+        await service.refresh(reddit_of(service))
+        assert service.snapshots is not None
+        snapshot = service.snapshots.get("reddit")
+        assert snapshot is not None and "disk on fire" in (snapshot.last_error or "")
     finally:
         await service.stop()
