@@ -213,9 +213,10 @@ class SearchCursor:
     @classmethod
     def load(cls, cursor: Cursor, *, since: int, now: int) -> SearchCursor:
         after = _int(cursor.get("after"))
-        if after is None:  # a first poll, or a cursor left by whole-site mode
+        # a first poll, a cursor left by whole-site mode, or one a future-dated hit pushed
+        # past now (what came after that hit was never fetched: start over)
+        if after is None or after > now:
             return cls(after=since - 1, first=True)
-        after = min(after, now)  # a cursor a future-dated hit once pushed too far
         seen = cursor.get("seen")
         pairs = seen.items() if isinstance(seen, dict) else ()
         return cls(

@@ -113,16 +113,16 @@ class _Mark:
 
     @classmethod
     def load(cls, raw: object, *, now: int) -> _Mark | None:
-        """The mark from a stored cursor; anything unreadable means a first poll. A mark
-        past ``now`` (left by a release that let a future-dated item move it) is pulled
-        back to ``now``."""
+        """The mark from a stored cursor; anything unreadable means a first poll, and so
+        does a mark past ``now`` (left by a release that let a future-dated item move it:
+        what came after that item was never listed, so the walk starts over)."""
         if not isinstance(raw, Mapping):
             return None
         created, ids = raw.get("created"), raw.get("ids", [])
         if not isinstance(created, int) or isinstance(created, bool) or not isinstance(ids, list):
             return None
         if created > now:
-            return cls(now, frozenset())
+            return None
         return cls(created, frozenset(str(i) for i in ids))
 
     def dump(self) -> dict[str, Any]:

@@ -280,3 +280,63 @@ def test_fake_rss_has_the_recorded_shape(real_samples: Path) -> None:
     assert not fake.bozo and fake.version == recorded.version == "rss20"
     assert set(fake.entries[0].keys()) == set(recorded.entries[0].keys())
     assert {e.link.rsplit("/", 1)[1] for e in fake.entries} >= {"100#post_1", "100?page=2#post_22"}
+
+
+async def test_a_feed_shorter_than_history_days_vouches_from_its_oldest_entry(
+    fake: tuple[FakeFeeds, FakeForumServer], client: PoliteClient
+) -> None:
+    """A feed holding 38 days must not claim 90: those days would read as "covered, 0 posts"
+    and poison every baseline."""
+    feeds, server = fake
+    for age in (38, 20, 5):
+        feeds.add_entry(POSTS, guid=f"age-{age}", title="t", published=NOW - age * DAY)
+    long_history = poller(server, client, history_days=90)
+    first = await long_history.poll()
+    assert (first.complete, first.covered_from) == (True, NOW - 38 * DAY)
+    short_history = poller(server, client, history_days=30)
+    capped = await short_history.poll()  # the feed reaches past 30 days: vouch for 30
+    assert (capped.complete, capped.covered_from) == (True, NOW - 30 * DAY)
+
+    feeds.add_entry(POSTS, guid="new", title="t", published=NOW - HOUR)
+    later = await long_history.poll(now=NOW + HOUR)  # reaches back to what poll 1 saw
+    assert (later.complete, later.covered_from) == (True, None)  # from the last success
+
+
+async def test_an_empty_first_answer_vouches_for_nothing(
+    fake: tuple[FakeFeeds, FakeForumServer], client: PoliteClient
+) -> None:
+    _, server = fake
+    first = await poller(server, client).poll()
+    assert first.covered_from == NOW  # an empty span: how far back would it reach?
+
+
+async def test_a_feed_that_scrolled_past_the_last_poll_vouches_only_for_itself(
+    fake: tuple[FakeFeeds, FakeForumServer], client: PoliteClient
+) -> None:
+    feeds, server = fake
+    community = poller(server, client, path=ATOM)  # this feed keeps 20 entries
+    feeds.add_entry(ATOM, guid="seen", title="t", published=NOW - DAY)
+    await community.poll()
+    for n in range(25):  # more than the feed holds: "seen" and 5 new ones scroll off
+        feeds.add_entry(ATOM, guid=f"n{n}", title="t", published=NOW - 3 * HOUR + 60 * n)
+    gap = await community.poll(now=NOW + 60)
+    assert len(gap.envelopes) == 20
+    assert (gap.complete, gap.covered_from) == (False, NOW - 3 * HOUR + 5 * 60)
+
+
+async def test_a_control_character_does_not_stall_coverage(
+    fake: tuple[FakeFeeds, FakeForumServer], client: PoliteClient
+) -> None:
+    """One control character made every parse "damaged": the window was never trusted, so
+    coverage sat at 0.17 against 1.00 for the same clean feed, and trends stayed withheld."""
+    feeds, server = fake
+    feeds.add_entry(POSTS, guid="dirty", title="Pay\x01 cut \x1b", published=NOW - 2 * DAY)
+    feeds.add_entry(POSTS, guid="clean", title="Fine", published=NOW - DAY)
+    community = poller(server, client)
+    first = await community.poll()
+    assert ids(first) == ["clean", "dirty"] and first.validators  # trusted: validators kept
+    titles = {e.item.external_id: e.item.title for e in first.envelopes}
+    assert titles["dirty"] == "Pay cut"
+    feeds.add_entry(POSTS, guid="new", title="t", published=NOW - HOUR)
+    second = await community.poll(now=NOW + HOUR)
+    assert ids(second) == ["new"] and second.complete and second.covered_from is None

@@ -178,6 +178,21 @@ async def test_a_status_that_federates_in_late_is_caught_within_the_overlap(
     assert ids(await poller.poll()) == []
 
 
+async def test_a_late_status_with_an_id_from_its_arrival_is_caught_however_late(
+    fake: FakeMastodon, poller: SourcePoller
+) -> None:
+    """Some remote statuses get ids from when the instance received them, not from their
+    ``created_at`` (on real timelines, minutes to an hour later): above the cursor."""
+    newest = fake.add_status("gigwork", created=NOW - 3600)
+    await poller.poll()
+    late = fake.add_status("gigwork", created=NOW - 3 * 3600, arrived=NOW - 60, local=False)
+    assert int(late) > int(newest)  # its id is its arrival, two hours after its creation
+    batch = await poller.poll()
+    assert ids(batch) == [late]
+    assert batch.envelopes[0].item.created_at == NOW - 3 * 3600  # counted on its own day
+    assert ids(await poller.poll()) == []
+
+
 async def test_a_long_first_poll_goes_on_in_the_next_polls(
     fake: FakeMastodon, poller: SourcePoller, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -446,3 +446,40 @@ async def test_ratelimit_headers_reach_the_gauge(
         assert remaining == 996.0
     finally:
         await poller.client.aclose()
+
+
+async def test_a_listing_cut_at_reddits_horizon_is_not_a_young_subreddit(
+    fake: FakeReddit, server: FakeForumServer, telemetry: Telemetry
+) -> None:
+    """Reddit lists the newest 1000 items and then says ``after: null``, as if the subreddit
+    began there: a busy subreddit must not claim the days it could not list."""
+    thread = fake.add_thread("alpha", created=NOW - 6 * DAY)
+    for n in range(1500):  # every 4 minutes from 5 days back: Reddit lists n = 500..1499
+        fake.add_reply(thread, created=NOW - 5 * DAY + n * 240)
+    poller = Poller(telemetry, make_settings(server, history_days=30))
+    try:
+        batch = await poller.poll()
+        assert len(ids(batch)) == 1 + 1000
+        assert listing_requests(server, "alpha", "comments") == 10  # the last ends the listing
+        # the submissions listing ended after one item (a young listing: complete), the
+        # comments only reach back to n = 500: from there on both are complete
+        assert (batch.complete, batch.covered_from) == (False, NOW - 5 * DAY + 500 * 240)
+    finally:
+        await poller.client.aclose()
+
+
+async def test_a_mark_in_the_future_is_pulled_back(
+    fake: FakeReddit, server: FakeForumServer, telemetry: Telemetry
+) -> None:
+    """A cursor an older release let a year-9999 post move would hide every later post."""
+    thread = fake.add_thread("alpha", created=NOW - 600)
+    poller = Poller(telemetry, make_settings(server))
+    poller.cursor = {
+        "submissions": {"created": 253_402_300_799, "ids": ["t3_poison"]},
+        "comments": {"created": 253_402_300_799, "ids": []},
+    }
+    try:  # read as no mark at all: the walk starts over from history_days back
+        assert ids(await poller.poll()) == [thread]
+        assert poller.cursor["submissions"] == {"created": NOW - 600, "ids": [thread]}
+    finally:
+        await poller.client.aclose()
