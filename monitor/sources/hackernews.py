@@ -210,6 +210,10 @@ class SearchCursor:
     """The newest hit fetched while a gap is open; ``after`` moves here once it closes."""
     first: bool = False
 
+    vouch: int | None = None
+    """Set while a gap is open or not yet followed by a poll up to now: from here on,
+    every hit is fetched once the gap is closed and a poll reaches now."""
+
     @classmethod
     def load(cls, cursor: Cursor, *, since: int, now: int) -> SearchCursor:
         after = _int(cursor.get("after"))
@@ -226,6 +230,7 @@ class SearchCursor:
             },
             before=_int(cursor.get("before")),
             head=_int(cursor.get("head")),
+            vouch=_int(cursor.get("vouch")),
         )
 
     def filters(self, *, overlap: int) -> list[str]:
@@ -302,28 +307,32 @@ class HackerNews(Source):
             what = f"maxitem {newest}, but ids {start}-{end} are all null"
             raise self._malformed(self.url("/v0/maxitem.json"), what)
         roots = await self._resolve_roots(raws)
-        items: list[Item] = []
+        admitted: list[Item] = []
         for item_id, raw in raws.items():
             item = item_from_firebase(raw, root_id=roots.get(item_id))
             if item is None:
                 if raw.get("type") != "pollopt":  # a poll option is not a post
                     self.intake.reject("missing_field", item_id)
-            elif (admitted := self.intake.admit(item)) is not None:
-                if not first or admitted.created_at >= poll.since:
-                    items.append(admitted)
+            elif (kept := self.intake.admit(item)) is not None:
+                admitted.append(kept)
+        items = [i for i in admitted if not first or i.created_at >= poll.since]
         answered = max(raws, default=start - 1)  # ids above it answered null: ask again
+        cursor: Cursor = {"next_id": answered + 1}
+        times = [item.created_at for item in admitted]
+        # ids at the very top that answer null are seconds old: the walk still got there
+        if end < newest:  # a walk oldest first, cut short: the newest items are unread
+            behind = _int(poll.cursor.get("behind_from"))
+            # ids grow with time: all created since the walk's first item is fetched once
+            # it catches up (nothing was created between the last walk's end and it)
+            cursor["behind_from"] = min(times, default=poll.now) if behind is None else behind
+            return FetchResult(items=items, cursor=cursor, complete=False, covered_from=poll.now)
+        reached = not first or start == 1 or min(times, default=poll.now) < poll.since
         return FetchResult(
             items=items,
-            cursor={"next_id": answered + 1},
-            # ids at the very top that answer null are seconds old: the walk still got there
-            complete=end == newest and (not first or self._reached(raws, start, poll.since)),
+            cursor=cursor,
+            complete=reached,
+            covered_from=_int(poll.cursor.get("behind_from")),
         )
-
-    @staticmethod
-    def _reached(raws: Mapping[int, Mapping[str, Any]], start: int, since: int) -> bool:
-        """Whether a first poll's walk got back to ``since`` (or to the very first id)."""
-        times = [t for raw in raws.values() if (t := _int(raw.get("time"))) is not None]
-        return start == 1 or (bool(times) and min(times) < since)
 
     async def _max_item(self) -> int:
         url = self.url("/v0/maxitem.json")
@@ -430,7 +439,15 @@ class HackerNews(Source):
                 parsed.append(admitted)
         fresh = [item for item in parsed if item.external_id not in state.seen]
         cursor = self._next_search_cursor(state, parsed, complete, now=poll.now)
-        return FetchResult(items=fresh, cursor=cursor, complete=complete)
+        filling = state.before is not None
+        if filling or not complete:
+            # nothing newer than the gap was asked for (or the poll stopped above it):
+            # vouch later, from where the first cut-short poll left off
+            default = state.after + 1 if state.first else state.after
+            cursor["vouch"] = state.vouch if state.vouch is not None else default
+            covered_from = poll.now if filling else None  # a cut poll: from its oldest hit
+            return FetchResult(fresh, cursor, complete=False, covered_from=covered_from)
+        return FetchResult(fresh, cursor, complete=True, covered_from=state.vouch)
 
     async def _search(self, filters: Sequence[str]) -> tuple[list[dict[str, Any]], bool]:
         """Page newest-first through the hits; complete is False when the poll stopped early."""

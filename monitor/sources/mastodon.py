@@ -24,7 +24,10 @@ the overlap is new unless ``seen`` has it. Nothing is skipped however much is
 new: a poll reads at most ``max_pages`` pages (400 statuses) and says
 ``complete=False`` when it stops there, and the next poll goes on from where it
 stopped. An idle poll is 1 request (while fewer than 40 statuses fall in the
-overlap); K new statuses cost at most ``ceil(K / 40) + 1``.
+overlap); K new statuses cost at most ``ceil(K / 40) + 1``. A forward walk reads
+oldest first, so a poll it stops short vouches for nothing (the newest statuses
+are unread); the cursor keeps where that walk began as ``behind_from``, and the
+poll that catches up vouches from there (``covered_from``).
 
 First poll (empty cursor): back from the newest status with ``max_id`` until a
 status older than ``poll.since`` (``history_days``) or the end of the timeline.
@@ -126,6 +129,11 @@ def _seen(cursor: Cursor) -> set[int]:
     )
 
 
+def _int_field(cursor: Cursor, key: str) -> int | None:
+    value = cursor.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _pending(cursor: Cursor) -> tuple[int | None, int] | None:
     """The (max_id, floor_time) of a walk back that a poll left unfinished, if any."""
     value = cursor.get("pending")
@@ -216,8 +224,12 @@ class Mastodon(Source):
         budget = _Budget(self.max_pages)
         fresh: list[Mapping[str, Any]] = []
         caught_up = True
+        behind_from = _int_field(poll.cursor, "behind_from")
         if last is not None:
-            ahead, caught_up = await self._forward(_id_before(last, OVERLAP_SECONDS), budget)
+            floor = _id_before(last, OVERLAP_SECONDS)
+            ahead, caught_up = await self._forward(floor, budget)
+            if not caught_up and behind_from is None:
+                behind_from = int(id_moment(floor))  # from here on, all is fetched once caught up
             seen = _seen(poll.cursor)
             # above the cursor everything is new; in the overlap, what was not seen before
             fresh = [raw for raw in ahead if (n := status_id(raw)) is not None and n not in seen]
@@ -233,9 +245,15 @@ class Mastodon(Source):
                 covered_from = floor_time if caught_up else None
             else:
                 pending = (lowest, floor_time)
+        if not caught_up:
+            covered_from = poll.now  # the newest statuses are still unread: claim nothing yet
+        elif behind_from is not None and pending is None:
+            covered_from = min(covered_from or behind_from, behind_from)
         items = self._items([*behind, *fresh])
         numbers = [int(item.external_id) for item in items]
         cursor = self._cursor(poll.cursor, last, numbers, pending)
+        if not caught_up and behind_from is not None:
+            cursor["behind_from"] = behind_from
         return FetchResult(
             items=items,
             cursor=cursor,

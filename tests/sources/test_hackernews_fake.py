@@ -353,18 +353,23 @@ async def test_search_cut_short_fills_the_gap(
 
     returned: list[str] = []
     cursor: Cursor = {}
-    # 45 hits, 20 a poll at most. Poll 1: the newest 20 (ids 45..26), gap below id 26.
+    # 45 hits, 20 a poll at most. Poll 1: the newest 20 (ids 45..26), gap below id 26;
+    # it vouches from its oldest hit (26) up (covered_from None: ingest takes the oldest).
     # Poll 2: window (since-1, time of 26], 26 hits, two pages: 26 (seen) and 25..7.
-    # Poll 3: window (since-1, time of 7]: 7 hits, one page, 6 new; the gap closes.
-    for expected_new, expected_requests, complete in (
-        (20, 2, False),
-        (19, 2, False),
-        (6, 1, True),
-        (0, 1, True),
+    # Poll 3: window (since-1, time of 7]: 7 hits, one page, 6 new; the gap closes, but
+    # nothing newer than the gap was asked for: polls 2 and 3 vouch for nothing (NOW).
+    # Poll 4 asks for what is new since the head and vouches from ``since`` (the first
+    # poll's floor): the walk is whole.
+    since = NOW - DAY
+    for expected_new, expected_requests, complete, covered_from in (
+        (20, 2, False, None),
+        (19, 2, False, NOW),
+        (6, 1, False, NOW),
+        (0, 1, True, since),
     ):
         batch = await poll(cursor)
         assert len(batch.envelopes) == expected_new
-        assert batch.complete is complete
+        assert (batch.complete, batch.covered_from) == (complete, covered_from)
         assert len(server.requests) == expected_requests
         returned += [envelope.item.external_id for envelope in batch.envelopes]
         cursor = batch.cursor
