@@ -22,12 +22,13 @@ from monitor.analysis.coverage import covered_spans
 from monitor.backfill import Backfiller, BackfillOutcome, BackfillProgress
 from monitor.config import settings_from_mapping
 from monitor.fakeforum.discourse import FakeDiscourse
+from monitor.fakeforum.hackernews import FakeHackerNews
 from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
 from monitor.ingest import load_poll_state
 from monitor.service import Service
-from monitor.sources import discourse, mastodon, reddit
+from monitor.sources import discourse, hackernews, mastodon, reddit
 from monitor.store.models import PollRun, PollState
 from tests.support import service_config, stored_posts
 
@@ -41,10 +42,12 @@ class Forums:
         self.reddit = FakeReddit()
         self.reddit.add_subreddit("gigwork")
         self.mastodon = FakeMastodon(prefix="/masto")
+        self.hn = FakeHackerNews()
         router = Router()
         self.discourse.register(router)
         self.reddit.register(router)
         self.mastodon.register(router)
+        self.hn.register(router, prefix="/hn")
         self.server = FakeForumServer(router)
 
     def discourse_history(self) -> None:
@@ -80,6 +83,13 @@ def config(base_url: str, tmp_path: Path) -> dict[str, Any]:
                 "source": "mastodon",
                 "base_url": base_url + "/masto",
                 "hashtag": "gigwork",
+            },
+            {
+                "id": "hnq",
+                "source": "hackernews",
+                "query": "gig",
+                "base_url": base_url + "/hn",
+                "search_base_url": base_url + "/hn",
             },
         ],
     )
@@ -228,6 +238,29 @@ async def test_mastodon_backfill_follows_the_walk_back_over_several_polls(
         assert outcome.covered_from == NOW - 10 * DAY
         assert steps[-1].oldest == NOW - 150 * 2880
         assert posts(service, "tag") == (150, 150)
+    finally:
+        await service.stop()
+
+
+async def test_hacker_news_keyword_backfill_fills_its_gap_then_vouches_for_the_whole_walk(
+    forums: Forums, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stories = [
+        forums.hn.add_story(by=f"s{k % 4}", title="gig pay", time=NOW - k * 4 * 3600)
+        for k in range(60, 0, -1)  # 4 hours apart, the newest 4 hours ago
+    ]
+    monkeypatch.setattr(hackernews.HackerNews, "hits_per_page", 10)
+    monkeypatch.setattr(hackernews.HackerNews, "max_pages_per_poll", 2)
+    service, backfiller = await opened(forums, tmp_path)
+    try:
+        outcome = await backfiller.run(community(service, "hnq"), days=5)
+        # 30 stories in 5 days, 20 a step: the newest 20, then the gap's last 10 (the gap
+        # closes, but nothing newer than it was asked for), then one page above the head
+        # that finds nothing new and vouches for the whole walk: from 5 days back
+        assert (outcome.outcome, outcome.new_items, outcome.steps) == ("ok", 30, 3)
+        assert outcome.covered_from == NOW - 5 * DAY
+        assert posts(service, "hnq") == (30, 30)
+        assert len(stories) == 60
     finally:
         await service.stop()
 

@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -279,9 +278,10 @@ class HackerNews(Source):
         return self.rate_per_minute
 
     def walk_pending(self, cursor: Cursor) -> bool:
-        """A keyword scope with a gap left to fill; the whole-site walk never pages back."""
-        state = SearchCursor.load(cursor, since=0, now=int(time.time()))
-        return bool(self.query) and state.before is not None
+        """A gap left to fill, or a walk that has not yet caught up and vouched."""
+        if self.query:
+            return _int(cursor.get("before")) is not None or _int(cursor.get("vouch")) is not None
+        return _int(cursor.get("behind_from")) is not None
 
     async def fetch(self, poll: PollInput) -> FetchResult:
         if self.query:

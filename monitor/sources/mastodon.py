@@ -217,7 +217,7 @@ class Mastodon(Source):
         self.timeline = self.url(f"/api/v1/timelines/tag/{community.hashtag}")
 
     def walk_pending(self, cursor: Cursor) -> bool:
-        return _pending(cursor) is not None
+        return _pending(cursor) is not None or _int_field(cursor, "behind_from") is not None
 
     async def fetch(self, poll: PollInput) -> FetchResult:
         last = _numeric(poll.cursor.get("last_id"))
@@ -248,7 +248,8 @@ class Mastodon(Source):
         if not caught_up:
             covered_from = poll.now  # the newest statuses are still unread: claim nothing yet
         elif behind_from is not None and pending is None:
-            covered_from = min(covered_from or behind_from, behind_from)
+            # caught up: everything since the cut walk began is fetched (or since the floor)
+            covered_from = behind_from if covered_from is None else min(covered_from, behind_from)
         items = self._items([*behind, *fresh])
         numbers = [int(item.external_id) for item in items]
         cursor = self._cursor(poll.cursor, last, numbers, pending)
