@@ -32,6 +32,8 @@ class FakeHackerNews:
     def __init__(self, *, first_id: int = 1) -> None:
         self.items: dict[int, dict[str, Any]] = {}
         self._last_id = first_id - 1
+        self.max_item: int | None = None
+        """When set, what ``/v0/maxitem.json`` answers instead of the real newest id."""
 
     # ------------------------------------------------------------ building the site
 
@@ -98,7 +100,10 @@ class FakeHackerNews:
     # ------------------------------------------------------------ serving
 
     def register(self, router: Router, *, prefix: str = "") -> None:
-        router.add(prefix + "/v0/maxitem.json", lambda _r: FakeResponse.json(self._last_id))
+        router.add(
+            prefix + "/v0/maxitem.json",
+            lambda _r: FakeResponse.json(self._last_id if self.max_item is None else self.max_item),
+        )
         router.add(prefix + "/v0/newstories.json", lambda _r: FakeResponse.json(self.new_stories()))
         router.add(
             lambda path: (

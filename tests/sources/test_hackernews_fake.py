@@ -225,6 +225,37 @@ async def test_failed_poll_then_retry_from_the_old_cursor(
     assert batch.cursor == {"next_id": 7}
 
 
+async def test_a_lying_maxitem_never_moves_the_cursor_past_real_ids(
+    site: FakeHackerNews, server: FakeForumServer, client: PoliteClient
+) -> None:
+    """A maxitem far above every item made the walk take its 500 null ids as read, so the
+    ids HN hands out next were behind the cursor: blind, while polls said ok."""
+    old_site(site)
+    poll = Poller(server, client)
+    cursor = (await poll({})).cursor
+    assert cursor == {"next_id": 6}
+    site.max_item = 10**15
+    site.add_story(by="fay", title="New", time=NOW - 60)  # id 6
+    lied = await poll(cursor)
+    assert sorted(by_id(lied)) == ["6"]
+    assert lied.cursor == {"next_id": 7, "behind_from": NOW - 60}  # not 10**15 - 499 + 500
+    assert not lied.complete and lied.covered_from == NOW  # the walk has not caught up
+    site.max_item = None
+    site.add_comment(parent=6, by="gus", text="a", time=NOW - 30)  # id 7
+    honest = await poll(lied.cursor)
+    assert sorted(by_id(honest)) == ["7"]
+    assert (honest.complete, honest.covered_from) == (True, NOW - 60)  # the whole walk
+
+
+async def test_a_first_poll_under_a_lying_maxitem_fails_as_malformed(
+    site: FakeHackerNews, server: FakeForumServer, client: PoliteClient
+) -> None:
+    old_site(site)
+    site.max_item = 10**15  # its 500 newest ids are all null
+    with pytest.raises(MalformedResponse, match="all null"):
+        await Poller(server, client).adapter().poll(cursor={}, validators={}, now=NOW)
+
+
 async def test_html_maxitem_is_malformed(
     site: FakeHackerNews, server: FakeForumServer, client: PoliteClient
 ) -> None:
