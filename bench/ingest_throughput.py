@@ -24,8 +24,8 @@ from monitor.analysis.rollups import refresh_days
 from monitor.analysis.text import sentiment
 from monitor.config import settings_from_mapping
 from monitor.ingest import Ingestor, scoring_text
-from monitor.sources.base import Batch, Envelope
-from monitor.sources.reddit import item_from_thing
+from monitor.sources.base import Batch, Envelope, Intake
+from monitor.sources.reddit import Reddit, item_from_thing
 from monitor.store import db
 
 WORDS = (
@@ -97,7 +97,10 @@ def run(*, posts: int = 100_000, poll_size: int = 1000) -> dict[str, float]:
             poll_baseline = time.perf_counter() - baseline_start
             pipeline_start = time.perf_counter()
             now = int(time.time())
-            items = [item_from_thing(c["kind"], c["data"], web_root=web_root) for c in chunk]
+            # the gate every item passes in ``Source.poll``: clean text, bounds, plausible time
+            intake = Intake(community="gig", earliest=Reddit.earliest, now=now)
+            parsed = [item_from_thing(c["kind"], c["data"], web_root=web_root) for c in chunk]
+            items = [intake.admit(i) for i in parsed if i]
             batch = Batch(
                 envelopes=[Envelope("gig", "reddit", now, i) for i in items if i],
                 cursor={"n": first},

@@ -468,7 +468,7 @@ async def test_a_listing_cut_at_reddits_horizon_is_not_a_young_subreddit(
         await poller.client.aclose()
 
 
-async def test_a_mark_in_the_future_is_pulled_back(
+async def test_a_mark_in_the_future_is_read_as_no_mark(
     fake: FakeReddit, server: FakeForumServer, telemetry: Telemetry
 ) -> None:
     """A cursor an older release let a year-9999 post move would hide every later post."""
