@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 
 from monitor.config import DiscourseCommunity, settings_from_mapping
 from monitor.errors import HTTPStatusError, MalformedResponse, RateLimited
-from monitor.fakeforum.discourse import SMALL_ACTION, FakeDiscourse
+from monitor.fakeforum.discourse import SMALL_ACTION, FakeDiscourse, iso
 from monitor.fakeforum.server import (
     FakeForumServer,
     FakeResponse,
@@ -26,7 +27,7 @@ from monitor.fakeforum.server import (
     Router,
 )
 from monitor.http import HttpPolicy, PoliteClient
-from monitor.sources.base import Batch
+from monitor.sources.base import Batch, Intake
 from monitor.sources.discourse import Discourse, UnknownCategory
 from monitor.telemetry import Telemetry
 
@@ -130,7 +131,7 @@ async def test_first_poll_honours_history_days(forums: Forums, client: PoliteCli
     # ids 5, 4, 3 are within 30 days; id 2 (35 days) on the same page ends the walk
     assert ids(batch) == ["2/1", "2/2", "2/3"]
     assert len(forums.posts_requests("/a")) == 1
-    assert batch.cursor == {"last_id": 5}
+    assert batch.cursor == {"last_id": 5, "last_time": NOW - DAY}  # id 5 is the newest
     items = {e.item.external_id: e.item for e in batch.envelopes}
     assert items["2/1"].title == "Pay cut" and items["2/1"].text == "why"
     assert items["2/1"].created_at == NOW - 20 * DAY
@@ -158,7 +159,7 @@ async def test_poll_add_poll_returns_exactly_the_new_posts(
     assert ids(again) == ["1/6", "2/1", "2/2"]
     assert {e.item.external_id: e.item.parent_id for e in again.envelopes}["1/6"] == "1/3"
     assert len(forums.posts_requests("/a")) == 1
-    assert again.cursor == {"last_id": 8}
+    assert again.cursor == {"last_id": 8, "last_time": NOW + 30}
 
 
 async def test_idle_poll_costs_one_conditional_request(
@@ -200,7 +201,7 @@ async def test_k_new_posts_cost_at_most_pages_plus_one(
     requests = len(forums.posts_requests("/a"))
     assert requests == 3
     assert requests <= math.ceil(120 / 50) + 1
-    assert again.cursor == {"last_id": 130}
+    assert again.cursor == {"last_id": 130, "last_time": NOW + 120}
 
 
 async def test_forums_on_one_server_stay_apart(forums: Forums, client: PoliteClient) -> None:
@@ -230,7 +231,8 @@ async def test_long_backlog_spreads_over_polls_without_gaps(
     assert len(second.envelopes) == 100
     assert second.cursor == {
         "last_id": 10,
-        "pending": {"before": 41, "top": 140, "floor_time": None},
+        "last_time": NOW - 3600 + 9,
+        "pending": {"before": 41, "top": 140, "top_time": NOW + 130, "floor_time": None},
     }
 
     later = add_posts(forums.a, 5, start=NOW + 400, title="Later")  # ids 141..145
@@ -238,7 +240,7 @@ async def test_long_backlog_spreads_over_polls_without_gaps(
     third = await adapter.poll(cursor=second.cursor, validators=second.validators, now=NOW + 600)
     # before=41 -> ids 40..1 (reaches 10: range done), then the newest page (145..96)
     assert len(forums.posts_requests("/a")) == 2
-    assert third.cursor == {"last_id": 145}
+    assert third.cursor == {"last_id": 145, "last_time": NOW + 404}
     seen = [e.item.external_id for e in second.envelopes + third.envelopes]
     assert sorted(seen) == sorted(backlog + later)  # every post exactly once
 
@@ -257,16 +259,17 @@ async def test_pending_range_may_take_several_polls(forums: Forums, client: Poli
         cursor = batch.cursor
         cursors.append(cursor)
     # one page a poll: 140..91 (top pass), 90..41 (pending), 40..1 (reaches id 10)
+    pending = {"top": 140, "top_time": NOW + 130, "floor_time": None}
     assert cursors == [
-        {"last_id": 10, "pending": {"before": 91, "top": 140, "floor_time": None}},
-        {"last_id": 10, "pending": {"before": 41, "top": 140, "floor_time": None}},
-        {"last_id": 140},
+        {"last_id": 10, "last_time": NOW - 3591, "pending": {"before": 91, **pending}},
+        {"last_id": 10, "last_time": NOW - 3591, "pending": {"before": 41, **pending}},
+        {"last_id": 140, "last_time": NOW + 130},
     ]
     later = add_posts(forums.a, 3, start=NOW + 600, title="Later")  # ids 141..143
     final = await adapter.poll(cursor=cursor, validators={}, now=NOW + 900)
     seen += [e.item.external_id for e in final.envelopes]
     assert sorted(seen) == sorted(backlog + later)  # every post exactly once
-    assert final.cursor == {"last_id": 143}
+    assert final.cursor == {"last_id": 143, "last_time": NOW + 602}
 
 
 async def test_first_poll_cut_short_keeps_its_history_floor(
@@ -278,11 +281,16 @@ async def test_first_poll_cut_short_keeps_its_history_floor(
     recent = add_posts(forums.a, 60, start=NOW - 3600, title="Recent")  # ids 21..80
     first = await adapter.poll(cursor={}, validators={}, now=NOW)
     assert len(first.envelopes) == 50  # ids 80..31
-    assert first.cursor["pending"] == {"before": 31, "top": 80, "floor_time": NOW - DAY}
+    assert first.cursor["pending"] == {
+        "before": 31,
+        "top": 80,
+        "top_time": NOW - 3600 + 59,
+        "floor_time": NOW - DAY,
+    }
 
     second = await adapter.poll(cursor=first.cursor, validators={}, now=NOW + 60)
     # before=31 -> ids 30..1: 30..21 are recent, 20 is 3 days old -> range done
-    assert second.cursor == {"last_id": 80}
+    assert second.cursor == {"last_id": 80, "last_time": NOW - 3600 + 59}
     seen = [e.item.external_id for e in first.envelopes + second.envelopes]
     assert sorted(seen) == sorted(recent)
 
@@ -312,7 +320,7 @@ async def test_failed_poll_then_retry_from_the_old_cursor(
     assert [e.item.external_id for e in retry.envelopes].count("2/1") == 1
     assert ids(retry) == sorted(new)
     assert len(retry.envelopes) == 70
-    assert retry.cursor == {"last_id": 74}
+    assert retry.cursor == {"last_id": 74, "last_time": NOW + 70}
 
 
 async def test_rate_limit_is_surfaced(forums: Forums, client: PoliteClient) -> None:
@@ -405,6 +413,115 @@ async def test_deletions_and_small_actions_in_the_fake(
     assert ids(batch) == ["1/1", "1/2"]
     withdrawn_item = next(e.item for e in batch.envelopes if e.item.external_id == "1/2")
     assert withdrawn_item.deleted is True and withdrawn_item.author == "bob"
+
+
+# -- posts no forum should send ----------------------------------------------------
+
+YEAR_9999 = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
+@pytest.fixture(autouse=True)
+def no_rejection_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rejections are counted once per process; each test here starts with none seen."""
+    monkeypatch.setattr(Intake, "_already", OrderedDict())
+
+
+def odd_post(topic_id: int, number: int, *, post_id: str, created_at: int) -> str:
+    """Hand-made: the raw JSON text of one /posts.json entry whose ``id`` is written as
+    given (so that ``1e400`` or ``NaN`` reaches the wire as those bytes)."""
+    shape = {
+        "id": "@ID@",
+        "topic_id": topic_id,
+        "post_number": number,
+        "post_type": 1,
+        "category_id": 1,
+        "created_at": iso(created_at),
+        "username": "mallory",
+        "raw": "an odd one",
+        "topic_slug": "busy",
+    }
+    return json.dumps(shape).replace('"@ID@"', post_id)
+
+
+async def test_a_post_dated_year_9999_is_rejected_and_moves_no_cursor(
+    forums: Forums, client: PoliteClient
+) -> None:
+    adapter = source(forums, client)
+    first = add_posts(forums.a, 4, start=NOW - 600)  # ids 1..4, a second apart
+    forums.a.add_reply(topic_id=1, author="mallory", created_at=YEAR_9999)  # id 5, "1/5"
+    batch = await adapter.poll(cursor={}, validators={}, now=NOW)
+    assert ids(batch) == sorted(first)
+    assert batch.rejected == {"bad_time": 1}
+    # neither the id nor the time of id 5 moved the floor: id 4 is the newest placed post
+    assert batch.cursor == {"last_id": 4, "last_time": NOW - 600 + 3}
+
+    later = add_posts(forums.a, 3, start=NOW + 10, title="Later")  # ids 6..8
+    again = await adapter.poll(cursor=batch.cursor, validators=batch.validators, now=NOW + 60)
+    assert ids(again) == sorted(later)
+    assert again.rejected == {}  # seen again, counted once
+    assert again.cursor == {"last_id": 8, "last_time": NOW + 12}
+
+
+async def test_a_post_with_a_huge_id_hides_no_later_post(
+    forums: Forums, client: PoliteClient
+) -> None:
+    adapter = source(forums, client)
+    first = add_posts(forums.a, 10, start=NOW - 3600)  # ids 1..10, topic 1
+    huge = odd_post(1, 11, post_id=str(10**15), created_at=NOW - 1800)
+    forums.a.add_raw_post(huge, listed_as=10**15)  # listed above every other post
+    batch = await adapter.poll(cursor={}, validators={}, now=NOW)
+    assert ids(batch) == sorted([*first, "1/11"])  # an id within bounds, a plausible time
+    assert batch.cursor == {"last_id": 10**15, "last_time": NOW - 1800}
+
+    later = add_posts(forums.a, 60, start=NOW + 10, title="Later")  # ids 11..70, topic 2
+    again = await adapter.poll(cursor=batch.cursor, validators=batch.validators, now=NOW + 600)
+    # ids 11..70 are below 10**15 but newer than last_time: new. Page 1: 10**15 (seen)
+    # and 70..22 (new, so the walk goes on); page 2 (before=22): 21..11 new, 10..1 seen
+    assert ids(again) == sorted(later)
+    assert again.requests == 2
+    assert again.cursor == {"last_id": 10**15, "last_time": NOW + 69}
+
+    more = add_posts(forums.a, 3, start=NOW + 700, title="More")  # ids 71..73
+    third = await adapter.poll(cursor=again.cursor, validators={}, now=NOW + 900)
+    assert ids(third) == sorted(more)
+
+
+@pytest.mark.parametrize(
+    ("written", "reason"),
+    [(str(2**60), "bad_id"), ("1e400", "bad_id"), ("NaN", "bad_id"), ("-7", "bad_id")],
+)
+async def test_a_post_with_an_impossible_id_is_rejected_and_moves_no_cursor(
+    forums: Forums, client: PoliteClient, written: str, reason: str
+) -> None:
+    adapter = source(forums, client)
+    first = add_posts(forums.a, 5, start=NOW - 600)  # ids 1..5, topic 1
+    forums.a.add_raw_post(odd_post(1, 6, post_id=written, created_at=NOW - 300), listed_as=1e18)
+    batch = await adapter.poll(cursor={}, validators={}, now=NOW)
+    assert ids(batch) == sorted(first)
+    assert batch.rejected == {reason: 1}
+    assert batch.cursor == {"last_id": 5, "last_time": NOW - 600 + 4}
+
+    later = add_posts(forums.a, 3, start=NOW + 10, title="Later")  # ids 6..8
+    again = await adapter.poll(cursor=batch.cursor, validators=batch.validators, now=NOW + 60)
+    assert ids(again) == sorted(later)
+    assert again.rejected == {}
+
+
+async def test_a_cursor_an_impossible_id_once_moved_recovers(
+    forums: Forums, client: PoliteClient
+) -> None:
+    adapter = source(forums, client)
+    add_posts(forums.a, 5, start=NOW - 600)  # ids 1..5
+    # as this adapter wrote it after a post of id 2**60, before its floor had a time
+    cursor: dict[str, Any] = {"last_id": 2**60}
+    first = await adapter.poll(cursor=cursor, validators={}, now=NOW)
+    # every listed id is below the cursor, so nothing is new; the time floor is learned
+    assert ids(first) == []
+    assert first.cursor == {"last_id": 2**60, "last_time": NOW - 600 + 4}
+
+    later = add_posts(forums.a, 2, start=NOW + 10, title="Later")  # ids 6, 7
+    again = await adapter.poll(cursor=first.cursor, validators={}, now=NOW + 60)
+    assert ids(again) == sorted(later)
 
 
 def recorded(real_samples: Path, name: str) -> Any:
