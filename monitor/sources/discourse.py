@@ -36,6 +36,23 @@ posts each. A cursor without ``last_time`` (or a range without ``top_time``),
 as written before they existed, is read by ids alone until a walk has seen
 the posts it needs to set it.
 
+Coverage: a poll claims ``[c, now]`` only when every post created since ``c``
+has been fetched by it or by the polls whose walk it continues (see
+``FetchResult``). A walk from the newest post that reaches the floor is
+complete. One cut short at ``max_pages`` says ``complete=False`` and covers from
+the creation time of the lowest post it reached (kept or filtered out: it was
+seen). A poll that works on the pending range never reaches the newest post,
+so it claims nothing new (``covered_from`` = now: an empty span), even when it
+finishes the range with no page left. The walk's start is kept as
+``"vouch_from"``: ``since`` for a first poll, the old floor's ``last_time`` for a
+backlog. The poll that finishes the range *and* then reaches the floor from
+the newest post vouches from there; if that newest walk is cut short again,
+the new range inherits ``vouch_from``. While it is set, ``walk_pending`` is true
+(``backfill`` polls on) and no conditional request is made: the walk must see
+the newest page itself. A range written before ``vouch_from`` existed vouches
+from its ``floor_time`` (a first poll), or not at all (a backlog: then the
+closing poll claims what any complete poll does, from the last success).
+
 One bad post blinds nothing: only a post with a Discourse id (an integer up to
 ``MAX_ID``) and a time the poll's ``Intake`` finds plausible may move the cursor
 or end a walk. Any other post this community would keep is counted as rejected
@@ -218,6 +235,8 @@ class _Walk:
     """The highest id of a placed post (a Discourse id and a plausible time)."""
     newest_time: int | None = None
     """The latest creation time of a placed post."""
+    bottom_time: int | None = None
+    """Creation time of the lowest placed post reached: every post from then on is seen."""
     validators: dict[str, str] | None = None
     not_modified: bool = False
 
@@ -269,16 +288,29 @@ class _Position:
     last_id: int | None = None
     last_time: int | None = None
     pending: dict[str, Any] | None = None
+    vouch_from: int | None = None
+    """Where the walk under way began to be complete: the poll that ends it vouches from
+    here (None when no walk is under way, or it began on a cursor without last_time)."""
 
     @classmethod
     def load(cls, cursor: Cursor) -> _Position:
         pending = cursor.get("pending")
         valid = isinstance(pending, dict) and discourse_id(pending.get("before")) is not None
-        return cls(
+        position = cls(
             last_id=_count(cursor.get("last_id")),
             last_time=_count(cursor.get("last_time")),
             pending=dict(pending) if valid and isinstance(pending, dict) else None,
+            vouch_from=_count(cursor.get("vouch_from")),
         )
+        if position.pending is not None and position.vouch_from is None:
+            # a first poll's range written before vouch_from existed: it reaches floor_time
+            position.vouch_from = _count(position.pending.get("floor_time"))
+        return position
+
+    @property
+    def walking(self) -> bool:
+        """Whether a walk spread over several polls has yet to catch up with the newest post."""
+        return self.pending is not None or self.vouch_from is not None
 
     def floor(self, *, floor_time: int | None = None) -> _Floor:
         return _Floor(self.last_id, self.last_time, floor_time)
@@ -289,6 +321,8 @@ class _Position:
             cursor["last_time"] = self.last_time
         if self.pending is not None:
             cursor["pending"] = self.pending
+        if self.vouch_from is not None:
+            cursor["vouch_from"] = self.vouch_from
         return cursor
 
 
@@ -323,19 +357,20 @@ class Discourse(Source):
         return headers
 
     def walk_pending(self, cursor: Cursor) -> bool:
-        return _Position.load(cursor).pending is not None
+        return _Position.load(cursor).walking
 
     async def fetch(self, poll: PollInput) -> FetchResult:
         position = _Position.load(poll.cursor)
         category_ids = await self._category_ids(poll.cursor)
         run = _Run(self.max_pages, self.base_url, category_ids, self.intake)
         validators = dict(poll.validators)
+        if position.walking:
+            validators = {}  # the walk must see the newest page itself, not hear "unchanged"
         if position.pending is not None:
-            validators = {}  # a 304 on the newest page would not cover the pending range
-            if not await self._finish_pending(run, position, now=poll.now):
-                return self._result(run, position, validators)
-        if run.pages_left == 0:
-            return self._result(run, position, validators)
+            await self._finish_pending(run, position, now=poll.now)
+        if position.pending is not None or run.pages_left == 0:
+            # posts newer than the walk's top are not fetched yet: nothing new is claimed
+            return self._result(run, position, validators, complete=False, covered_from=poll.now)
         return await self._walk_from_newest(run, position, validators, poll=poll)
 
     async def _walk_from_newest(
@@ -345,21 +380,30 @@ class Discourse(Source):
         floor = position.floor(floor_time=poll.since if position.last_id is None else None)
         walk = await self._walk(run, before=None, floor=floor, validators=validators)
         if walk.not_modified:
-            return self._result(run, position, validators, not_modified=True)
+            return self._result(run, position, validators, not_modified=True, complete=True)
         if walk.finished:
             position.last_id = max(position.last_id or 0, walk.highest or 0)
             position.last_time = _latest(position.last_time, walk.newest_time, cap=poll.now)
-        elif walk.lowest is not None:
-            position.pending = {
-                "before": walk.lowest,
-                "top": walk.highest,
-                "top_time": walk.newest_time,  # capped when it becomes last_time
-                "floor_time": floor.floor_time,
-            }
-        return self._result(run, position, walk.validators or {})
+            # caught up: a walk spread over polls is complete from where it began
+            vouch, position.vouch_from = position.vouch_from, None
+            validators = walk.validators or {}
+            return self._result(run, position, validators, complete=True, covered_from=vouch)
+        if position.vouch_from is None:  # a walk begins: it will be complete from its floor
+            first = floor.floor_time is not None
+            position.vouch_from = floor.floor_time if first else position.last_time
+        position.pending = {
+            "before": walk.lowest,
+            "top": walk.highest,
+            "top_time": walk.newest_time,  # capped when it becomes last_time
+            "floor_time": floor.floor_time,
+        }
+        # cut short: seen is everything from the lowest post reached up, nothing below
+        covered_from = poll.now if walk.bottom_time is None else walk.bottom_time
+        validators = walk.validators or {}
+        return self._result(run, position, validators, complete=False, covered_from=covered_from)
 
-    async def _finish_pending(self, run: _Run, position: _Position, *, now: int) -> bool:
-        """Walk the range a cut-short poll left; True when it is done."""
+    async def _finish_pending(self, run: _Run, position: _Position, *, now: int) -> None:
+        """Walk the range a cut-short poll left; ``pending`` is cleared when it is done."""
         pending = position.pending or {}
         floor_time, top, top_time = (pending.get(k) for k in ("floor_time", "top", "top_time"))
         walk = await self._walk(
@@ -370,12 +414,11 @@ class Discourse(Source):
         if not walk.finished:
             if walk.lowest is not None:
                 position.pending = {**pending, "before": walk.lowest}
-            return False
+            return
         position.last_id = max(position.last_id or 0, top if isinstance(top, int) else 0)
         if isinstance(top_time, int):  # a range written before top_time existed leaves it be
             position.last_time = _latest(position.last_time, top_time, cap=now)
         position.pending = None
-        return True
 
     async def _walk(
         self,
@@ -429,7 +472,10 @@ class Discourse(Source):
             bottom = spot if bottom is None else min(bottom, spot)
             if not floor.below(*spot) and (item := run.item(raw)) is not None:
                 run.items.append(item)
-        return bottom is not None and floor.below(*bottom)
+        if bottom is None:
+            return False
+        walk.bottom_time = bottom[1]
+        return floor.below(*bottom)
 
     def _result(
         self,
@@ -437,14 +483,22 @@ class Discourse(Source):
         position: _Position,
         validators: dict[str, Any],
         *,
+        complete: bool,
+        covered_from: int | None = None,
         not_modified: bool = False,
     ) -> FetchResult:
+        """The poll's result; ``complete`` and ``covered_from`` as ``FetchResult`` has them."""
         cursor = position.dump()
         if run.category_ids is not None:
             cursor["category"] = self.forum.category
             cursor["category_ids"] = sorted(run.category_ids)
         return FetchResult(
-            items=run.items, cursor=cursor, validators=validators, not_modified=not_modified
+            items=run.items,
+            cursor=cursor,
+            validators=validators,
+            not_modified=not_modified,
+            complete=complete,
+            covered_from=covered_from,
         )
 
     async def _category_ids(self, cursor: Cursor) -> frozenset[int] | None:

@@ -210,6 +210,8 @@ async def test_cut_short_range_is_finished_from_the_recorded_before_page(
     assert replay.befores() == ["15", "2", None]
     assert set(by_id(batch)) == {"11/1", "7/1", "2/1"}
     assert batch.cursor == {"last_id": 15, "last_time": 1579918207}
+    # caught up: the first poll's walk is complete from its floor_time (0)
+    assert (batch.complete, batch.covered_from) == (True, 0)
 
 
 async def test_cf_posts_page_of_fifty(real_samples: Path, telemetry: Telemetry) -> None:
