@@ -139,17 +139,18 @@ async def test_discourse_backfill_walks_in_steps_and_leaves_the_poll_cursor_alon
             community(service, "forum"), days=10, on_progress=steps.append
         )
         # 120 posts in the last 10 days, 50 a step: 50 + 50 + 20 (the third page also
-        # holds the 10 old posts, which end the walk and are not kept)
+        # holds the 10 old posts, which end the walk below and are not kept); the fourth
+        # step's page is the newest again: caught up, the walk vouches for its 10 days
         assert outcome == BackfillOutcome(
             "forum",
             "discourse",
             "ok",
             new_items=120,
-            requests=3,
-            steps=3,
+            requests=4,
+            steps=4,
             covered_from=NOW - 10 * DAY,
         )
-        assert [s.new_items for s in steps] == [50, 100, 120]
+        assert [s.new_items for s in steps] == [50, 100, 120, 120]
         assert steps[-1].oldest == NOW - 8 * DAY
         assert posts(service, "forum") == (120, 120)
         assert service.engine is not None
@@ -183,7 +184,7 @@ async def test_discourse_backfill_walks_in_steps_and_leaves_the_poll_cursor_alon
 
         # a second backfill finds everything stored already
         again = await backfiller.run(community(service, "forum"), days=10)
-        assert (again.outcome, again.new_items, again.steps) == ("ok", 0, 3)
+        assert (again.outcome, again.new_items, again.steps) == ("ok", 0, 4)
         assert posts(service, "forum") == (120, 120)
     finally:
         await service.stop()
@@ -295,7 +296,7 @@ async def test_a_failed_backfill_keeps_its_steps_records_no_coverage_and_can_rer
 
         forums.server.clear()
         rerun = await backfiller.run(community(service, "forum"), days=10)
-        assert (rerun.outcome, rerun.new_items, rerun.steps) == ("ok", 70, 3)
+        assert (rerun.outcome, rerun.new_items, rerun.steps) == ("ok", 70, 4)
         assert posts(service, "forum") == (120, 120)
     finally:
         await service.stop()

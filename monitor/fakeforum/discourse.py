@@ -7,7 +7,8 @@ It serves, as the recorded real responses (../shared/real-samples/discourse)
 show them:
 
 - ``/posts.json``: regular, visible, not deleted posts, ids descending, 50 a
-  page, ``?before=<id>`` for posts with a lower id;
+  page, ``?before=<id>`` for posts with a lower id (hand-made entries from
+  ``add_raw_post`` among them, in the place their ``listed_as`` gives);
 - ``/latest.json``: topics by last activity, 30 a page, ``?page=N``, with
   ``topic_list.more_topics_url`` on every page but the last;
 - ``/t/{id}.json`` and ``/t/{slug}/{id}.json``: the topic with its first 20
@@ -105,6 +106,7 @@ class FakeDiscourse:
         }
         self.topics: dict[int, FakeTopic] = {}
         self.posts: dict[int, FakePost] = {}
+        self.raw_posts: list[tuple[float, str]] = []
         self._user_ids: dict[str, int] = {}
         self._lock = threading.RLock()
 
@@ -173,6 +175,14 @@ class FakeDiscourse:
         self.posts[post.id] = post
         return post
 
+    def add_raw_post(self, text: str, *, listed_as: float) -> None:
+        """Hand-made: one ``/posts.json`` entry given as raw JSON text, listed as if its id
+        were ``listed_as``. For what no real forum sends: ids such as ``1e400`` or ``NaN``
+        (which ``json.dumps`` cannot write), or an id far above the fake's own ids (which
+        would move the ids of every post added after it)."""
+        with self._lock:
+            self.raw_posts.append((listed_as, text))
+
     def edit(self, post_id: int, *, text: str, at: float) -> None:
         with self._lock:
             post = self.posts[post_id]
@@ -219,22 +229,29 @@ class FakeDiscourse:
                 payload = handler(request)
             if isinstance(payload, FakeResponse):
                 return payload
-            return _with_etag(request, payload)
+            body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            return _with_etag(request, body)
 
         return serve
 
-    def _posts_json(self, request: Request) -> dict[str, Any]:
+    def _posts_json(self, request: Request) -> bytes:
         before = _int_param(request, "before", 0)
-        listed = [
-            post
+        listed: list[tuple[float, FakePost | str]] = [
+            (post.id, post)
             for post in self.posts.values()
             if post.post_type == REGULAR
             and post.deleted_at is None
             and not post.hidden
             and (before <= 0 or post.id < before)
         ]
-        listed.sort(key=lambda post: post.id, reverse=True)
-        return {"latest_posts": [self._post(p, listing=True) for p in listed[:POSTS_PAGE_SIZE]]}
+        listed += [(key, text) for key, text in self.raw_posts if before <= 0 or key < before]
+        listed.sort(key=lambda entry: entry[0], reverse=True)
+        shown = [
+            entry if isinstance(entry, str) else json.dumps(self._post(entry, listing=True))
+            for _, entry in listed[:POSTS_PAGE_SIZE]
+        ]
+        # written as text, so that a hand-made entry reaches the wire byte for byte
+        return ('{"latest_posts": [' + ", ".join(shown) + "]}").encode()
 
     def _latest_json(self, request: Request) -> dict[str, Any]:
         page = max(0, _int_param(request, "page", 0))
@@ -486,8 +503,7 @@ def _int_param(request: Request, name: str, default: int) -> int:
         return default
 
 
-def _with_etag(request: Request, payload: Any) -> FakeResponse:
-    body = json.dumps(payload).encode()
+def _with_etag(request: Request, body: bytes) -> FakeResponse:
     etag = f'W/"{hashlib.sha256(body).hexdigest()[:32]}"'
     if request.headers.get("if-none-match") == etag:
         return FakeResponse(304, b"", {"ETag": etag})

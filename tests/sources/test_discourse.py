@@ -128,7 +128,8 @@ async def test_posts_2019_whole_forum(real_samples: Path, telemetry: Telemetry) 
 
     assert replay.befores() == [None, "1"]
     assert batch.requests == 2
-    assert batch.cursor == {"last_id": 22}
+    # last_time: the newest creation time seen, id 22's 2019-08-04T20:50:39.667Z
+    assert batch.cursor == {"last_id": 22, "last_time": 1564951839}
     items = by_id(batch)
     assert set(items) == {"11/3", "13/2", "13/1", "11/2", "11/1", "7/1", "1/1"}
     assert sorted(k for k, i in items.items() if i.kind == "thread") == [
@@ -167,7 +168,8 @@ async def test_posts_2019_first_poll_stops_at_history_days(
 
     assert replay.befores() == [None]
     assert set(by_id(batch)) == {"11/3", "13/2", "13/1", "11/2", "11/1"}
-    assert batch.cursor == {"last_id": 22}  # the newest id seen, kept or not
+    # the newest id and time seen, kept or not (id 22, 2019-08-04T20:50:39.667Z)
+    assert batch.cursor == {"last_id": 22, "last_time": 1564951839}
 
 
 async def test_incremental_poll_takes_only_posts_above_the_cursor(
@@ -179,7 +181,7 @@ async def test_incremental_poll_takes_only_posts_above_the_cursor(
     batch = await poll(telemetry, replay, cursor={"last_id": 14}, now=1579918300)
 
     assert batch.requests == 1
-    assert batch.cursor == {"last_id": 15}
+    assert batch.cursor == {"last_id": 15, "last_time": 1579918207}
     [item] = [e.item for e in batch.envelopes]
     assert (item.external_id, item.kind, item.parent_id) == ("11/2", "reply", "11/1")
     assert (item.author, item.created_at, item.text) == ("johndoe", 1579918207, "holla bullhonky.")
@@ -188,11 +190,12 @@ async def test_incremental_poll_takes_only_posts_above_the_cursor(
 async def test_cut_short_range_is_finished_from_the_recorded_before_page(
     real_samples: Path, telemetry: Telemetry
 ) -> None:
-    # A first poll that stopped after the newest page left ids below 15 pending.
-    # The next poll asks before=15 (discourse_api_posts_before.json: ids 14, 10, 2, all
-    # after floor_time 0), then the page below id 2 (empty: range done, last_id = top 15),
-    # then the newest page (ids 15, 14, 10, 2: none above 15). New: ids 14, 10, 2 =
-    # topic 11 post 1, topic 7 post 1, topic 2 post 1.
+    # A first poll that stopped after the newest page left ids below 15 pending (a cursor
+    # written before last_time and top_time existed). The next poll asks before=15
+    # (discourse_api_posts_before.json: ids 14, 10, 2, all after floor_time 0), then the
+    # page below id 2 (empty: range done, last_id = top 15), then the newest page (ids
+    # 15, 14, 10, 2: none above 15). New: ids 14, 10, 2 = topic 11 post 1, topic 7 post
+    # 1, topic 2 post 1. last_time is learned from the newest page: id 15, 1579918207.
     folder = real_samples / "discourse"
     replay = Replay(
         {
@@ -206,7 +209,9 @@ async def test_cut_short_range_is_finished_from_the_recorded_before_page(
 
     assert replay.befores() == ["15", "2", None]
     assert set(by_id(batch)) == {"11/1", "7/1", "2/1"}
-    assert batch.cursor == {"last_id": 15}
+    assert batch.cursor == {"last_id": 15, "last_time": 1579918207}
+    # caught up: the first poll's walk is complete from its floor_time (0)
+    assert (batch.complete, batch.covered_from) == (True, 0)
 
 
 async def test_cf_posts_page_of_fifty(real_samples: Path, telemetry: Telemetry) -> None:
@@ -235,7 +240,7 @@ async def test_cf_posts_page_of_fifty(real_samples: Path, telemetry: Telemetry) 
     assert items["2144/31"].parent_id == "2144/28"  # id 20217: reply_to_post_number 28
     assert items["1491/188"].parent_id == "1491/1"  # id 20194: reply_to_post_number null
     assert items["2144/13"].created_at == 1768793200  # id 20186: 2026-01-19T03:26:40.138Z
-    assert batch.cursor == {"last_id": 20218}
+    assert batch.cursor == {"last_id": 20218, "last_time": 1769038182}
 
 
 def test_topic_endpoints_give_the_same_identity(real_samples: Path) -> None:
@@ -326,7 +331,13 @@ async def test_category_filter_on_recorded_posts(real_samples: Path, telemetry: 
         "/forum/posts.json",
     ]
     assert set(by_id(batch)) == {"1/1"}
-    assert batch.cursor == {"last_id": 22, "category": "site-feedback", "category_ids": [2]}
+    # the cursor moves with every post seen, in the category or not (id 22 is in 1)
+    assert batch.cursor == {
+        "last_id": 22,
+        "last_time": 1564951839,
+        "category": "site-feedback",
+        "category_ids": [2],
+    }
 
     # the next poll reads the ids from the cursor: one request, nothing new
     again = Replay({None: folder / "posts_2019.json"})
@@ -386,13 +397,15 @@ async def test_deleted_skipped_and_incomplete_posts(
 ) -> None:
     # From marked_page: kept are id 30 (minimal), 22 (deleted_at), 18 (user_deleted,
     # no name), 17 (hidden); skipped are 16 and 1 (post types 3 and 2), 14 (no time),
-    # 10 (no id) and the string entry. The lowest id on the page is 1 -> before=1 next.
+    # 10 (no id) and the string entry; 14 and 10 are rejected (missing_field), counted.
+    # The lowest id on the page is 1 -> before=1 next.
     replay = Replay({None: marked_page(real_samples), "1": EMPTY_PAGE})
     batch = await poll(telemetry, replay, now=1565049600, history_days=3650)
 
     items = by_id(batch)
     assert set(items) == {"40/2", "11/3", "13/2", "13/1"}
-    assert batch.cursor == {"last_id": 30}
+    assert sorted(reason for reason, _ in batch.rejected) == ["missing_field"] * 2
+    assert batch.cursor == {"last_id": 30, "last_time": 1565049600}  # id 30's time
     minimal = items["40/2"]
     assert (minimal.kind, minimal.thread_id, minimal.parent_id) == ("reply", "40/1", "40/1")
     assert (minimal.author, minimal.text, minimal.deleted) == (None, "", False)
