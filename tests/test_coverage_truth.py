@@ -24,13 +24,14 @@ from sqlmodel import Session, select
 
 from monitor.analysis.coverage import covered_spans
 from monitor.config import settings_from_mapping
+from monitor.fakeforum.discourse import FakeDiscourse
 from monitor.fakeforum.feeds import FakeFeeds
 from monitor.fakeforum.hackernews import FakeHackerNews
 from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
 from monitor.service import Service
-from monitor.sources import hackernews, mastodon, reddit
+from monitor.sources import discourse, hackernews, mastodon, reddit
 from monitor.store.models import Post
 from tests.support import service_config
 
@@ -79,6 +80,31 @@ def reddit_platform(router: Router, base: str) -> Platform:
         {"id": "reddit", "source": "reddit", "subreddit": "gig", "base_url": base},
         add,
         lambda: {name: int(post.created_utc) for name, post in fake.posts.items()},
+        tune,
+    )
+
+
+def discourse_platform(router: Router, base: str) -> Platform:
+    fake = FakeDiscourse(prefix="/forum")
+    fake.register(router)
+    topics: list[int] = []
+
+    def add(at: int) -> None:
+        if not topics or at % 5 == 0:
+            topics.append(fake.add_thread(title="Gig", author=f"d{at % 7}", created_at=at).topic_id)
+        else:
+            fake.add_reply(topic_id=topics[-1], author=f"d{at % 11}", created_at=at)
+
+    def tune(monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(discourse.Discourse, "max_pages", 2)
+
+    return Platform(
+        {"id": "forum", "source": "discourse", "base_url": base + "/forum"},
+        add,
+        lambda: {
+            f"{post.topic_id}/{post.post_number}": int(post.created_at)
+            for post in fake.posts.values()
+        },
         tune,
     )
 
@@ -146,6 +172,7 @@ def feed_platform(router: Router, base: str) -> Platform:
 
 PLATFORMS: dict[str, Callable[[Router, str], Platform]] = {
     "reddit": reddit_platform,
+    "discourse": discourse_platform,
     "mastodon": mastodon_platform,
     "hackernews-site": lambda router, base: hn_platform(router, base, query=False),
     "hackernews-query": lambda router, base: hn_platform(router, base, query=True),

@@ -14,6 +14,7 @@ here, so NUL bytes reach PostgreSQL's text columns if nothing removes them.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from sqlmodel import Session, select
 
 from monitor.config import settings_from_mapping
+from monitor.fakeforum.discourse import FakeDiscourse, iso
 from monitor.fakeforum.feeds import FakeFeeds
 from monitor.fakeforum.hackernews import FakeHackerNews
 from monitor.fakeforum.mastodon import FakeMastodon
@@ -55,18 +57,23 @@ def unquote_markers(body: bytes) -> bytes:
 
 
 class Forums:
-    """Reddit, Mastodon, Hacker News (both modes) and a feed on one server."""
+    """Reddit, Discourse, Mastodon, Hacker News (both modes) and a feed on one server."""
 
     def __init__(self) -> None:
         self.reddit = FakeReddit()
         self.reddit.add_subreddit("gig")
         self.mastodon = FakeMastodon(prefix="/masto")
+        self.discourse = FakeDiscourse(prefix="/forum")
+        self.topic = self.discourse.add_thread(
+            title="Gig pay", author="op", created_at=NOW - 6 * HOUR
+        ).topic_id
         self.hn = FakeHackerNews()
         self.feeds = FakeFeeds()
         self.feeds.add_feed("/feed.rss", limit=100)
         router = Router()
         self.reddit.register(router)
         self.mastodon.register(router)
+        self.discourse.register(router)
         self.hn.register(router, prefix="/hn")
         self.feeds.register(router)
         self.server = FakeForumServer(router)
@@ -80,6 +87,8 @@ class Forums:
         n = self.serial
         if community == "reddit":
             self.reddit.add_thread("gig", created=at, author=f"u{n % 3}", title=f"Good {n}")
+        elif community == "discourse":
+            self.discourse.add_reply(topic_id=self.topic, author=f"d{n % 3}", created_at=at)
         elif community == "mastodon":
             self.mastodon.add_status("gig", created=at, author=f"m{n % 3}")
         elif community in ("hn_site", "hn_query"):
@@ -131,6 +140,33 @@ def feed_entry(**fields: Any) -> Callable[[Forums], None]:
     return add
 
 
+def discourse_reply(**fields: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        reply = {"author": "x", "created_at": NOW - 90 * 60, **fields}
+        forums.discourse.add_reply(topic_id=forums.topic, **reply)
+
+    return add
+
+
+def discourse_raw(post_id: str) -> Callable[[Forums], None]:
+    """Hand-made: a post whose database id is written as given, listed above every post."""
+
+    def add(forums: Forums) -> None:
+        raw = {
+            "id": "@ID@",
+            "topic_id": forums.topic,
+            "post_number": 99,
+            "post_type": 1,
+            "created_at": iso(NOW - 90 * 60),
+            "username": "mallory",
+            "raw": "odd",
+        }
+        text = json.dumps(raw).replace('"@ID@"', post_id)
+        forums.discourse.add_raw_post(text, listed_as=10**18)
+
+    return add
+
+
 def far_future_status(forums: Forums) -> None:
     """A status whose id encodes the year 2286: every later id would sit below it."""
     forums.mastodon.add_status("gig", created=NOW - 90 * 60, arrived=10_000_000_000)
@@ -146,6 +182,12 @@ POISONS = [
     Poison("reddit", "NUL bytes", reddit_thread(title=NUL_TITLE, selftext="a\x00b"), None),
     Poison("reddit", "long id", reddit_thread(name="t3_" + LONG_ID_TAIL), None),
     Poison("reddit", "long link", reddit_thread(permalink=LONG_PATH), None),
+    Poison("discourse", "year 9999", discourse_reply(created_at=YEAR_9999), "bad_time"),
+    Poison("discourse", "huge id", discourse_raw(str(10**15)), None),
+    Poison("discourse", "impossible id", discourse_raw(str(2**60)), "bad_id"),
+    Poison("discourse", "1e400 id", discourse_raw("1e400"), "bad_id"),
+    Poison("discourse", "surrogates", discourse_reply(author=SURROGATE, text=SURROGATE), None),
+    Poison("discourse", "NUL bytes", discourse_reply(text="a\x00b"), None),
     Poison(
         "mastodon",
         "year 9999",
@@ -176,6 +218,7 @@ def config(forums: Forums, tmp_path: Path, database_url: str) -> dict[str, Any]:
         tmp_path,
         [
             {"id": "reddit", "source": "reddit", "subreddit": "gig", "base_url": base},
+            {"id": "discourse", "source": "discourse", "base_url": base + "/forum"},
             {"id": "mastodon", "source": "mastodon", "base_url": base + "/masto", "hashtag": "gig"},
             {"id": "hn_site", "source": "hackernews", "base_url": base + "/hn"},
             {
@@ -240,8 +283,9 @@ async def test_one_bad_item_neither_blocks_nor_blinds(
         assert service.engine is not None
         with Session(service.engine) as session:
             stored = session.exec(select(Post).where(Post.community_id == name)).all()
-        # 8 good items, the story Hacker News comments answer, and the poison if made safe
-        expected = 8 + name.startswith("hn_") + (poison.rejected is None)
+        # 8 good items, the story Hacker News comments (or the topic Discourse replies)
+        # answer, and the poison if made safe
+        expected = 8 + name.startswith(("hn_", "discourse")) + (poison.rejected is None)
         assert stored_posts(service.engine, name) == (expected, expected)
         assert second.new_items >= 3  # not blinded: the posts after the poison came in
         if poison.rejected:
