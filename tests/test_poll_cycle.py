@@ -130,16 +130,26 @@ async def test_no_author_name_reaches_the_store(forums: Forums, tmp_path: Path) 
     forums.feeds.add_entry(
         "/news.rss", guid="n-1", title="News", published=NOW - 600, author="feed_erin"
     )
+    # feeds whose links name the author, Mastodon and fediverse style, as guid and link
+    for link, author in [
+        ("https://social.example/@feed_frank/1101", "feed_frank"),
+        ("https://forum.example/users/feed_gina/statuses/7", "feed_gina"),
+        ("https://feed_hal.blog.example/2026/a-post", "feed_hal"),
+    ]:
+        forums.feeds.add_entry(
+            "/news.rss", guid=link, link=link, title="t", published=NOW - 400, author=author
+        )
     service = await open_service(settings_from_mapping(config(forums.server.base_url, tmp_path)))
     try:
         polled = {o.community: o.new_items for o in await service.poll_all()}
-        assert polled == {"gig": 2, "forum": 2, "news": 1}
+        assert polled == {"gig": 2, "forum": 2, "news": 4}
     finally:
         await service.stop()
     with sqlite3.connect(tmp_path / "store.db") as db:
         dump = "\n".join(db.iterdump())
-    assert dump.count('INSERT INTO "posts"') == 5
+    assert dump.count('INSERT INTO "posts"') == 8
     names = ("reddit_alice", "reddit_bob", "discourse_carol", "discourse_dan", "feed_erin")
+    names += ("feed_frank", "feed_gina", "feed_hal")  # not in a link, an id or a cursor
     assert [name for name in names if name in dump] == []
 
 

@@ -21,6 +21,12 @@ column) are replaced by their SHA-256. ``created_at`` is ``published``, else
 ``updated``; an entry with neither is skipped. ``edited_at`` is ``updated`` when
 it is later than ``published``. Feeds carry no deletions.
 
+**Privacy.** A link that names a person (a path segment ``@name`` as on
+Mastodon or Medium, a segment after ``/u/``, ``/users/`` and the like, or the
+entry's author in the host or path) is not kept as the item's link, and an
+id or link identity that names one is replaced by its SHA-256, so neither the
+store nor the cursor ever holds the name.
+
 **Threads.** A generic entry is a thread start. A Discourse entry (guid
 ``<site>-post-<n>``/``<site>-post-<topic>-<n>``/``<site>-topic-<topic>`` and a
 link ``/t/<slug>/<topic>/<n>`` or ``/t/<slug>/<topic>[?page=p]#post_<n>``) is
@@ -72,7 +78,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import feedparser
 import httpx
@@ -112,11 +118,40 @@ def _epoch(moment: Any) -> int | None:
     return None
 
 
+_PROFILE_SEGMENTS = frozenset({"u", "user", "users", "profile", "people", "author", "members"})
+"""Path segments after which a link names a person (``/u/name``, ``/users/name``)."""
+
+
+def names_someone(link: str, author: str | None) -> bool:
+    """Whether ``link`` carries a person's name: a path segment ``@name`` (Mastodon,
+    Medium), a segment after ``/u/``, ``/users/`` and the like, or the entry's own
+    author anywhere in its host or path."""
+    parts = urlsplit(link)
+    segments = [unquote(segment).lower() for segment in parts.path.split("/") if segment]
+    if any(segment.startswith("@") for segment in segments):
+        return True
+    if any(a in _PROFILE_SEGMENTS for a in segments[:-1]):
+        return True
+    name = (author or "").strip().lstrip("@").lower()
+    if len(name) < 2:
+        return False
+    labels = (parts.hostname or "").split(".")
+    return name in segments or name in labels or f"~{name}" in segments
+
+
+def _private(value: str, author: str | None) -> str:
+    """An id or link that names someone, as its SHA-256 (the store never holds the name)."""
+    if "://" in value and names_someone(value, author):
+        return "sha256:" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()
+    return value
+
+
 def _identity(entry: Mapping[str, Any]) -> str | None:
+    author = _author(entry)
     for key in ("id", "link"):
         value = entry.get(key)
         if isinstance(value, str) and value.strip():
-            return bounded_id(value.strip())
+            return bounded_id(_private(value.strip(), author))
     date = entry.get("published") or entry.get("updated")
     if not date:
         return None
@@ -183,13 +218,15 @@ def entry_to_item(entry: Mapping[str, Any]) -> Item | None:
     link = entry.get("link") or None
     title = str(entry.get("title") or "")
     edited = updated if published is not None and updated is not None else None
+    author = _author(entry)
     common: dict[str, Any] = {
         "external_id": external_id,
         "created_at": created,
-        "author": _author(entry),
+        "author": author,
         "text": _text(entry),
         "text_is_html": True,
-        "url": link,
+        # a link that names its author (``/@user/123``) is not kept, as Mastodon's is not
+        "url": None if link and names_someone(link, author) else link,
         "edited_at": edited if edited is not None and edited > created else None,
     }
     position = discourse_position(external_id=external_id, link=link)
