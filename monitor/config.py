@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from monitor.errors import ConfigError
+from monitor.untrusted import without_userinfo
 
 ENV_PREFIX = "FORUM_MONITOR_"
 DEFAULT_LISTEN = "127.0.0.1:9808"
@@ -65,9 +66,15 @@ Duration = Annotated[float, Field(description='seconds; accepts "30s", "5m", "1h
 
 
 def _check_http_url(value: str) -> str:
+    shown = without_userinfo(value)  # never echo a password back
+    if shown != value:
+        raise ValueError(
+            f"{shown!r} must not carry credentials (user:password@): they would be sent "
+            "and stored with every link; a forum's API key has its own setting"
+        )
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{value!r} is not an http(s) URL")
+        raise ValueError(f"{shown!r} is not an http(s) URL")
     return value.rstrip("/")
 
 
@@ -272,6 +279,10 @@ class Settings(_Strict):
     def _db(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        authority = (value or "").partition("://")[2].partition("/")[0]
+        if authority.count("@") > 1:
+            # read as is, the password's tail would be taken for the host and shown in errors
+            raise ValueError("the password holds an unescaped '@': write it as %40")
         return value
 
     def resolved_database_url(self) -> str:

@@ -4,7 +4,8 @@ Anything a forum sends (ids, names, titles, bodies, links, error fields) may hol
 what neither store accepts (NUL bytes: PostgreSQL refuses them; unpaired UTF-16
 surrogates: no UTF-8 encoder takes them) or what would forge a log line (control
 characters, newlines, megabytes). ``clean_text`` is for what is kept,
-``for_log`` for what is logged.
+``for_log`` for what is logged, and ``without_userinfo`` takes the
+``user:password@`` out of any URL before it is kept, echoed or logged.
 """
 
 from __future__ import annotations
@@ -34,3 +35,14 @@ def for_log(value: object, *, limit: int = LOG_TEXT_LIMIT) -> str:
     cut = len(text) > limit
     quoted = ascii(text[:limit])
     return f"{quoted}..." if cut else quoted
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` without ``user:password@`` (everything up to the host's last ``@``), so no
+    credential in a URL is ever kept, echoed or logged."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    authority, slash, tail = rest.partition("/")
+    host = authority.rpartition("@")[2]
+    return f"{scheme}://{host}{slash}{tail}"

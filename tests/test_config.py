@@ -170,6 +170,60 @@ def test_malformed_config_exits_2_naming_each_field(
     assert captured.out == ""
 
 
+SECRET = "hunter2sekret"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "word"),
+    [
+        (
+            '[[communities]]\nid = "f"\nsource = "discourse"\n'
+            f'base_url = "https://monitor:{SECRET}@forum.example"\n',
+            "communities[0].base_url",
+            "credentials",
+        ),
+        (
+            '[[communities]]\nid = "f"\nsource = "rss"\n'
+            f'url = "https://monitor:{SECRET}@forum.example/posts.rss"\n',
+            "communities[0].url",
+            "credentials",
+        ),
+        (
+            '[[communities]]\nid = "f"\nsource = "hackernews"\n'
+            f'search_base_url = "https://{SECRET}@hn.example"\n',
+            "communities[0].search_base_url",
+            "credentials",
+        ),
+        (
+            f'database_url = "postgresql://monitor:p@{SECRET}@db.internal:5432/forum"\n',
+            "database_url",
+            "unescaped '@'",
+        ),
+    ],
+)
+def test_credentials_in_urls_are_refused_and_never_echoed(
+    text: str, field: str, word: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A password in a forum URL was written into every post's link; check-config echoed a
+    rejected URL in full; a database password holding '@' showed up as part of the host."""
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{field}: ") and word in err, err
+    assert SECRET not in err
+
+
+def test_a_rejected_url_is_shown_without_its_userinfo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[[communities]]\nid = "f"\nsource = "rss"\nurl = "ftp://u:{SECRET}@x/f"\n')
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "ftp://x/f" in err and SECRET not in err
+
+
 def test_missing_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(tmp_path / "nope.toml")]) == 2
     assert capsys.readouterr().err.strip() == f"{tmp_path / 'nope.toml'}: file not found"

@@ -38,7 +38,7 @@ import httpx
 
 from monitor.config import CommunityBase, Settings
 from monitor.http import PoliteClient, RequestCounter, Response
-from monitor.untrusted import clean_text
+from monitor.untrusted import clean_text, without_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,9 @@ def _clean_id(value: str | None) -> str | None:
 
 def sanitized(item: Item, *, now: int) -> Item:
     """``item`` with text both stores accept: no NUL, control character or unpaired
-    surrogate, ids bounded, an over-long link dropped, an implausible edit time unset."""
-    url = clean_text(item.url) if item.url is not None else None
+    surrogate, ids bounded, a link without ``user:password@`` (and dropped when over-long),
+    an implausible edit time unset."""
+    url = without_userinfo(clean_text(item.url)) if item.url is not None else None
     edited = item.edited_at
     plausible_edit = edited is not None and item.created_at <= edited <= now + FUTURE_SKEW_SECONDS
     return dataclasses.replace(

@@ -16,7 +16,7 @@ from monitor.sources.base import (
     epoch_seconds,
     sanitized,
 )
-from monitor.untrusted import clean_text, for_log
+from monitor.untrusted import clean_text, for_log, without_userinfo
 
 NOW = 1_760_000_000
 
@@ -134,3 +134,21 @@ def test_intake_notes_rejections_by_id_never_by_text() -> None:
     intake.reject("missing_field", "x" * 500)
     intake.reject("missing_field")
     assert intake.rejected == [("missing_field", bounded_id("x" * 500)), ("missing_field", None)]
+
+
+@pytest.mark.parametrize(
+    ("url", "clean"),
+    [
+        ("https://u:pw@forum.example/t/1", "https://forum.example/t/1"),
+        ("https://a:b@c@forum.example:8443/x?y=@z", "https://forum.example:8443/x?y=@z"),
+        ("https://forum.example/@user", "https://forum.example/@user"),  # a path, no userinfo
+        ("not a url", "not a url"),
+    ],
+)
+def test_without_userinfo(url: str, clean: str) -> None:
+    assert without_userinfo(url) == clean
+
+
+def test_a_link_never_keeps_credentials() -> None:
+    kept = sanitized(item(url="https://monitor:hunter2@forum.example/t/1/2"), now=NOW)
+    assert kept.url == "https://forum.example/t/1/2"
