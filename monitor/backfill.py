@@ -18,6 +18,13 @@ far (outcome ``ok``), else from the oldest item fetched (outcome ``partial``:
 Reddit lists about 1000 items per listing, a feed holds what it holds, the
 Hacker News whole-site walk reaches 500 ids back). A failed step records no
 coverage.
+
+A server that fabricates endless older pages cannot keep a backfill going: it
+stops when a step brings items but none older than the steps before it (the
+walk no longer goes back in time), and when it has fetched more than the
+requested days can hold (``MAX_POSTS_PER_DAY`` a day, ``STEPS_PER_DAY`` polls a
+day); ``stopped`` says which ("reached", "source_end", "no_progress",
+"budget"), and coverage then counts only what the walk fetched.
 """
 
 from __future__ import annotations
@@ -42,6 +49,11 @@ log = logging.getLogger(__name__)
 
 MAX_STEPS = 10_000
 """Polls one backfill may make (a Discourse step fetches up to 1,000 posts)."""
+MAX_POSTS_PER_DAY = 10_000
+"""More posts a day than the busiest public forums see: a walk past this many per
+requested day is a server inventing them."""
+STEPS_PER_DAY = 25
+"""Polls per requested day a backfill may make (Mastodon reads 400 statuses a poll)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,10 @@ class BackfillOutcome(PollOutcome):
     """Polls it made (adapters bound what one poll fetches)."""
     covered_from: int | None = None
     """Start of the span the backfill recorded as complete (UTC epoch seconds)."""
+    stopped: str | None = None
+    """Why the walk ended: "reached" (``days`` back), "source_end" (the source lists
+    nothing older), "no_progress" (steps stopped going back in time) or "budget"
+    (more than ``days`` can hold); None when it failed."""
 
 
 ProgressCallback = Callable[[BackfillProgress], None]
@@ -75,13 +91,18 @@ class _Tally:
     new_items: int = 0
     updated_items: int = 0
     requests: int = 0
+    fetched: int = 0
     oldest: int | None = None
+    went_back: bool = True
+    """Whether the last step brought something older than the steps before it (or nothing)."""
 
     def add(self, batch: Batch, result: IngestResult) -> None:
         self.steps += 1
         self.new_items += result.new_items
         self.updated_items += result.updated_items
+        self.fetched += len(batch.envelopes)
         times = [envelope.item.created_at for envelope in batch.envelopes]
+        self.went_back = not times or self.oldest is None or min(times) < self.oldest
         if times:
             self.oldest = min(times) if self.oldest is None else min(self.oldest, *times)
 
@@ -118,7 +139,11 @@ class Backfiller:
         started = self._clock()
 
         def outcome(
-            kind: str, *, covered_from: int | None = None, error: str | None = None
+            kind: str,
+            *,
+            covered_from: int | None = None,
+            error: str | None = None,
+            stopped: str | None = None,
         ) -> BackfillOutcome:
             return BackfillOutcome(
                 community.id,
@@ -131,14 +156,16 @@ class Backfiller:
                 error=error,
                 steps=tally.steps,
                 covered_from=covered_from,
+                stopped=stopped,
             )
 
         try:
-            covered_from, reached = await self._walk(community, days, tally, on_progress)
+            covered_from, stopped = await self._walk(community, days, tally, on_progress)
         except Exception as exc:  # a bug is logged too; the outcome says it in one line
             reason, message = failure_of(exc, what="backfill", community=community.id)
             return outcome(reason, error=message)
-        return outcome("ok" if reached else "partial", covered_from=covered_from)
+        kind = "ok" if stopped == "reached" else "partial"
+        return outcome(kind, covered_from=covered_from, stopped=stopped)
 
     async def _walk(
         self,
@@ -146,14 +173,15 @@ class Backfiller:
         days: int,
         tally: _Tally,
         on_progress: ProgressCallback | None,
-    ) -> tuple[int, bool]:
-        """Poll until the walk is done; returns (covered from, whether it reached ``days``)."""
+    ) -> tuple[int, str]:
+        """Poll until the walk is done; returns (covered from, why it stopped)."""
         # the adapter reaches back ``history_days`` from an empty cursor
         scoped = community.model_copy(update={"history_days": days})
         adapter = adapter_for(community)(scoped, settings=self._settings, client=self._client)
         started = int(self._clock())
         cursor: Cursor = {}
-        for _ in range(MAX_STEPS):
+        stopped = ""
+        for _ in range(min(MAX_STEPS, STEPS_PER_DAY * days + 10)):
             try:
                 batch = await adapter.poll(cursor=cursor, validators={}, now=started)
             finally:
@@ -165,16 +193,33 @@ class Backfiller:
             pending = adapter.walk_pending(batch.cursor)
             if not pending or batch.cursor == cursor:
                 break
+            if not tally.went_back:
+                stopped = "no_progress"
+                break
+            if tally.fetched > MAX_POSTS_PER_DAY * days:
+                stopped = "budget"
+                break
             cursor = batch.cursor
+        else:
+            stopped = "budget"
+        if stopped:
+            log.warning(
+                "backfill of %s stopped (%s) after %d items in %d polls",
+                community.id,
+                stopped,
+                tally.fetched,
+                tally.steps,
+            )
         if not pending and batch.covered_from is not None:
             covered_from = batch.covered_from  # the adapter vouches for its whole walk
         elif not pending and batch.complete:
             covered_from = batch.since
         else:  # the walk is contiguous from its oldest item to the newest
             covered_from = tally.oldest if tally.oldest is not None else started
-        reached = covered_from <= batch.since
+        if not stopped:
+            stopped = "reached" if covered_from <= batch.since else "source_end"
         await asyncio.to_thread(self._record, community, started, covered_from, tally)
-        return covered_from, reached
+        return covered_from, stopped
 
     def _write(self, community: CommunityBase, batch: Batch) -> IngestResult:
         with session_scope(self._engine) as session:

@@ -252,13 +252,20 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
+BACKFILL_STOPS = {
+    "source_end": " (the source lists nothing older)",
+    "no_progress": " (stopped: the source's pages stopped going back in time)",
+    "budget": " (stopped: more items than the requested days can hold)",
+}
+
+
 def _backfill_line(outcome: BackfillOutcome) -> str:
     done = (
         f"{outcome.new_items} new items ({outcome.updated_items} updated), "
         f"{_count(outcome.requests, 'request')} in {_count(outcome.steps, 'poll')}"
     )
     if outcome.outcome in ("ok", "partial") and outcome.covered_from is not None:
-        note = "" if outcome.outcome == "ok" else " (the source lists nothing older)"
+        note = BACKFILL_STOPS.get(outcome.stopped or "", "")
         return (
             f"{outcome.community}: {outcome.outcome}, {done}; "
             f"complete from {_when(outcome.covered_from)}{note}"

@@ -21,11 +21,11 @@ from sqlmodel import Session, select
 from monitor.analysis.coverage import covered_spans
 from monitor.backfill import Backfiller, BackfillOutcome, BackfillProgress
 from monitor.config import settings_from_mapping
-from monitor.fakeforum.discourse import FakeDiscourse
+from monitor.fakeforum.discourse import FakeDiscourse, iso
 from monitor.fakeforum.hackernews import FakeHackerNews
 from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.reddit import FakeReddit
-from monitor.fakeforum.server import FakeForumServer, Fault, Router
+from monitor.fakeforum.server import FakeForumServer, FakeResponse, Fault, Request, Router
 from monitor.ingest import load_poll_state
 from monitor.service import Service
 from monitor.sources import discourse, hackernews, mastodon, reddit
@@ -149,6 +149,7 @@ async def test_discourse_backfill_walks_in_steps_and_leaves_the_poll_cursor_alon
             requests=4,
             steps=4,
             covered_from=NOW - 10 * DAY,
+            stopped="reached",
         )
         assert [s.new_items for s in steps] == [50, 100, 120, 120]
         assert steps[-1].oldest == NOW - 8 * DAY
@@ -350,3 +351,65 @@ history_days = 10
         "--community: unknown community 'nope' (configured: forum)",
         "--days: must be between 1 and 3650",
     ]
+
+
+class Fabricator:
+    """Hand-made hostile server: /posts.json invents 50 older posts below any ``before=``,
+    forever, dated ``seconds_apart`` apart going back from an hour ago."""
+
+    def __init__(self, *, seconds_apart: int) -> None:
+        self.seconds_apart = seconds_apart
+        self.server = FakeForumServer(self.handle)
+
+    def handle(self, request: Request) -> FakeResponse:
+        top = int((request.query.get("before") or ["10000000"])[0])
+        posts = [
+            {
+                "id": post_id,
+                "topic_id": post_id,
+                "post_number": 1,
+                "post_type": 1,
+                "created_at": iso(NOW - 3600 - (10_000_000 - post_id) * self.seconds_apart),
+                "username": "bot",
+                "raw": "invented",
+            }
+            for post_id in range(top - 1, top - 51, -1)
+        ]
+        return FakeResponse.json({"latest_posts": posts})
+
+
+@pytest.mark.parametrize(
+    ("seconds_apart", "stopped", "most"),
+    [
+        (0, "no_progress", 2 * 1000),  # every invented post at the same moment
+        (1, "budget", 2 * 10_000 + 1000),  # going back a second a post: 2 days = 172,800
+    ],
+)
+async def test_a_server_inventing_endless_older_pages_cannot_keep_a_backfill_going(
+    seconds_apart: int, stopped: str, most: int, tmp_path: Path
+) -> None:
+    """472,000 invented posts were stored in 90 s; a backfill now stops at its horizon by
+    timestamps and by a budget derived from it, and says why."""
+    fabricator = Fabricator(seconds_apart=seconds_apart)
+    with fabricator.server:
+        base = fabricator.server.base_url
+        settings = settings_from_mapping(
+            service_config(tmp_path, [{"id": "fab", "source": "discourse", "base_url": base}])
+        )
+        service = Service(settings, registry=CollectorRegistry(), clock=lambda: NOW)
+        await service.open()
+        assert service.engine and service.client and service.ingestor
+        backfiller = Backfiller(
+            settings=settings,
+            engine=service.engine,
+            client=service.client,
+            ingestor=service.ingestor,
+            clock=lambda: NOW,
+        )
+        try:
+            outcome = await backfiller.run(community(service, "fab"), days=2)
+        finally:
+            await service.stop()
+    assert (outcome.outcome, outcome.stopped) == ("partial", stopped)
+    assert 0 < outcome.new_items <= most
+    assert outcome.covered_from is not None and outcome.covered_from > NOW - 2 * DAY
