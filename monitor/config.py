@@ -223,6 +223,11 @@ class HttpSettings(_Strict):
     max_retries: int = Field(default=3, ge=0, le=10)
     backoff_base: Duration = 1.0
     max_retry_wait: Duration = 60.0
+    poll_deadline: Duration = Field(
+        default=300.0,
+        description="a poll stops asking for more pages after this long and commits what it "
+        "has (its coverage says so); the next poll goes on",
+    )
     rate_per_minute: dict[str, float] = Field(
         default_factory=dict,
         description="per-host request rate overriding the source kind's default",
@@ -234,6 +239,7 @@ class HttpSettings(_Strict):
         "total_timeout",
         "backoff_base",
         "max_retry_wait",
+        "poll_deadline",
         mode="before",
     )
     @classmethod

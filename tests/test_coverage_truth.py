@@ -52,6 +52,9 @@ class Platform:
     truth: Callable[[], dict[str, int]]
     """Every post the forum holds in the community's scope: external id -> created."""
     tune: Callable[[pytest.MonkeyPatch], None] = lambda _: None
+    resumes: bool = True
+    """Whether a walk cut short goes on in the next poll (Reddit's does not: it moves on,
+    and coverage leaves out what it did not list)."""
 
 
 @dataclass
@@ -61,7 +64,7 @@ class Sim:
 
 
 def reddit_platform(router: Router, base: str) -> Platform:
-    fake = FakeReddit(listing_limit=60)  # Reddit's ~1000-item horizon, scaled down
+    fake = FakeReddit()
     fake.add_subreddit("gig")
     fake.register(router)
     threads: list[str] = []
@@ -73,6 +76,7 @@ def reddit_platform(router: Router, base: str) -> Platform:
             fake.add_reply(threads[-1], created=at, author=f"u{at % 13}")
 
     def tune(monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(fake, "listing_limit", 60)  # Reddit's ~1000-item horizon, scaled
         monkeypatch.setattr(reddit, "MAX_PAGES", 3)
         monkeypatch.setattr(reddit, "HORIZON_ITEMS", 50)  # below the fake's horizon
 
@@ -81,6 +85,7 @@ def reddit_platform(router: Router, base: str) -> Platform:
         add,
         lambda: {name: int(post.created_utc) for name, post in fake.posts.items()},
         tune,
+        resumes=False,
     )
 
 
@@ -180,13 +185,18 @@ PLATFORMS: dict[str, Callable[[Router, str], Platform]] = {
 }
 
 
-@pytest.fixture(params=sorted(PLATFORMS))
-def platform(request: pytest.FixtureRequest) -> Iterator[tuple[Platform, FakeForumServer]]:
+def serving(name: str) -> Iterator[tuple[Platform, FakeForumServer]]:
+    """Platform ``name`` on a fake server of its own, running."""
     router = Router()
     server = FakeForumServer(router)
-    made = PLATFORMS[str(request.param)](router, server.base_url)
+    made = PLATFORMS[name](router, server.base_url)
     with server:
         yield made, server
+
+
+@pytest.fixture(params=sorted(PLATFORMS))
+def platform(request: pytest.FixtureRequest) -> Iterator[tuple[Platform, FakeForumServer]]:
+    yield from serving(str(request.param))
 
 
 def unseen_covered(service: Service, platform: Platform, *, until: int) -> list[tuple[str, int]]:

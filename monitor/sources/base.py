@@ -257,6 +257,7 @@ class Source(ABC):
         self.client = client
         self.counter = RequestCounter()
         self.intake = Intake(community=community.id, earliest=self.earliest, now=int(time.time()))
+        self.deadline = time.monotonic() + settings.http.poll_deadline
         self.base_url = community.url_root(self.default_base_url)
 
     def url(self, path: str) -> str:
@@ -289,6 +290,11 @@ class Source(ABC):
     async def get_json(self, url: str, *, params: Mapping[str, Any] | None = None) -> Any:
         return (await self.get(url, params=params)).json()
 
+    def out_of_time(self) -> bool:
+        """Whether the poll's deadline (``[http] poll_deadline``) has passed: an adapter then
+        stops paging as it does at its page bound, and the poll commits what it has."""
+        return time.monotonic() >= self.deadline
+
     def walk_pending(self, cursor: Cursor) -> bool:
         """Whether ``cursor`` holds a walk back in time that the next poll goes on with.
 
@@ -314,6 +320,7 @@ class Source(ABC):
         self.counter = RequestCounter()
         moment = int(time.time()) if now is None else now
         self.intake = Intake(community=self.community.id, earliest=self.earliest, now=moment)
+        self.deadline = time.monotonic() + self.settings.http.poll_deadline
         since = moment - self.community.history_days * 86400
         if resume_from is not None and not cursor:
             since = max(since, resume_from)

@@ -368,7 +368,7 @@ class Discourse(Source):
             validators = {}  # the walk must see the newest page itself, not hear "unchanged"
         if position.pending is not None:
             await self._finish_pending(run, position, now=poll.now)
-        if position.pending is not None or run.pages_left == 0:
+        if position.pending is not None or run.pages_left == 0 or self.out_of_time():
             # posts newer than the walk's top are not fetched yet: nothing new is claimed
             return self._result(run, position, validators, complete=False, covered_from=poll.now)
         return await self._walk_from_newest(run, position, validators, poll=poll)
@@ -388,6 +388,8 @@ class Discourse(Source):
             vouch, position.vouch_from = position.vouch_from, None
             validators = walk.validators or {}
             return self._result(run, position, validators, complete=True, covered_from=vouch)
+        if walk.lowest is None:  # the poll's deadline came before the first page
+            return self._result(run, position, validators, complete=False, covered_from=poll.now)
         if position.vouch_from is None:  # a walk begins: it will be complete from its floor
             first = floor.floor_time is not None
             position.vouch_from = floor.floor_time if first else position.last_time
@@ -430,7 +432,7 @@ class Discourse(Source):
     ) -> _Walk:
         """Page down from ``before`` (or the newest post) to the floor, within the budget."""
         seen = _Walk()
-        while run.pages_left > 0:
+        while run.pages_left > 0 and not self.out_of_time():
             run.pages_left -= 1
             params = {} if before is None else {"before": before}
             url = self.url("/posts.json")

@@ -302,7 +302,10 @@ class HackerNews(Source):
         end = min(newest, start + self.max_items_per_poll - 1)
         if end < start:
             return FetchResult(items=[], cursor={"next_id": max(start, newest + 1)})
-        raws = await self._fetch_items(range(start, end + 1))
+        raws, unread = await self._fetch_items(range(start, end + 1))
+        if unread:  # the deadline: the walk ends below the first id not asked for
+            end = min(unread) - 1
+            raws = {item_id: raw for item_id, raw in raws.items() if item_id <= end}
         if not raws and end - start + 1 > NULL_WALK_LIMIT:
             what = f"maxitem {newest}, but ids {start}-{end} are all null"
             raise self._malformed(self.url("/v0/maxitem.json"), what)
@@ -324,7 +327,10 @@ class HackerNews(Source):
             behind = _int(poll.cursor.get("behind_from"))
             # ids grow with time: all created since the walk's first item is fetched once
             # it catches up (nothing was created between the last walk's end and it)
-            cursor["behind_from"] = min(times, default=poll.now) if behind is None else behind
+            if behind is None:  # a first poll keeps nothing before ``since``
+                behind = min(times, default=poll.now)
+                behind = max(behind, poll.since) if first else behind
+            cursor["behind_from"] = behind
             return FetchResult(items=items, cursor=cursor, complete=False, covered_from=poll.now)
         reached = not first or start == 1 or min(times, default=poll.now) < poll.since
         return FetchResult(
@@ -348,12 +354,17 @@ class HackerNews(Source):
             raise self._malformed(url, "an item that is neither an object nor null")
         return raw
 
-    async def _fetch_items(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        """Fetch ``ids`` a few at a time; ids answering ``null`` are left out."""
+    async def _fetch_items(self, ids: Iterable[int]) -> tuple[dict[int, dict[str, Any]], set[int]]:
+        """Fetch ``ids`` a few at a time: the items (ids answering ``null`` left out), and
+        the ids not asked for because the poll's deadline came first."""
         gate = asyncio.Semaphore(self.item_concurrency)
+        unread: set[int] = set()
 
         async def one(item_id: int) -> dict[str, Any] | None:
             async with gate:
+                if self.out_of_time():
+                    unread.add(item_id)
+                    return None
                 return await self._item(item_id)
 
         wanted = list(ids)
@@ -365,7 +376,7 @@ class HackerNews(Source):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        return {item_id: raw for item_id, raw in zip(wanted, found, strict=True) if raw}
+        return {item_id: raw for item_id, raw in zip(wanted, found, strict=True) if raw}, unread
 
     # ------------------------------------------------------------ thread roots
 
@@ -417,7 +428,7 @@ class HackerNews(Source):
                 )
                 break
             budget -= len(wanted)
-            fetched = await self._fetch_items(wanted)
+            fetched, _ = await self._fetch_items(wanted)  # not asked: as good as null
             for gap in wanted:  # an ancestor answering null ends its chain there
                 if gap not in fetched:
                     dead_ends.add(gap)
@@ -454,6 +465,8 @@ class HackerNews(Source):
         url = self.search_url + "/api/v1/search_by_date"
         collected: list[dict[str, Any]] = []
         for page in range(self.max_pages_per_poll):
+            if page and self.out_of_time():
+                break  # the poll's deadline: what is fetched so far is kept
             params = {
                 "query": self.query,
                 "tags": SEARCH_TAGS,

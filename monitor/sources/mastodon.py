@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -146,13 +146,14 @@ def _pending(cursor: Cursor) -> tuple[int | None, int] | None:
 
 
 class _Budget:
-    """The pages one poll may still read, shared by its walks."""
+    """The pages one poll may still read, shared by its walks, until its deadline."""
 
-    def __init__(self, pages: int) -> None:
+    def __init__(self, pages: int, *, out_of_time: Callable[[], bool]) -> None:
         self.left = pages
+        self.out_of_time = out_of_time
 
     def take(self) -> bool:
-        if self.left <= 0:
+        if self.left <= 0 or self.out_of_time():
             return False
         self.left -= 1
         return True
@@ -221,7 +222,7 @@ class Mastodon(Source):
 
     async def fetch(self, poll: PollInput) -> FetchResult:
         last = _numeric(poll.cursor.get("last_id"))
-        budget = _Budget(self.max_pages)
+        budget = _Budget(self.max_pages, out_of_time=self.out_of_time)
         fresh: list[Mapping[str, Any]] = []
         caught_up = True
         behind_from = _int_field(poll.cursor, "behind_from")

@@ -341,7 +341,9 @@ class Reddit(Source):
         walk = _Walk(complete_from=mark.created if mark else since)
         after: str | None = None
         listed = 0
-        for _ in range(MAX_PAGES):
+        for page_number in range(MAX_PAGES):
+            if page_number and self.out_of_time():
+                break  # the poll's deadline: what is listed so far is kept
             params: dict[str, Any] = {"limit": PAGE_SIZE, "raw_json": 1}
             if after is not None:
                 params["after"] = after
