@@ -388,3 +388,44 @@ async def test_every_fault_is_counted_then_nothing_lost_or_duplicated(
         assert stored(service, "news") == (7, 7)
     finally:
         await service.stop()
+
+
+async def test_a_control_character_leaves_a_feeds_coverage_as_a_clean_feeds(
+    tmp_path: Path,
+) -> None:
+    """Measured before: 0.17 of the day covered against 1.00 for the same clean feed, so
+    the feed's trends stayed withheld while its polls said "ok"."""
+    feeds = FakeFeeds()
+    router = Router()
+    feeds.register(router)
+    start = NOW - 2 * 86400
+    for path in ("/clean.rss", "/dirty.rss"):
+        feeds.add_feed(path, limit=200)
+        for n in range(40):  # one entry an hour over the last 40 hours
+            title = "Pay\x01 cut" if path == "/dirty.rss" and n == 39 else "Pay cut"
+            feeds.add_entry(path, guid=f"e{n}", title=title, published=start + n * HOUR)
+    clock = {"now": float(start + 40 * HOUR)}
+    with FakeForumServer(router) as server:
+        communities = [
+            {"id": name, "source": "rss", "url": server.base_url + f"/{name}.rss"}
+            for name in ("clean", "dirty")
+        ]
+        settings = settings_from_mapping(service_config(tmp_path, communities))
+        service = Service(settings, registry=CollectorRegistry(), clock=lambda: clock["now"])
+        await service.open()
+        try:
+            for step in range(4):  # polls a quarter hour apart, the feed unchanged
+                clock["now"] += 900 if step else 0
+                for community in settings.communities:
+                    assert (await service.poll(community)).outcome in ("ok", "not_modified")
+            await service.refresh_all()  # as of the last poll
+            assert service.snapshots is not None
+            coverage = {
+                name: snapshot.coverage["1d"]
+                for name in ("clean", "dirty")
+                if (snapshot := service.snapshots.get(name)) is not None
+            }
+        finally:
+            await service.stop()
+    assert coverage["clean"] == pytest.approx(1.0)
+    assert coverage["dirty"] == coverage["clean"]
