@@ -1,6 +1,14 @@
 """The one HTTP policy every source goes through.
 
-- timeouts on connect, read and the whole exchange; a cap on the body size;
+- timeouts on connect, read and the whole exchange;
+- a cap on the body (``max_body_bytes``) that bounds both the bytes received and what
+  they decode to, checked as they are produced: the raw bytes are inflated here (never
+  by httpx, which would inflate a network chunk whole first), each ``decompress`` call
+  allowed no more than what is left under the cap, so a bomb of a few KB costs a poll at
+  most the cap in memory. We ask for ``gzip, deflate`` and read only those (deflate
+  zlib-wrapped or raw): stacked codings (``gzip, gzip``) and any we did not ask for (br,
+  zstd, ...) are a ``MalformedResponse`` naming the coding, a compressed stream cut short
+  too. Only a success's body is read; an error's or a redirect's is left on the wire;
 - retries with exponential backoff and "equal" jitter on connection errors,
   timeouts and 5xx: retry ``n`` waits between half and all of
   ``backoff_base * 2**n`` (capped), so the wait always grows and a struggling
@@ -36,7 +44,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
@@ -54,6 +63,7 @@ from monitor.errors import (
     TransportError,
 )
 from monitor.telemetry import Telemetry
+from monitor.untrusted import for_log
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +180,126 @@ def parse_rate_reset(value: str | None, *, now: float, default: float = 60.0) ->
     return server_wait(reset)
 
 
+ACCEPT_ENCODING = "gzip, deflate"
+"""The content codings every request asks for, and so the only ones a body may come in."""
+CODINGS = {"identity": "identity", "gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
+"""``Content-Encoding`` tokens read, and the coding each names (RFC 9110: x-gzip is gzip)."""
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+_ZLIB_WBITS = zlib.MAX_WBITS
+_RAW_DEFLATE_WBITS = -zlib.MAX_WBITS
+
+
+def _zlib_header(head: bytes) -> bool:
+    """Whether two bytes open a zlib stream (RFC 1950: method 8, header a multiple of 31)."""
+    return len(head) >= 2 and head[0] & 0x0F == 8 and ((head[0] << 8) | head[1]) % 31 == 0
+
+
+class BodyReader:
+    """One response body as it arrives: undoes its content coding and stops at the cap.
+
+    The cap bounds both the bytes received and the bytes they decode to, as they are
+    produced: each ``decompress`` call may yield at most what is left under the cap plus
+    one byte, so a few KB that would inflate to gigabytes cost at most the cap in memory
+    and in work. A coding we did not ask for (br, zstd, ...) or several stacked
+    (``gzip, gzip``) are refused before a byte is read: each layer would multiply what a
+    byte can expand to, and nothing we poll needs them.
+    """
+
+    def __init__(self, *, encoding: str | None, cap: int, host: str, url: str) -> None:
+        self.cap = cap
+        self.host = host
+        self.url = url
+        self.coding = self._coding(encoding)
+        self.received = 0
+        self.size = 0
+        self._parts: list[bytes] = []
+        self._head = b""
+        """A deflate body's first bytes, until there are two to tell zlib from raw deflate."""
+        self._inflater: zlib._Decompress | None = None
+        if self.coding == "gzip":
+            self._inflater = zlib.decompressobj(_GZIP_WBITS)
+
+    def _coding(self, encoding: str | None) -> str:
+        tokens = [t.strip().lower() for t in (encoding or "").split(",")]
+        codings = [CODINGS.get(t, t) for t in tokens if t]
+        layers = [c for c in codings if c != "identity"]
+        if len(layers) > 1:
+            raise MalformedResponse(
+                f"body from {self.host} has stacked encodings {for_log(encoding)}; "
+                f"only one of {ACCEPT_ENCODING} is read",
+                host=self.host,
+                url=self.url,
+            )
+        if layers and layers[0] not in CODINGS:
+            raise MalformedResponse(
+                f"body from {self.host} is encoded {for_log(encoding)}, which we did not "
+                f"ask for (Accept-Encoding: {ACCEPT_ENCODING})",
+                host=self.host,
+                url=self.url,
+            )
+        return layers[0] if layers else "identity"
+
+    def feed(self, data: bytes) -> None:
+        """Take the next bytes off the wire; raises once the body passes the cap."""
+        self.received += len(data)
+        if self.received > self.cap:
+            coded = "" if self.coding == "identity" else f" before decoding ({self.coding})"
+            raise self._too_large(coded)
+        if self.coding == "identity":
+            self._keep(data)
+            return
+        if self._inflater is None:  # deflate: zlib-wrapped as RFC 9110 says, or raw as IIS sent
+            self._head += data
+            if len(self._head) < 2:
+                return
+            data, self._head = self._head, b""
+            wbits = _ZLIB_WBITS if _zlib_header(data) else _RAW_DEFLATE_WBITS
+            self._inflater = zlib.decompressobj(wbits)
+        self._inflate(self._inflater, data)
+
+    def _inflate(self, inflater: zlib._Decompress, data: bytes) -> None:
+        while data and not inflater.eof:  # bytes after the end of the stream are ignored
+            try:
+                # room + 1 (0 would mean "no limit"): a call that fills it has passed the
+                # cap and raises in ``_keep``; one that does not took all of ``data``
+                out = inflater.decompress(data, self.cap - self.size + 1)
+            except zlib.error as exc:
+                raise MalformedResponse(
+                    f"body from {self.host} does not decode as {self.coding} ({exc})",
+                    host=self.host,
+                    url=self.url,
+                ) from exc
+            self._keep(out)
+            data = inflater.unconsumed_tail
+
+    def _keep(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.cap:
+            raise self._too_large(
+                "" if self.coding == "identity" else f" once decoded ({self.coding})"
+            )
+        if data:
+            self._parts.append(data)
+
+    def _too_large(self, how: str) -> ResponseTooLarge:
+        return ResponseTooLarge(
+            f"body from {self.host} passed the {self.cap}-byte cap{how}",
+            host=self.host,
+            url=self.url,
+        )
+
+    def finish(self) -> bytes:
+        """The whole decoded body; a compressed stream cut short is a ``MalformedResponse``."""
+        cut = self.coding != "identity" and self.received > 0
+        if cut and (self._inflater is None or not self._inflater.eof):
+            raise MalformedResponse(
+                f"{self.coding} body from {self.host} ends before its stream does",
+                host=self.host,
+                url=self.url,
+            )
+        return b"".join(self._parts)
+
+
 @dataclass
 class _HostState:
     limiter: AsyncLimiter
@@ -210,7 +340,7 @@ class PoliteClient:
             timeout=httpx.Timeout(
                 policy.read_timeout, connect=policy.connect_timeout, pool=policy.connect_timeout
             ),
-            headers={"User-Agent": policy.user_agent, "Accept-Encoding": "gzip, deflate"},
+            headers={"User-Agent": policy.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
             follow_redirects=True,
             max_redirects=5,
         )
@@ -309,6 +439,10 @@ class PoliteClient:
             async with self._client.stream(
                 method, url, params=params, headers=headers, data=data, auth=auth
             ) as reply:
+                if not 200 <= reply.status_code < 300:
+                    # nobody reads the body of an error or a redirect: left unread (leaving
+                    # the ``stream`` block drops the connection), it costs no memory at all
+                    return Response(reply.status_code, str(reply.url), reply.headers, b"")
                 declared = reply.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > cap:
                     raise ResponseTooLarge(
@@ -316,20 +450,15 @@ class PoliteClient:
                         host=host,
                         url=str(reply.url),
                     )
-                chunks: list[bytes] = []
-                size = 0
-                # counts decoded bytes, so a gzip bomb stops at the cap too; leaving the
-                # ``stream`` block closes the connection without reading the rest
-                async for chunk in reply.aiter_bytes():
-                    size += len(chunk)
-                    if size > cap:
-                        raise ResponseTooLarge(
-                            f"body from {host} passed the {cap}-byte cap",
-                            host=host,
-                            url=str(reply.url),
-                        )
-                    chunks.append(chunk)
-                return Response(reply.status_code, str(reply.url), reply.headers, b"".join(chunks))
+                body = BodyReader(
+                    encoding=reply.headers.get("content-encoding"),
+                    cap=cap,
+                    host=host,
+                    url=str(reply.url),
+                )
+                async for chunk in _raw(reply):
+                    body.feed(chunk)
+                return Response(reply.status_code, str(reply.url), reply.headers, body.finish())
 
     async def _exchange(
         self,
@@ -345,18 +474,13 @@ class PoliteClient:
         requests = self._telemetry.http_requests
         try:
             response = await self._send_once(method, url, params, headers, data, auth)
-        except ResponseTooLarge:
+        except (ResponseTooLarge, MalformedResponse):  # the status came, the body did not
             requests.labels(host=host, code="error").inc()
             raise
         except (TimeoutError, httpx.TimeoutException) as exc:
             requests.labels(host=host, code="error").inc()
             raise TransportError(
                 f"timed out talking to {host}", host=host, url=url, timeout=True
-            ) from exc
-        except httpx.DecodingError as exc:  # a body that claims gzip but is not
-            requests.labels(host=host, code="error").inc()
-            raise MalformedResponse(
-                f"body from {host} does not decode ({exc.__class__.__name__})", host=host, url=url
             ) from exc
         except httpx.HTTPError as exc:  # connect errors, resets, protocol errors
             requests.labels(host=host, code="error").inc()
@@ -445,6 +569,18 @@ class PoliteClient:
                 raise failure
             await self._sleep(self._backoff(attempt))
             attempt += 1
+
+
+def _raw(reply: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's bytes as they came, still encoded: httpx's own decoding inflates each
+    network chunk whole (64 KiB of gzip can be 64 MiB) before a cap could be checked.
+
+    Read from the stream itself rather than ``aiter_raw``, which refuses a body that a
+    ``MockTransport`` handler built from bytes (httpx reads those when they are made)."""
+    stream = reply.stream
+    if not isinstance(stream, httpx.AsyncByteStream):
+        raise TypeError("an AsyncClient's response has an async stream")
+    return aiter(stream)
 
 
 _NOT_TRANSIENT = (httpx.TooManyRedirects, httpx.UnsupportedProtocol)

@@ -237,7 +237,10 @@ async def test_body_that_does_not_decode_is_malformed_and_not_retried(
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request)
-        return httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=b"not gzip")
+        # stream=, not content=: httpx would try to decode content= itself, in this handler
+        return httpx.Response(
+            200, headers={"Content-Encoding": "gzip"}, stream=httpx.ByteStream(b"not gzip")
+        )
 
     sleep = SleepRecorder()
     with pytest.raises(MalformedResponse) as caught:
