@@ -13,7 +13,7 @@
   timeouts and 5xx: retry ``n`` waits between half and all of
   ``backoff_base * 2**n`` (capped), so the wait always grows and a struggling
   server is never asked again at once, while the jitter spreads replicas apart;
-  a 4xx, a too-large body or a redirect loop is not retried;
+  a 4xx, a too-large or malformed body or a refused redirect is not retried;
 - ``Retry-After`` on 429/503 (seconds or an HTTP date): the host is not asked
   again before that moment, by this poll or any other; a server's wait
   (``Retry-After`` or ``X-Ratelimit-Reset``) counts up to ``MAX_SERVER_WAIT``
@@ -26,6 +26,18 @@
   ``-Reset`` headers (Reddit sends ``"598.0"`` and ``"304"``) pause a host
   until the reset when its budget is spent (a reset above 1e9 is read as the
   Unix time of the reset, as GitHub sends it);
+- redirects (301/302/303/307/308) are followed here, never by httpx, at most
+  ``MAX_REDIRECTS`` hops, each resolved against the URL that answered and sent as a
+  request of its own (its host's turn, its count, its status): only within the
+  request's origin (scheme, host, port), from http to https on the same host, or
+  between the origins of one group in ``HttpPolicy.redirect_sites`` (Reddit's hosts);
+  never from https to plain http, and never for a POST. Any other is a
+  ``RedirectRefused`` (reason ``redirect``, not retried) whose message names, escaped,
+  where it pointed: a redirect to 169.254.169.254 is refused unsent;
+- credentials (the ``credentials`` a request names, ``auth``, and any of
+  ``CREDENTIAL_HEADERS`` among its headers: Authorization, Cookie, Api-Key, ...) go to
+  the request's own origin only: a hop to any other origin, even an allowed one, is
+  sent without them;
 - a descriptive User-Agent carrying the operator's contact;
 - conditional requests (``If-None-Match``/``If-Modified-Since``) where the
   server sent validators;
@@ -45,7 +57,7 @@ import math
 import random
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
@@ -59,6 +71,7 @@ from monitor.errors import (
     HTTPStatusError,
     MalformedResponse,
     RateLimited,
+    RedirectRefused,
     ResponseTooLarge,
     TransportError,
 )
@@ -68,6 +81,31 @@ from monitor.untrusted import for_log
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
+"""Hops one request may take; one more is a ``RedirectRefused``."""
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "api-key", "api-username"}
+)
+"""Headers that authenticate us wherever a caller puts them: never sent to another origin
+(the ``credentials`` a request names are kept back too)."""
+REDIRECT_SITES: tuple[frozenset[str], ...] = (
+    frozenset(
+        {
+            "https://reddit.com",
+            "https://www.reddit.com",
+            "https://old.reddit.com",
+            "https://oauth.reddit.com",
+        }
+    ),
+)
+"""Origins of one operator serving one API: a redirect between two of a group is
+followed (credentials stay behind all the same). Reddit's hosts send one another's
+redirects (reddit.com to www, old and www between each other), and an unknown
+subreddit's redirect must be followed to be recognized; nothing else is listed."""
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +122,8 @@ class HttpPolicy:
     contact: str = ""
     rate_burst: int = 1
     """Requests a host's bucket holds: how many may go back to back before the spacing starts."""
+    redirect_sites: tuple[frozenset[str], ...] = REDIRECT_SITES
+    """Groups of origins (``scheme://host[:port]``) a redirect may cross between."""
 
     def __post_init__(self) -> None:
         if self.rate_burst < 1:
@@ -128,6 +168,44 @@ class Response:
                 host=host,
                 url=self.url,
             ) from exc
+
+
+def origin(url: httpx.URL) -> str:
+    """``scheme://host:port`` of ``url``, the port spelled out even when it is the default."""
+    port = url.port or DEFAULT_PORTS.get(url.scheme, 0)
+    return f"{url.scheme}://{url.host}:{port}"
+
+
+def redirect_refusal(
+    start: httpx.URL, target: httpx.URL, *, sites: Collection[frozenset[str]] = REDIRECT_SITES
+) -> str | None:
+    """Why a request to ``start`` may not be redirected to ``target``; None when it may.
+
+    Allowed: the same origin; the same host moving from http to https on the default
+    ports; two origins of one group in ``sites``. Never from https to http.
+    """
+    if target.scheme not in DEFAULT_PORTS:
+        return "not an http(s) URL"
+    if start.scheme == "https" and target.scheme != "https":
+        return "from https down to plain http"
+    if origin(target) == origin(start):
+        return None
+    upgrade = (start.scheme, target.scheme) == ("http", "https")
+    if upgrade and target.host == start.host and start.port is None and target.port is None:
+        return None  # the same site asking for TLS
+    here, there = origin(start), origin(target)
+    for group in sites:
+        members = {origin(httpx.URL(member)) for member in group}
+        if here in members and there in members:
+            return None
+    return f"another origin than {here}"
+
+
+def _without_credentials(
+    headers: Mapping[str, str], credentials: Collection[str] = ()
+) -> dict[str, str]:
+    kept_back = CREDENTIAL_HEADERS | {name.lower() for name in credentials}
+    return {name: value for name, value in headers.items() if name.lower() not in kept_back}
 
 
 MAX_SERVER_WAIT = 3600.0
@@ -341,8 +419,7 @@ class PoliteClient:
                 policy.read_timeout, connect=policy.connect_timeout, pool=policy.connect_timeout
             ),
             headers={"User-Agent": policy.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
-            follow_redirects=True,
-            max_redirects=5,
+            follow_redirects=False,  # followed by ``_follow``, under the rules above
         )
 
     async def aclose(self) -> None:
@@ -515,12 +592,19 @@ class PoliteClient:
         *,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        credentials: Mapping[str, str] | None = None,
         validators: Mapping[str, str] | None = None,
         counter: RequestCounter | None = None,
     ) -> Response:
         """GET ``url`` under the policy; a 304 is returned, other failures raise ``FetchError``."""
         return await self.request(
-            "GET", url, params=params, headers=headers, validators=validators, counter=counter
+            "GET",
+            url,
+            params=params,
+            headers=headers,
+            credentials=credentials,
+            validators=validators,
+            counter=counter,
         )
 
     async def request(
@@ -530,23 +614,33 @@ class PoliteClient:
         *,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        credentials: Mapping[str, str] | None = None,
         validators: Mapping[str, str] | None = None,
         counter: RequestCounter | None = None,
         data: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
     ) -> Response:
-        """Send one request under the policy (a form POST is for token endpoints only)."""
-        host = httpx.URL(url).host
+        """Send one request under the policy (a form POST is for token endpoints only).
+
+        ``credentials`` are headers that authenticate us to ``url``'s origin (an API key,
+        a bearer token): sent there and to no other origin a redirect leads to, like
+        ``auth`` and the ``CREDENTIAL_HEADERS`` in ``headers``.
+        """
         sent_headers = _conditional(headers, validators)
         attempt = 0
         failure: FetchError
         while True:
-            await self._wait_turn(host, url)
-            if counter is not None:
-                counter.requests += 1
-                counter.hosts.add(host)
             try:
-                response = await self._exchange(method, url, params, sent_headers, data, auth)
+                response = await self._follow(
+                    method,
+                    url,
+                    params=params,
+                    headers=sent_headers,
+                    credentials=credentials or {},
+                    data=data,
+                    auth=auth,
+                    counter=counter,
+                )
             except TransportError as exc:
                 if isinstance(exc.__cause__, _NOT_TRANSIENT):
                     raise
@@ -556,7 +650,8 @@ class PoliteClient:
                     if response.not_modified and counter is not None:
                         counter.not_modified += 1
                     return response
-                failure = self._status_failure(host, url, response, attempt)
+                host = httpx.URL(response.url).host  # where a redirect led, if one did
+                failure = self._status_failure(host, response.url, response, attempt)
                 if isinstance(failure, RateLimited):
                     too_long = failure.retry_after > self.policy.max_retry_wait
                     if too_long or attempt >= self.policy.max_retries:
@@ -569,6 +664,77 @@ class PoliteClient:
                 raise failure
             await self._sleep(self._backoff(attempt))
             attempt += 1
+
+    async def _follow(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str],
+        credentials: Mapping[str, str],
+        data: Mapping[str, str] | None,
+        auth: tuple[str, str] | None,
+        counter: RequestCounter | None,
+    ) -> Response:
+        """One request and the redirects it may follow, each hop a request of its own (its
+        host's turn, its count, its status); credentials go to ``url``'s origin only."""
+        start = target = httpx.URL(url)
+        for hop in range(MAX_REDIRECTS + 1):
+            home = origin(target) == origin(start)
+            sent = (
+                {**headers, **credentials} if home else _without_credentials(headers, credentials)
+            )
+            await self._wait_turn(target.host, str(target))
+            if counter is not None:
+                counter.requests += 1
+                counter.hosts.add(target.host)
+            response = await self._exchange(
+                method,
+                str(target),
+                params if hop == 0 else None,  # a Location carries its own query
+                sent,
+                data,
+                auth if home else None,
+            )
+            if response.status not in REDIRECT_STATUSES or "location" not in response.headers:
+                return response
+            target = self._redirect_target(start, method, response)
+        last = httpx.URL(response.url)
+        raise RedirectRefused(
+            f"{last.host} redirected one time too many (a request to {start.host} may take "
+            f"{MAX_REDIRECTS} redirects); the last pointed to {for_log(str(target))}",
+            host=last.host,
+            url=response.url,
+            target=str(target),
+        )
+
+    def _redirect_target(self, start: httpx.URL, method: str, response: Response) -> httpx.URL:
+        """Where ``response`` redirects to, resolved against its URL; ``RedirectRefused``
+        when the rules do not let a request to ``start`` go there."""
+        here = httpx.URL(response.url)
+        location = response.headers["location"]
+        try:
+            target = here.join(location)
+        except httpx.InvalidURL as exc:
+            raise RedirectRefused(
+                f"{here.host} redirected to {for_log(location)}, which is no URL",
+                host=here.host,
+                url=response.url,
+                target=location,
+            ) from exc
+        why = redirect_refusal(start, target, sites=self.policy.redirect_sites)
+        if why is None and method != "GET":
+            why = f"a {method} is not redirected (its body may hold a secret)"
+        if why is not None:
+            raise RedirectRefused(
+                f"{here.host} redirected to {for_log(target.host)} "
+                f"({for_log(str(target))}), not followed: {why}",
+                host=here.host,
+                url=response.url,
+                target=str(target),
+            )
+        return target
 
 
 def _raw(reply: httpx.Response) -> AsyncIterator[bytes]:
@@ -583,7 +749,7 @@ def _raw(reply: httpx.Response) -> AsyncIterator[bytes]:
     return aiter(stream)
 
 
-_NOT_TRANSIENT = (httpx.TooManyRedirects, httpx.UnsupportedProtocol)
+_NOT_TRANSIENT = (httpx.UnsupportedProtocol,)
 """Transport failures that the same request would meet again; not retried."""
 
 

@@ -6,6 +6,12 @@ put in front of the feed's path: ``url = "https://forum.example/posts.rss"`` wit
 ``base_url = "http://127.0.0.1:8080/mirror"`` fetches
 ``http://127.0.0.1:8080/mirror/posts.rss``. Tests and mirrors point it anywhere.
 
+**Redirects.** A feed may move within its site (``/feed`` to ``/feed.xml``, http to
+https on the same host) and is followed there; a redirect to another host (a feed
+service, a new domain) is refused with an error naming it, as for every source
+(``monitor.http``), so the operator updates ``url`` rather than the monitor reading
+from wherever a redirect says.
+
 **How.** One GET per poll through the polite client, with the validators the
 last poll committed (never on a first poll, so a reset cursor refetches); a 304
 means nothing is new. The bytes go to ``feedparser.parse``, which never fetches

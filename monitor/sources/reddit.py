@@ -307,10 +307,12 @@ class Reddit(Source):
         return self.settings.http.rate_per_minute.get(host, default)
 
     def headers(self) -> dict[str, str]:
-        headers = {"User-Agent": self.user_agent}
-        if self._token is not None:
-            headers["Authorization"] = f"bearer {self._token.value}"
-        return headers
+        return {"User-Agent": self.user_agent}
+
+    def credentials(self) -> dict[str, str]:
+        if self._token is None:
+            return {}
+        return {"Authorization": f"bearer {self._token.value}"}
 
     async def fetch(self, poll: PollInput) -> FetchResult:
         items: list[Item] = []
