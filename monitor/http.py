@@ -38,6 +38,9 @@
   ``CREDENTIAL_HEADERS`` among its headers: Authorization, Cookie, Api-Key, ...) go to
   the request's own origin only: a hop to any other origin, even an allowed one, is
   sent without them;
+- what a server sent (a coding, a content type, a redirect's target) is quoted in an
+  error through ``for_log``, escaped and cut: errors become log lines and the status
+  page's last error, and a server must not write either;
 - a descriptive User-Agent carrying the operator's contact;
 - conditional requests (``If-None-Match``/``If-Modified-Since``) where the
   server sent validators;
@@ -163,7 +166,7 @@ class Response:
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             kind = self.headers.get("content-type", "unknown type").split(";")[0]
             raise MalformedResponse(
-                f"expected JSON from {host}, got {kind} that does not parse "
+                f"expected JSON from {host}, got {for_log(kind)} that does not parse "
                 f"({exc.__class__.__name__})",
                 host=host,
                 url=self.url,

@@ -88,6 +88,7 @@ from monitor.config import FeedCommunity, Settings
 from monitor.errors import MalformedResponse
 from monitor.http import PoliteClient, Response
 from monitor.sources.base import Cursor, FetchResult, Item, PollInput, Source, bounded_id
+from monitor.untrusted import for_log
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +248,7 @@ def parse_feed(response: Response, *, canonical_url: str) -> Any:
         kind = (content_type or "unknown type").split(";")[0]
         problem = type(parsed.get("bozo_exception")).__name__ if parsed.bozo else "no feed"
         raise MalformedResponse(
-            f"expected an RSS or Atom feed from {host}, got {kind} ({problem})",
+            f"expected an RSS or Atom feed from {host}, got {for_log(kind)} ({problem})",
             host=host,
             url=response.url,
         )

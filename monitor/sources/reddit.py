@@ -72,6 +72,7 @@ from monitor.config import CommunityBase, RedditCommunity, Settings
 from monitor.errors import HTTPStatusError, MalformedResponse
 from monitor.http import PoliteClient
 from monitor.sources.base import Cursor, FetchResult, Item, PollInput, Source, epoch_seconds
+from monitor.untrusted import for_log
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +380,7 @@ class Reddit(Source):
         if not final.path.lower().startswith(f"/r/{self.subreddit.lower()}/"):
             # Reddit redirects an unknown subreddit to a search page that is a valid listing
             raise HTTPStatusError(
-                f"r/{self.subreddit} does not exist (redirected to {final.path})",
+                f"r/{self.subreddit} does not exist (redirected to {for_log(final.path)})",
                 host=final.host,
                 url=url,
                 status=404,
@@ -420,7 +421,7 @@ class Reddit(Source):
         if not isinstance(token, str) or not token or lifetime is None:
             problem = body.get("error") if isinstance(body, Mapping) else None
             raise MalformedResponse(
-                f"no access token from {host}" + (f" ({problem})" if problem else ""),
+                f"no access token from {host}" + (f" ({for_log(problem)})" if problem else ""),
                 host=host,
                 url=self.token_url,
             )
