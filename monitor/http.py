@@ -44,8 +44,9 @@
 - a descriptive User-Agent carrying the operator's contact;
 - conditional requests (``If-None-Match``/``If-Modified-Since``) where the
   server sent validators;
-- ``forum_monitor_http_requests_total{host,code}`` and
-  ``forum_monitor_rate_limit_remaining{host}``.
+- ``forum_monitor_http_requests_total{host,code}`` (``code`` one of ``KNOWN_STATUSES``,
+  ``other`` or ``error`` when no status came, so a server cannot mint label values)
+  and ``forum_monitor_rate_limit_remaining{host}``.
 
 httpx retries nothing by itself except connection setup, so this is ours.
 """
@@ -109,6 +110,19 @@ followed (credentials stay behind all the same). Reddit's hosts send one another
 redirects (reddit.com to www, old and www between each other), and an unknown
 subreddit's redirect must be followed to be recognized; nothing else is listed."""
 DEFAULT_PORTS = {"http": 80, "https": 443}
+KNOWN_STATUSES = frozenset(
+    {200, 201, 204, 301, 302, 303, 304, 307, 308}
+    | {400, 401, 403, 404, 410, 422, 429}
+    | {500, 502, 503, 504}
+)
+"""Statuses counted under their own ``code`` label: what the APIs we poll answer and
+what the policy acts on. Any other is counted as ``other``, so a server answering a
+sweep of odd codes adds one series, not one per code."""
+
+
+def status_label(status: int) -> str:
+    """The ``code`` label of ``forum_monitor_http_requests_total`` for ``status``."""
+    return str(status) if status in KNOWN_STATUSES else "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,7 +581,7 @@ class PoliteClient:
             raise TransportError(
                 f"connection to {host} failed ({exc.__class__.__name__})", host=host, url=url
             ) from exc
-        requests.labels(host=host, code=str(response.status)).inc()
+        requests.labels(host=host, code=status_label(response.status)).inc()
         self._note_rate_headers(host, response.headers)
         return response
 
