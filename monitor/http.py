@@ -37,7 +37,7 @@
 - credentials (the ``credentials`` a request names, ``auth``, and any of
   ``CREDENTIAL_HEADERS`` among its headers: Authorization, Cookie, Api-Key, ...) go to
   the request's own origin only: a hop to any other origin, even an allowed one, is
-  sent without them;
+  sent without them; cookies a server sets are not kept at all;
 - what a server sent (a coding, a content type, a redirect's target) is quoted in an
   error through ``for_log``, escaped and cut: errors become log lines and the status
   page's last error, and a server must not write either;
@@ -64,6 +64,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -437,6 +438,9 @@ class PoliteClient:
             ),
             headers={"User-Agent": policy.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
             follow_redirects=False,  # followed by ``_follow``, under the rules above
+            # a jar that keeps no cookie: nothing we poll needs one, and a kept one would
+            # go to every port of its host (cookies know no ports), so to another origin
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         )
 
     async def aclose(self) -> None:

@@ -271,3 +271,18 @@ def test_a_refused_redirect_has_its_failure_series_from_the_start(
     telemetry.declare_community("forum", "discourse", interval=300)
     labels = {"community": "forum", "source": "discourse", "reason": "redirect"}
     assert registry.get_sample_value("forum_monitor_poll_failures_total", labels) == 0
+
+
+async def test_a_cookie_a_server_sets_is_sent_nowhere(
+    home: FakeForumServer, other: FakeForumServer, clients: Any
+) -> None:
+    def sets_a_cookie(request: Request) -> FakeResponse:
+        return FakeResponse.json(POSTS, **{"Set-Cookie": "session=from-home; Path=/"})
+
+    home.handler = sets_a_cookie
+    client = clients()
+    await client.get(home.base_url + "/posts.json")
+    await client.get(home.base_url + "/posts.json")
+    # cookies know no ports: a kept one would go to the other origin on this host too
+    await client.get(other.base_url + "/posts.json")
+    assert [r.headers.get("cookie") for r in [*home.requests, *other.requests]] == [None] * 3
