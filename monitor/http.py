@@ -97,19 +97,12 @@ CREDENTIAL_HEADERS = frozenset(
 """Headers that authenticate us wherever a caller puts them: never sent to another origin
 (the ``credentials`` a request names are kept back too)."""
 REDIRECT_SITES: tuple[frozenset[str], ...] = (
-    frozenset(
-        {
-            "https://reddit.com",
-            "https://www.reddit.com",
-            "https://old.reddit.com",
-            "https://oauth.reddit.com",
-        }
-    ),
+    frozenset({"https://reddit.com", "https://www.reddit.com", "https://oauth.reddit.com"}),
 )
 """Origins of one operator serving one API: a redirect between two of a group is
-followed (credentials stay behind all the same). Reddit's hosts send one another's
-redirects (reddit.com to www, old and www between each other), and an unknown
-subreddit's redirect must be followed to be recognized; nothing else is listed."""
+followed (credentials stay behind all the same). Reddit sends a bare reddit.com to
+www, and the adapter reads listings from www or oauth, whose redirects (an unknown
+subreddit's among them) may name the other; nothing else is listed."""
 DEFAULT_PORTS = {"http": 80, "https": 443}
 KNOWN_STATUSES = frozenset(
     {200, 201, 204, 301, 302, 303, 304, 307, 308}

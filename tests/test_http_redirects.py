@@ -222,6 +222,7 @@ async def test_a_post_is_not_redirected_even_within_its_origin(
         ("https://reddit.com/r/x/new.json", "https://www.reddit.com/r/x/new.json", True),
         ("https://www.reddit.com/r/x/new.json", "http://www.reddit.com/r/x/new.json", False),
         ("https://www.reddit.com/r/x/new.json", "https://reddit.com.evil.test/r/x", False),
+        ("https://www.reddit.com/r/x/new.json", "https://old.reddit.com/r/x/new.json", False),
         ("https://forum.test/a", "https://www.reddit.com/r/x/new.json", False),
     ],
 )
