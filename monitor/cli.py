@@ -105,7 +105,9 @@ def _configure_logging(level: str) -> None:
         stream=sys.stderr,
     )
     # per-request lines from the HTTP stack would carry URLs of every page; keep them quiet
+    # (httpcore's debug traces quote whole response headers as a server sent them)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 

@@ -16,7 +16,8 @@ is logged with its traceback.
             ├── HTTPStatusError  a non-success status; ``status``
             │   └── RateLimited  429 or 503 with Retry-After; ``retry_after`` seconds
             ├── ResponseTooLarge the body passed the size cap
-            └── MalformedResponse the body is not what the API documents
+            ├── MalformedResponse the body is not what the API documents
+            └── RedirectRefused  a redirect the policy does not follow; ``target``
 
 Every ``SourceError`` has a short ``reason`` (a Prometheus label value from a
 small fixed set) and never carries a user name, a post body or a secret.
@@ -120,6 +121,20 @@ class MalformedResponse(FetchError):
     reason = "malformed"
 
 
+class RedirectRefused(FetchError):
+    """A redirect not followed: to another origin, to plain HTTP, of a POST, or one too many.
+
+    ``host`` is the host that sent it, ``target`` where it pointed (as sent, unescaped: the
+    message quotes it escaped).
+    """
+
+    reason = "redirect"
+
+    def __init__(self, message: str, *, host: str, url: str = "", target: str = "") -> None:
+        super().__init__(message, host=host, url=url)
+        self.target = target
+
+
 FAILURE_REASONS = (
     "unknown_source",
     "cancelled",
@@ -130,6 +145,7 @@ FAILURE_REASONS = (
     "rate_limited",
     "too_large",
     "malformed",
+    "redirect",
     "store",
     "internal",
 )

@@ -1,11 +1,19 @@
 """The one HTTP policy every source goes through.
 
-- timeouts on connect, read and the whole exchange; a cap on the body size;
+- timeouts on connect, read and the whole exchange;
+- a cap on the body (``max_body_bytes``) that bounds both the bytes received and what
+  they decode to, checked as they are produced: the raw bytes are inflated here (never
+  by httpx, which would inflate a network chunk whole first), each ``decompress`` call
+  allowed no more than what is left under the cap, so a bomb of a few KB costs a poll at
+  most the cap in memory. We ask for ``gzip, deflate`` and read only those (deflate
+  zlib-wrapped or raw): stacked codings (``gzip, gzip``) and any we did not ask for (br,
+  zstd, ...) are a ``MalformedResponse`` naming the coding, a compressed stream cut short
+  too. Only a success's body is read; an error's or a redirect's is left on the wire;
 - retries with exponential backoff and "equal" jitter on connection errors,
   timeouts and 5xx: retry ``n`` waits between half and all of
   ``backoff_base * 2**n`` (capped), so the wait always grows and a struggling
   server is never asked again at once, while the jitter spreads replicas apart;
-  a 4xx, a too-large body or a redirect loop is not retried;
+  a 4xx, a too-large or malformed body or a refused redirect is not retried;
 - ``Retry-After`` on 429/503 (seconds or an HTTP date): the host is not asked
   again before that moment, by this poll or any other; a server's wait
   (``Retry-After`` or ``X-Ratelimit-Reset``) counts up to ``MAX_SERVER_WAIT``
@@ -18,11 +26,27 @@
   ``-Reset`` headers (Reddit sends ``"598.0"`` and ``"304"``) pause a host
   until the reset when its budget is spent (a reset above 1e9 is read as the
   Unix time of the reset, as GitHub sends it);
+- redirects (301/302/303/307/308) are followed here, never by httpx, at most
+  ``MAX_REDIRECTS`` hops, each resolved against the URL that answered and sent as a
+  request of its own (its host's turn, its count, its status): only within the
+  request's origin (scheme, host, port), from http to https on the same host, or
+  between the origins of one group in ``HttpPolicy.redirect_sites`` (Reddit's hosts);
+  never from https to plain http, and never for a POST. Any other is a
+  ``RedirectRefused`` (reason ``redirect``, not retried) whose message names, escaped,
+  where it pointed: a redirect to 169.254.169.254 is refused unsent;
+- credentials (the ``credentials`` a request names, ``auth``, and any of
+  ``CREDENTIAL_HEADERS`` among its headers: Authorization, Cookie, Api-Key, ...) go to
+  the request's own origin only: a hop to any other origin, even an allowed one, is
+  sent without them; cookies a server sets are not kept at all;
+- what a server sent (a coding, a content type, a redirect's target) is quoted in an
+  error through ``for_log``, escaped and cut: errors become log lines and the status
+  page's last error, and a server must not write either;
 - a descriptive User-Agent carrying the operator's contact;
 - conditional requests (``If-None-Match``/``If-Modified-Since``) where the
   server sent validators;
-- ``forum_monitor_http_requests_total{host,code}`` and
-  ``forum_monitor_rate_limit_remaining{host}``.
+- ``forum_monitor_http_requests_total{host,code}`` (``code`` one of ``KNOWN_STATUSES``,
+  ``other`` or ``error`` when no status came, so a server cannot mint label values)
+  and ``forum_monitor_rate_limit_remaining{host}``.
 
 httpx retries nothing by itself except connection setup, so this is ours.
 """
@@ -36,9 +60,11 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -50,14 +76,47 @@ from monitor.errors import (
     HTTPStatusError,
     MalformedResponse,
     RateLimited,
+    RedirectRefused,
     ResponseTooLarge,
     TransportError,
 )
 from monitor.telemetry import Telemetry
+from monitor.untrusted import for_log
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
+"""Hops one request may take; one more is a ``RedirectRefused``."""
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "api-key", "api-username"}
+)
+"""Headers that authenticate us wherever a caller puts them: never sent to another origin
+(the ``credentials`` a request names are kept back too)."""
+REDIRECT_SITES: tuple[frozenset[str], ...] = (
+    frozenset({"https://reddit.com", "https://www.reddit.com", "https://oauth.reddit.com"}),
+)
+"""Origins of one operator serving one API: a redirect between two of a group is
+followed (credentials stay behind all the same). Reddit sends a bare reddit.com to
+www, and the adapter reads listings from www or oauth, whose redirects (an unknown
+subreddit's among them) may name the other; nothing else is listed."""
+DEFAULT_PORTS = {"http": 80, "https": 443}
+KNOWN_STATUSES = frozenset(
+    {200, 201, 204, 301, 302, 303, 304, 307, 308}
+    | {400, 401, 403, 404, 410, 422, 429}
+    | {500, 502, 503, 504}
+)
+"""Statuses counted under their own ``code`` label: what the APIs we poll answer and
+what the policy acts on. Any other is counted as ``other``, so a server answering a
+sweep of odd codes adds one series, not one per code."""
+
+
+def status_label(status: int) -> str:
+    """The ``code`` label of ``forum_monitor_http_requests_total`` for ``status``."""
+    return str(status) if status in KNOWN_STATUSES else "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +133,8 @@ class HttpPolicy:
     contact: str = ""
     rate_burst: int = 1
     """Requests a host's bucket holds: how many may go back to back before the spacing starts."""
+    redirect_sites: tuple[frozenset[str], ...] = REDIRECT_SITES
+    """Groups of origins (``scheme://host[:port]``) a redirect may cross between."""
 
     def __post_init__(self) -> None:
         if self.rate_burst < 1:
@@ -113,11 +174,49 @@ class Response:
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             kind = self.headers.get("content-type", "unknown type").split(";")[0]
             raise MalformedResponse(
-                f"expected JSON from {host}, got {kind} that does not parse "
+                f"expected JSON from {host}, got {for_log(kind)} that does not parse "
                 f"({exc.__class__.__name__})",
                 host=host,
                 url=self.url,
             ) from exc
+
+
+def origin(url: httpx.URL) -> str:
+    """``scheme://host:port`` of ``url``, the port spelled out even when it is the default."""
+    port = url.port or DEFAULT_PORTS.get(url.scheme, 0)
+    return f"{url.scheme}://{url.host}:{port}"
+
+
+def redirect_refusal(
+    start: httpx.URL, target: httpx.URL, *, sites: Collection[frozenset[str]] = REDIRECT_SITES
+) -> str | None:
+    """Why a request to ``start`` may not be redirected to ``target``; None when it may.
+
+    Allowed: the same origin; the same host moving from http to https on the default
+    ports; two origins of one group in ``sites``. Never from https to http.
+    """
+    if target.scheme not in DEFAULT_PORTS:
+        return "not an http(s) URL"
+    if start.scheme == "https" and target.scheme != "https":
+        return "from https down to plain http"
+    if origin(target) == origin(start):
+        return None
+    upgrade = (start.scheme, target.scheme) == ("http", "https")
+    if upgrade and target.host == start.host and start.port is None and target.port is None:
+        return None  # the same site asking for TLS
+    here, there = origin(start), origin(target)
+    for group in sites:
+        members = {origin(httpx.URL(member)) for member in group}
+        if here in members and there in members:
+            return None
+    return f"another origin than {here}"
+
+
+def _without_credentials(
+    headers: Mapping[str, str], credentials: Collection[str] = ()
+) -> dict[str, str]:
+    kept_back = CREDENTIAL_HEADERS | {name.lower() for name in credentials}
+    return {name: value for name, value in headers.items() if name.lower() not in kept_back}
 
 
 MAX_SERVER_WAIT = 3600.0
@@ -170,6 +269,126 @@ def parse_rate_reset(value: str | None, *, now: float, default: float = 60.0) ->
     return server_wait(reset)
 
 
+ACCEPT_ENCODING = "gzip, deflate"
+"""The content codings every request asks for, and so the only ones a body may come in."""
+CODINGS = {"identity": "identity", "gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
+"""``Content-Encoding`` tokens read, and the coding each names (RFC 9110: x-gzip is gzip)."""
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+_ZLIB_WBITS = zlib.MAX_WBITS
+_RAW_DEFLATE_WBITS = -zlib.MAX_WBITS
+
+
+def _zlib_header(head: bytes) -> bool:
+    """Whether two bytes open a zlib stream (RFC 1950: method 8, header a multiple of 31)."""
+    return len(head) >= 2 and head[0] & 0x0F == 8 and ((head[0] << 8) | head[1]) % 31 == 0
+
+
+class BodyReader:
+    """One response body as it arrives: undoes its content coding and stops at the cap.
+
+    The cap bounds both the bytes received and the bytes they decode to, as they are
+    produced: each ``decompress`` call may yield at most what is left under the cap plus
+    one byte, so a few KB that would inflate to gigabytes cost at most the cap in memory
+    and in work. A coding we did not ask for (br, zstd, ...) or several stacked
+    (``gzip, gzip``) are refused before a byte is read: each layer would multiply what a
+    byte can expand to, and nothing we poll needs them.
+    """
+
+    def __init__(self, *, encoding: str | None, cap: int, host: str, url: str) -> None:
+        self.cap = cap
+        self.host = host
+        self.url = url
+        self.coding = self._coding(encoding)
+        self.received = 0
+        self.size = 0
+        self._parts: list[bytes] = []
+        self._head = b""
+        """A deflate body's first bytes, until there are two to tell zlib from raw deflate."""
+        self._inflater: zlib._Decompress | None = None
+        if self.coding == "gzip":
+            self._inflater = zlib.decompressobj(_GZIP_WBITS)
+
+    def _coding(self, encoding: str | None) -> str:
+        tokens = [t.strip().lower() for t in (encoding or "").split(",")]
+        codings = [CODINGS.get(t, t) for t in tokens if t]
+        layers = [c for c in codings if c != "identity"]
+        if len(layers) > 1:
+            raise MalformedResponse(
+                f"body from {self.host} has stacked encodings {for_log(encoding)}; "
+                f"only one of {ACCEPT_ENCODING} is read",
+                host=self.host,
+                url=self.url,
+            )
+        if layers and layers[0] not in CODINGS:
+            raise MalformedResponse(
+                f"body from {self.host} is encoded {for_log(encoding)}, which we did not "
+                f"ask for (Accept-Encoding: {ACCEPT_ENCODING})",
+                host=self.host,
+                url=self.url,
+            )
+        return layers[0] if layers else "identity"
+
+    def feed(self, data: bytes) -> None:
+        """Take the next bytes off the wire; raises once the body passes the cap."""
+        self.received += len(data)
+        if self.received > self.cap:
+            coded = "" if self.coding == "identity" else f" before decoding ({self.coding})"
+            raise self._too_large(coded)
+        if self.coding == "identity":
+            self._keep(data)
+            return
+        if self._inflater is None:  # deflate: zlib-wrapped as RFC 9110 says, or raw as IIS sent
+            self._head += data
+            if len(self._head) < 2:
+                return
+            data, self._head = self._head, b""
+            wbits = _ZLIB_WBITS if _zlib_header(data) else _RAW_DEFLATE_WBITS
+            self._inflater = zlib.decompressobj(wbits)
+        self._inflate(self._inflater, data)
+
+    def _inflate(self, inflater: zlib._Decompress, data: bytes) -> None:
+        while data and not inflater.eof:  # bytes after the end of the stream are ignored
+            try:
+                # room + 1 (0 would mean "no limit"): a call that fills it has passed the
+                # cap and raises in ``_keep``; one that does not took all of ``data``
+                out = inflater.decompress(data, self.cap - self.size + 1)
+            except zlib.error as exc:
+                raise MalformedResponse(
+                    f"body from {self.host} does not decode as {self.coding} ({exc})",
+                    host=self.host,
+                    url=self.url,
+                ) from exc
+            self._keep(out)
+            data = inflater.unconsumed_tail
+
+    def _keep(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.cap:
+            raise self._too_large(
+                "" if self.coding == "identity" else f" once decoded ({self.coding})"
+            )
+        if data:
+            self._parts.append(data)
+
+    def _too_large(self, how: str) -> ResponseTooLarge:
+        return ResponseTooLarge(
+            f"body from {self.host} passed the {self.cap}-byte cap{how}",
+            host=self.host,
+            url=self.url,
+        )
+
+    def finish(self) -> bytes:
+        """The whole decoded body; a compressed stream cut short is a ``MalformedResponse``."""
+        cut = self.coding != "identity" and self.received > 0
+        if cut and (self._inflater is None or not self._inflater.eof):
+            raise MalformedResponse(
+                f"{self.coding} body from {self.host} ends before its stream does",
+                host=self.host,
+                url=self.url,
+            )
+        return b"".join(self._parts)
+
+
 @dataclass
 class _HostState:
     limiter: AsyncLimiter
@@ -210,9 +429,11 @@ class PoliteClient:
             timeout=httpx.Timeout(
                 policy.read_timeout, connect=policy.connect_timeout, pool=policy.connect_timeout
             ),
-            headers={"User-Agent": policy.user_agent, "Accept-Encoding": "gzip, deflate"},
-            follow_redirects=True,
-            max_redirects=5,
+            headers={"User-Agent": policy.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
+            follow_redirects=False,  # followed by ``_follow``, under the rules above
+            # a jar that keeps no cookie: nothing we poll needs one, and a kept one would
+            # go to every port of its host (cookies know no ports), so to another origin
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         )
 
     async def aclose(self) -> None:
@@ -309,6 +530,10 @@ class PoliteClient:
             async with self._client.stream(
                 method, url, params=params, headers=headers, data=data, auth=auth
             ) as reply:
+                if not 200 <= reply.status_code < 300:
+                    # nobody reads the body of an error or a redirect: left unread (leaving
+                    # the ``stream`` block drops the connection), it costs no memory at all
+                    return Response(reply.status_code, str(reply.url), reply.headers, b"")
                 declared = reply.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > cap:
                     raise ResponseTooLarge(
@@ -316,20 +541,15 @@ class PoliteClient:
                         host=host,
                         url=str(reply.url),
                     )
-                chunks: list[bytes] = []
-                size = 0
-                # counts decoded bytes, so a gzip bomb stops at the cap too; leaving the
-                # ``stream`` block closes the connection without reading the rest
-                async for chunk in reply.aiter_bytes():
-                    size += len(chunk)
-                    if size > cap:
-                        raise ResponseTooLarge(
-                            f"body from {host} passed the {cap}-byte cap",
-                            host=host,
-                            url=str(reply.url),
-                        )
-                    chunks.append(chunk)
-                return Response(reply.status_code, str(reply.url), reply.headers, b"".join(chunks))
+                body = BodyReader(
+                    encoding=reply.headers.get("content-encoding"),
+                    cap=cap,
+                    host=host,
+                    url=str(reply.url),
+                )
+                async for chunk in _raw(reply):
+                    body.feed(chunk)
+                return Response(reply.status_code, str(reply.url), reply.headers, body.finish())
 
     async def _exchange(
         self,
@@ -345,7 +565,7 @@ class PoliteClient:
         requests = self._telemetry.http_requests
         try:
             response = await self._send_once(method, url, params, headers, data, auth)
-        except ResponseTooLarge:
+        except (ResponseTooLarge, MalformedResponse):  # the status came, the body did not
             requests.labels(host=host, code="error").inc()
             raise
         except (TimeoutError, httpx.TimeoutException) as exc:
@@ -353,17 +573,12 @@ class PoliteClient:
             raise TransportError(
                 f"timed out talking to {host}", host=host, url=url, timeout=True
             ) from exc
-        except httpx.DecodingError as exc:  # a body that claims gzip but is not
-            requests.labels(host=host, code="error").inc()
-            raise MalformedResponse(
-                f"body from {host} does not decode ({exc.__class__.__name__})", host=host, url=url
-            ) from exc
         except httpx.HTTPError as exc:  # connect errors, resets, protocol errors
             requests.labels(host=host, code="error").inc()
             raise TransportError(
                 f"connection to {host} failed ({exc.__class__.__name__})", host=host, url=url
             ) from exc
-        requests.labels(host=host, code=str(response.status)).inc()
+        requests.labels(host=host, code=status_label(response.status)).inc()
         self._note_rate_headers(host, response.headers)
         return response
 
@@ -391,12 +606,19 @@ class PoliteClient:
         *,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        credentials: Mapping[str, str] | None = None,
         validators: Mapping[str, str] | None = None,
         counter: RequestCounter | None = None,
     ) -> Response:
         """GET ``url`` under the policy; a 304 is returned, other failures raise ``FetchError``."""
         return await self.request(
-            "GET", url, params=params, headers=headers, validators=validators, counter=counter
+            "GET",
+            url,
+            params=params,
+            headers=headers,
+            credentials=credentials,
+            validators=validators,
+            counter=counter,
         )
 
     async def request(
@@ -406,23 +628,33 @@ class PoliteClient:
         *,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        credentials: Mapping[str, str] | None = None,
         validators: Mapping[str, str] | None = None,
         counter: RequestCounter | None = None,
         data: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
     ) -> Response:
-        """Send one request under the policy (a form POST is for token endpoints only)."""
-        host = httpx.URL(url).host
+        """Send one request under the policy (a form POST is for token endpoints only).
+
+        ``credentials`` are headers that authenticate us to ``url``'s origin (an API key,
+        a bearer token): sent there and to no other origin a redirect leads to, like
+        ``auth`` and the ``CREDENTIAL_HEADERS`` in ``headers``.
+        """
         sent_headers = _conditional(headers, validators)
         attempt = 0
         failure: FetchError
         while True:
-            await self._wait_turn(host, url)
-            if counter is not None:
-                counter.requests += 1
-                counter.hosts.add(host)
             try:
-                response = await self._exchange(method, url, params, sent_headers, data, auth)
+                response = await self._follow(
+                    method,
+                    url,
+                    params=params,
+                    headers=sent_headers,
+                    credentials=credentials or {},
+                    data=data,
+                    auth=auth,
+                    counter=counter,
+                )
             except TransportError as exc:
                 if isinstance(exc.__cause__, _NOT_TRANSIENT):
                     raise
@@ -432,7 +664,8 @@ class PoliteClient:
                     if response.not_modified and counter is not None:
                         counter.not_modified += 1
                     return response
-                failure = self._status_failure(host, url, response, attempt)
+                host = httpx.URL(response.url).host  # where a redirect led, if one did
+                failure = self._status_failure(host, response.url, response, attempt)
                 if isinstance(failure, RateLimited):
                     too_long = failure.retry_after > self.policy.max_retry_wait
                     if too_long or attempt >= self.policy.max_retries:
@@ -446,8 +679,91 @@ class PoliteClient:
             await self._sleep(self._backoff(attempt))
             attempt += 1
 
+    async def _follow(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str],
+        credentials: Mapping[str, str],
+        data: Mapping[str, str] | None,
+        auth: tuple[str, str] | None,
+        counter: RequestCounter | None,
+    ) -> Response:
+        """One request and the redirects it may follow, each hop a request of its own (its
+        host's turn, its count, its status); credentials go to ``url``'s origin only."""
+        start = target = httpx.URL(url)
+        for hop in range(MAX_REDIRECTS + 1):
+            home = origin(target) == origin(start)
+            sent = (
+                {**headers, **credentials} if home else _without_credentials(headers, credentials)
+            )
+            await self._wait_turn(target.host, str(target))
+            if counter is not None:
+                counter.requests += 1
+                counter.hosts.add(target.host)
+            response = await self._exchange(
+                method,
+                str(target),
+                params if hop == 0 else None,  # a Location carries its own query
+                sent,
+                data,
+                auth if home else None,
+            )
+            if response.status not in REDIRECT_STATUSES or "location" not in response.headers:
+                return response
+            target = self._redirect_target(start, method, response)
+        last = httpx.URL(response.url)
+        raise RedirectRefused(
+            f"{last.host} redirected one time too many (a request to {start.host} may take "
+            f"{MAX_REDIRECTS} redirects); the last pointed to {for_log(str(target))}",
+            host=last.host,
+            url=response.url,
+            target=str(target),
+        )
 
-_NOT_TRANSIENT = (httpx.TooManyRedirects, httpx.UnsupportedProtocol)
+    def _redirect_target(self, start: httpx.URL, method: str, response: Response) -> httpx.URL:
+        """Where ``response`` redirects to, resolved against its URL; ``RedirectRefused``
+        when the rules do not let a request to ``start`` go there."""
+        here = httpx.URL(response.url)
+        location = response.headers["location"]
+        try:
+            target = here.join(location)
+        except httpx.InvalidURL as exc:
+            raise RedirectRefused(
+                f"{here.host} redirected to {for_log(location)}, which is no URL",
+                host=here.host,
+                url=response.url,
+                target=location,
+            ) from exc
+        why = redirect_refusal(start, target, sites=self.policy.redirect_sites)
+        if why is None and method != "GET":
+            why = f"a {method} is not redirected (its body may hold a secret)"
+        if why is not None:
+            raise RedirectRefused(
+                f"{here.host} redirected to {for_log(target.host)} "
+                f"({for_log(str(target))}), not followed: {why}",
+                host=here.host,
+                url=response.url,
+                target=str(target),
+            )
+        return target
+
+
+def _raw(reply: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's bytes as they came, still encoded: httpx's own decoding inflates each
+    network chunk whole (64 KiB of gzip can be 64 MiB) before a cap could be checked.
+
+    Read from the stream itself rather than ``aiter_raw``, which refuses a body that a
+    ``MockTransport`` handler built from bytes (httpx reads those when they are made)."""
+    stream = reply.stream
+    if not isinstance(stream, httpx.AsyncByteStream):
+        raise TypeError("an AsyncClient's response has an async stream")
+    return aiter(stream)
+
+
+_NOT_TRANSIENT = (httpx.UnsupportedProtocol,)
 """Transport failures that the same request would meet again; not retried."""
 
 

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 REMEMBERED_REJECTIONS = 10_000
 """Rejected items (community, reason, id) remembered so each is counted and logged once."""
+MAX_MESSAGE_LENGTH = 500
+"""Characters of a failure's message that its log line and the status page show at most."""
 RESUME_OVERLAP_SECONDS = 3600
 """How far before the newest stored post a poll with an empty cursor starts reading."""
 
@@ -65,6 +67,16 @@ class PollOutcome:
 
     def as_json(self) -> dict[str, object]:
         return asdict(self)
+
+
+def one_line(message: str) -> str:
+    """``message`` as it is when it is one printable line of a sane length (errors quote
+    remote strings through ``for_log`` as they are built), else escaped and cut: an error
+    that quoted a server's words raw still cannot forge a log line or bloat the status
+    page."""
+    if message.isprintable() and len(message) <= MAX_MESSAGE_LENGTH:
+        return message
+    return for_log(message, limit=MAX_MESSAGE_LENGTH)
 
 
 def brief(exc: SQLAlchemyError) -> str:
@@ -95,7 +107,7 @@ def failure_of(exc: Exception, *, what: str, community: str) -> tuple[str, str]:
     SQL; anything else is a bug, logged with its traceback.
     """
     if isinstance(exc, SourceError):
-        return exc.reason, str(exc)
+        return exc.reason, one_line(str(exc))
     if isinstance(exc, SQLAlchemyError):
         log.error("%s of %s could not write to the database: %s", what, community, brief(exc))
         return "store", f"database error: {brief(exc)[:200]}"

@@ -61,7 +61,8 @@ class Telemetry:
         )
         self.http_requests = Counter(
             "forum_monitor_http_requests",
-            "HTTP requests sent to sources, by host and status code ('error' when none came).",
+            "HTTP requests sent to sources, by host and status code ('other' for a status "
+            "outside a fixed set, 'error' when none came).",
             ["host", "code"],
             registry=registry,
         )

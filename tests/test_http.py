@@ -551,3 +551,34 @@ async def test_validators_make_a_conditional_request_and_304_is_not_an_error(
     assert conditional_request.headers["if-modified-since"] == modified
     assert requests_total(registry, "200") == 1
     assert requests_total(registry, "304") == 1
+
+
+# --- the code label --------------------------------------------------------------------------
+
+
+ODD_STATUSES = [207, 226, 299, 418, 426, 451, 509, 520, 599, 999]
+"""Statuses a hostile or odd server may answer (999 is no HTTP status at all)."""
+
+
+async def test_odd_statuses_share_one_code_label(
+    server: FakeForumServer, router: Router, make_client: ClientFactory, registry: CollectorRegistry
+) -> None:
+    router.add(
+        lambda path: path.startswith("/status/"),
+        lambda request: FakeResponse.json({}, status=int(request.path.rsplit("/", 1)[1])),
+    )
+    client = make_client(max_retries=0)
+    for status in [*ODD_STATUSES, 200, 404, 503]:
+        try:
+            await client.get(f"{server.base_url}/status/{status}")
+        except HTTPStatusError as exc:
+            assert exc.status == status  # the error keeps the real status
+    assert len(server.requests) == 13
+    codes = {
+        sample.labels["code"]: sample.value
+        for metric in registry.collect()
+        if metric.name == "forum_monitor_http_requests"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["host"] == HOST
+    }
+    assert codes == {"other": 10.0, "200": 1.0, "404": 1.0, "503": 1.0}

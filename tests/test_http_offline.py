@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
-from monitor.errors import MalformedResponse, RateLimited, ResponseTooLarge, TransportError
+from monitor.errors import MalformedResponse, RateLimited, RedirectRefused, ResponseTooLarge
 from monitor.http import (
     HttpPolicy,
     PoliteClient,
@@ -135,7 +135,7 @@ def test_json_that_does_not_parse_is_malformed(content: bytes) -> None:
     with pytest.raises(MalformedResponse) as caught:
         response(content, **{"content-type": "application/json; charset=utf-8"}).json()
     assert caught.value.host == HOST
-    assert "application/json that does not parse" in str(caught.value)
+    assert "'application/json' that does not parse" in str(caught.value)  # quoted: a server's word
 
 
 def test_validators_absent_and_type_unknown() -> None:
@@ -237,7 +237,10 @@ async def test_body_that_does_not_decode_is_malformed_and_not_retried(
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request)
-        return httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=b"not gzip")
+        # stream=, not content=: httpx would try to decode content= itself, in this handler
+        return httpx.Response(
+            200, headers={"Content-Encoding": "gzip"}, stream=httpx.ByteStream(b"not gzip")
+        )
 
     sleep = SleepRecorder()
     with pytest.raises(MalformedResponse) as caught:
@@ -248,7 +251,7 @@ async def test_body_that_does_not_decode_is_malformed_and_not_retried(
     assert requests_total(registry, "error") == 1
 
 
-async def test_redirect_loop_is_a_transport_error_not_retried(
+async def test_redirect_loop_is_refused_after_five_hops_and_not_retried(
     make_client: ClientFactory, registry: CollectorRegistry
 ) -> None:
     calls: list[httpx.Request] = []
@@ -260,14 +263,14 @@ async def test_redirect_loop_is_a_transport_error_not_retried(
     sleep = SleepRecorder()
     counter = RequestCounter()
     client = make_client(transport=httpx.MockTransport(handler), sleep=sleep)
-    with pytest.raises(TransportError) as caught:
+    with pytest.raises(RedirectRefused) as caught:
         await client.get(URL, counter=counter)
-    assert caught.value.reason == "connect"
-    assert isinstance(caught.value.__cause__, httpx.TooManyRedirects)
-    assert len(calls) == 6  # the request and the 5 redirects httpx follows
-    assert counter.requests == 1
+    assert caught.value.reason == "redirect"
+    assert "one time too many" in str(caught.value)
+    assert len(calls) == 6  # the request and the 5 redirects it may follow
+    assert counter.requests == 6  # each hop is a request sent
     assert sleep.calls == []
-    assert requests_total(registry, "error") == 1
+    assert requests_total(registry, "302") == 6
 
 
 # --- backoff, 503 with Retry-After, injected clock --------------------------------------------

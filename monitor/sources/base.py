@@ -264,7 +264,12 @@ class Source(ABC):
         return self.base_url + path
 
     def headers(self) -> dict[str, str]:
-        """Extra request headers for this source (auth, a site-specific User-Agent)."""
+        """Extra request headers for this source (a site-specific User-Agent)."""
+        return {}
+
+    def credentials(self) -> dict[str, str]:
+        """Headers that authenticate us to this source's API (a key, a token): sent to the
+        origin of each request and never to another one a redirect points to."""
         return {}
 
     def rate_for(self, host: str) -> float:
@@ -283,6 +288,7 @@ class Source(ABC):
             url,
             params=params,
             headers=self.headers(),
+            credentials=self.credentials(),
             validators=validators,
             counter=self.counter,
         )

@@ -347,7 +347,7 @@ class Discourse(Source):
         super().__init__(community, settings=settings, client=client)
         self.forum = community
 
-    def headers(self) -> dict[str, str]:
+    def credentials(self) -> dict[str, str]:
         key = self.settings.discourse.api_key
         if not key:
             return {}

@@ -6,6 +6,12 @@ put in front of the feed's path: ``url = "https://forum.example/posts.rss"`` wit
 ``base_url = "http://127.0.0.1:8080/mirror"`` fetches
 ``http://127.0.0.1:8080/mirror/posts.rss``. Tests and mirrors point it anywhere.
 
+**Redirects.** A feed may move within its site (``/feed`` to ``/feed.xml``, http to
+https on the same host) and is followed there; a redirect to another host (a feed
+service, a new domain) is refused with an error naming it, as for every source
+(``monitor.http``), so the operator updates ``url`` rather than the monitor reading
+from wherever a redirect says.
+
 **How.** One GET per poll through the polite client, with the validators the
 last poll committed (never on a first poll, so a reset cursor refetches); a 304
 means nothing is new. The bytes go to ``feedparser.parse``, which never fetches
@@ -88,6 +94,7 @@ from monitor.config import FeedCommunity, Settings
 from monitor.errors import MalformedResponse
 from monitor.http import PoliteClient, Response
 from monitor.sources.base import Cursor, FetchResult, Item, PollInput, Source, bounded_id
+from monitor.untrusted import for_log
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +285,7 @@ def parse_feed(response: Response, *, canonical_url: str) -> Any:
         kind = (content_type or "unknown type").split(";")[0]
         problem = type(parsed.get("bozo_exception")).__name__ if parsed.bozo else "no feed"
         raise MalformedResponse(
-            f"expected an RSS or Atom feed from {host}, got {kind} ({problem})",
+            f"expected an RSS or Atom feed from {host}, got {for_log(kind)} ({problem})",
             host=host,
             url=response.url,
         )

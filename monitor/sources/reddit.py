@@ -72,6 +72,7 @@ from monitor.config import CommunityBase, RedditCommunity, Settings
 from monitor.errors import HTTPStatusError, MalformedResponse
 from monitor.http import PoliteClient
 from monitor.sources.base import Cursor, FetchResult, Item, PollInput, Source, epoch_seconds
+from monitor.untrusted import for_log
 
 log = logging.getLogger(__name__)
 
@@ -307,10 +308,12 @@ class Reddit(Source):
         return self.settings.http.rate_per_minute.get(host, default)
 
     def headers(self) -> dict[str, str]:
-        headers = {"User-Agent": self.user_agent}
-        if self._token is not None:
-            headers["Authorization"] = f"bearer {self._token.value}"
-        return headers
+        return {"User-Agent": self.user_agent}
+
+    def credentials(self) -> dict[str, str]:
+        if self._token is None:
+            return {}
+        return {"Authorization": f"bearer {self._token.value}"}
 
     async def fetch(self, poll: PollInput) -> FetchResult:
         items: list[Item] = []
@@ -379,7 +382,7 @@ class Reddit(Source):
         if not final.path.lower().startswith(f"/r/{self.subreddit.lower()}/"):
             # Reddit redirects an unknown subreddit to a search page that is a valid listing
             raise HTTPStatusError(
-                f"r/{self.subreddit} does not exist (redirected to {final.path})",
+                f"r/{self.subreddit} does not exist (redirected to {for_log(final.path)})",
                 host=final.host,
                 url=url,
                 status=404,
@@ -420,7 +423,7 @@ class Reddit(Source):
         if not isinstance(token, str) or not token or lifetime is None:
             problem = body.get("error") if isinstance(body, Mapping) else None
             raise MalformedResponse(
-                f"no access token from {host}" + (f" ({problem})" if problem else ""),
+                f"no access token from {host}" + (f" ({for_log(problem)})" if problem else ""),
                 host=host,
                 url=self.token_url,
             )
