@@ -29,6 +29,8 @@ from monitor.errors import ConfigError
 ENV_PREFIX = "FORUM_MONITOR_"
 DEFAULT_LISTEN = "127.0.0.1:9808"
 DEFAULT_DATA_DIR = "var"
+MIN_PSEUDONYM_KEY_BYTES = 32
+"""A shorter key could be guessed; 32 bytes is what ``secrets.token_hex(16)`` gives."""
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -8,6 +8,8 @@ is logged with its traceback.
     ├── ConfigError              invalid settings; ``problems`` holds one line each
     ├── StoreError               the database cannot be used
     │   └── DatabaseUnreachable  cannot connect; ``host`` names it (never the password)
+    ├── PseudonymKeyError        the pseudonym key cannot be used (missing, empty, short,
+    │                            readable by others, unwritable); ``path`` of its file
     └── SourceError              a poll of one community failed; ``community``, ``reason``
         ├── UnknownSource        no adapter is registered for the configured kind
         ├── PollCancelled        the service is stopping; the poll rolls back
@@ -48,6 +50,14 @@ class DatabaseUnreachable(StoreError):
         self.host = host
         self.detail = detail
         super().__init__(f"cannot connect to the database at {host}: {detail}")
+
+
+class PseudonymKeyError(ForumMonitorError):
+    """The pseudonym key cannot be used; ``path`` is its file when it has one."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
 
 
 class SourceError(ForumMonitorError):
