@@ -105,6 +105,11 @@ class CommunityModel(BaseModel):
     changepoints: list[ChangePointModel]
     out_of_line: list[ConditionModel]
     events: list[EventModel] = Field(description="labelled events (the demo's, when simulated)")
+    authors_counted_since: int | None = Field(
+        description="Unix time from which every author is counted anew: a new pseudonym key "
+        "was accepted then (--accept-new-key), so participant counts before and after do not "
+        "link; null when the key never changed"
+    )
 
 
 class CommunitiesModel(BaseModel):
@@ -171,6 +176,7 @@ def _community_model(view: CommunityView) -> CommunityModel:
             for c in view.conditions
         ],
         events=[EventModel(at=a.at, label=a.label) for a in view.annotations],
+        authors_counted_since=view.authors_counted_since,
     )
 
 
@@ -228,7 +234,15 @@ def create_app(
         for community in service.active_communities():
             snapshot = service.snapshots.get(community.id)
             if snapshot is not None:
-                found.append(community_view(community, snapshot, presentation=shown, now=now))
+                found.append(
+                    community_view(
+                        community,
+                        snapshot,
+                        presentation=shown,
+                        now=now,
+                        authors_counted_since=service.authors_counted_anew_since,
+                    )
+                )
         return found
 
     def one_view(community_id: str) -> CommunityView:
@@ -243,7 +257,11 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def status_page() -> HTMLResponse:
         page = render_status_page(
-            views(), presentation=shown, now=int(clock()), version=__version__
+            views(),
+            presentation=shown,
+            now=int(clock()),
+            version=__version__,
+            authors_counted_since=service.authors_counted_anew_since,
         )
         return HTMLResponse(page)
 

@@ -9,7 +9,9 @@ is logged with its traceback.
     ├── StoreError               the database cannot be used
     │   └── DatabaseUnreachable  cannot connect; ``host`` names it (never the password)
     ├── PseudonymKeyError        the pseudonym key cannot be used (missing, empty, short,
-    │                            readable by others, unwritable); ``path`` of its file
+    │   │                        readable by others, unwritable); ``path`` of its file
+    │   └── KeyMismatch          the store was written with another key; ``stored`` and
+    │                            ``presented`` fingerprints (never the keys)
     └── SourceError              a poll of one community failed; ``community``, ``reason``
         ├── UnknownSource        no adapter is registered for the configured kind
         ├── PollCancelled        the service is stopping; the poll rolls back
@@ -58,6 +60,18 @@ class PseudonymKeyError(ForumMonitorError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         self.path = path
         super().__init__(message)
+
+
+class KeyMismatch(PseudonymKeyError):
+    """The key is not the one the store was written with (``stored``/``presented``
+    are fingerprints, never keys)."""
+
+    def __init__(
+        self, message: str, *, stored: str, presented: str, path: str | None = None
+    ) -> None:
+        self.stored = stored
+        self.presented = presented
+        super().__init__(message, path=path)
 
 
 class SourceError(ForumMonitorError):

@@ -187,8 +187,25 @@ def _section(view: CommunityView, *, now: int, simulated: bool) -> str:
     )
 
 
+def _key_notice(since: int | None, *, now: int) -> str:
+    if since is None:
+        return ""
+    return (
+        '<p class="key-notice" role="note"><strong>Authors counted anew since '
+        f"{datetime.fromtimestamp(since, UTC).strftime('%Y-%m-%d %H:%M UTC')}.</strong> "
+        f"A new pseudonym key was accepted then ({describe_duration(now - since)} ago): "
+        "authors before and after it cannot be matched, so new and returning participants "
+        "across that moment are not comparable.</p>"
+    )
+
+
 def render_status_page(
-    views: Sequence[CommunityView], *, presentation: Presentation, now: int, version: str
+    views: Sequence[CommunityView],
+    *,
+    presentation: Presentation,
+    now: int,
+    version: str,
+    authors_counted_since: int | None = None,
 ) -> str:
     simulated = presentation.simulated
     banner = (
@@ -219,7 +236,7 @@ def render_status_page(
         f"refreshes every minute</p>"
         '<nav><a href="/metrics">/metrics</a> <a href="/api/v1/communities">JSON API</a> '
         '<a href="/docs">API docs</a></nav></header>'
-        f"{banner}<main>{body}</main>"
+        f"{banner}{_key_notice(authors_counted_since, now=now)}<main>{body}</main>"
         f'<footer class="muted">forum-monitor {escape(version)} · "Out of line" shows the '
         "alert rules' conditions as they hold now (without their <code>for:</code> "
         "delays).</footer></body></html>"

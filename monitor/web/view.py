@@ -33,6 +33,8 @@ class CommunityView:
     conditions: list[Condition]
     verdict: Verdict
     annotations: list[Annotation]
+    authors_counted_since: int | None = None
+    """Every author is counted anew from this time (a new pseudonym key was accepted)."""
 
     @property
     def id(self) -> str:
@@ -45,6 +47,7 @@ def community_view(
     *,
     presentation: Presentation,
     now: int,
+    authors_counted_since: int | None = None,
 ) -> CommunityView:
     conditions = out_of_line(snapshot, interval=community.interval, now=now)
     return CommunityView(
@@ -53,4 +56,5 @@ def community_view(
         conditions=conditions,
         verdict=verdict(snapshot, conditions, interval=community.interval, now=now),
         annotations=[a for a in presentation.annotations if a.community == community.id],
+        authors_counted_since=authors_counted_since,
     )
