@@ -252,7 +252,7 @@ class Settings(_Strict):
         default="https://github.com/forum-monitor/forum-monitor",
         description="URL or e-mail put in the User-Agent so site operators can reach you",
     )
-    pseudonym_key: str | None = Field(default=None, min_length=16, repr=False)
+    pseudonym_key: str | None = Field(default=None, repr=False)
     store_bodies: bool = False
     retention_days: int = Field(default=30, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -267,6 +267,19 @@ class Settings(_Strict):
     @classmethod
     def _listen(cls, value: str) -> str:
         parse_listen(value)
+        return value
+
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None and len(value.strip().encode("utf-8")) < MIN_PSEUDONYM_KEY_BYTES:
+            # the value itself is a secret: say how short it is, never what it is
+            raise ValueError(
+                f"must be at least {MIN_PSEUDONYM_KEY_BYTES} bytes, this one has "
+                f"{len(value.strip().encode('utf-8'))}; make one with "
+                "`python3 -c 'import secrets; print(secrets.token_hex(32))'` (a new key "
+                "counts every author anew: start once with --accept-new-key)"
+            )
         return value
 
     @field_validator("database_url")
