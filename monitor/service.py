@@ -117,11 +117,11 @@ class Service:
         data_dir = Path(self.settings.data_dir)
         path = key_file(data_dir)
         stored = keys.current_fingerprint(engine)
+        warn_if_open(data_dir, what="data_dir", private_mode=0o700)
         if configured:
             origin = "the pseudonym_key it was written with (config or FORUM_MONITOR_PSEUDONYM_KEY)"
         else:
             origin = str(path)
-            warn_if_open(data_dir, what="data_dir", private_mode=0o700)
             if stored is not None and not self.accept_new_key and not path.exists():
                 raise PseudonymKeyError(
                     f"the pseudonym key file {path} is missing, but this store was written "
@@ -203,6 +203,8 @@ class Service:
 
         try:
             bodies, runs = await asyncio.to_thread(run)
+            if bodies:
+                await asyncio.to_thread(db.truncate_wal, engine)
         except SQLAlchemyError as exc:
             log.error("retention pruning failed: %s", brief(exc))
             return

@@ -1,7 +1,17 @@
-"""Engine and sessions, schema upgrades through Alembic, and readable connection errors."""
+"""Engine and sessions, schema upgrades through Alembic, and readable connection errors.
+
+A SQLite store is private: a new file is created 0600 (its -wal and -shm files take
+the same mode) in a directory created 0700; an existing file open to group or others
+is named in a warning, not changed. ``secure_delete`` is on for every connection, so
+pruned bodies are overwritten in the file, and ``truncate_wal`` empties the
+write-ahead log, which would otherwise keep old copies of their pages.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +25,9 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
 from monitor.errors import DatabaseUnreachable, StoreError
+from monitor.filemodes import make_private_dir, warn_if_open
+
+log = logging.getLogger(__name__)
 
 ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
 
@@ -47,7 +60,26 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # whatever the build's default: deleted and pruned content is overwritten, not left
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
+
+
+def create_private_sqlite(path: Path) -> None:
+    """A new SQLite store file, mode 0600 and with its header written (in WAL mode);
+    nothing if the file exists."""
+    make_private_dir(path.parent)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(descriptor)
+    connection = sqlite3.connect(path)
+    try:
+        # writes the first page: a store this service made is never an empty file
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
 
 
 def make_engine(url: str) -> Engine:
@@ -60,7 +92,11 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(database)
+            if path.exists():
+                warn_if_open(path, what="the SQLite store", private_mode=0o600)
+            else:
+                create_private_sqlite(path)
             engine = create_engine(url, connect_args={"check_same_thread": False})
         else:
             engine = create_engine(
@@ -86,6 +122,18 @@ def check_connection(engine: Engine, url: str) -> None:
     except OperationalError as exc:
         detail = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
         raise DatabaseUnreachable(host_of(url), detail) from None
+
+
+def truncate_wal(engine: Engine) -> None:
+    """Checkpoint a SQLite store and empty its write-ahead log (old page copies, such as
+    pruned bodies, go with it); nothing on PostgreSQL. Best effort: a reader in the way
+    leaves the log for the next time."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as connection:
+        busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+    if busy:
+        log.debug("write-ahead log not truncated: a reader was active")
 
 
 def alembic_config(engine: Engine) -> Config:
