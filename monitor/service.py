@@ -283,6 +283,14 @@ class Service:
             max_instances=1,
             coalesce=True,
         )
+        self.scheduler.add_job(
+            self.prune,
+            "interval",
+            id="prune",
+            seconds=PRUNE_INTERVAL_SECONDS,
+            max_instances=1,
+            coalesce=True,
+        )
         self.scheduler.start()
         log.info("scheduled %d communities", len(self.active_communities()))
 

@@ -7,6 +7,7 @@ import logging
 import sqlite3
 import stat
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,24 @@ def test_data_dir_open_to_others_is_named_at_start(
     assert f"chmod 700 {data_dir}" in caplog.text
     assert mode(data_dir) == 0o755
     assert mode(data_dir / "pseudonym.key") == 0o600
+
+
+async def test_serve_prunes_every_hour_not_only_at_start(tmp_path: Path) -> None:
+    settings = settings_from_mapping(
+        {
+            "data_dir": str(tmp_path),
+            "database_url": f"sqlite:///{tmp_path / 'store.db'}",
+            "pseudonym_key": "files-test-key-0123456789abcdef-0123",
+        }
+    )
+    service = Service(settings)
+    await service.open()
+    try:
+        service.schedule()
+        assert service.scheduler is not None
+        job = service.scheduler.get_job("prune")
+        assert job is not None, "expired bodies would stay until the next restart"
+        assert job.func == service.prune
+        assert job.trigger.interval == timedelta(hours=1)
+    finally:
+        await service.stop()
