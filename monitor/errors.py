@@ -7,7 +7,8 @@ is logged with its traceback.
     ForumMonitorError
     ├── ConfigError              invalid settings; ``problems`` holds one line each
     ├── StoreError               the database cannot be used
-    │   └── DatabaseUnreachable  cannot connect; ``host`` names it (never the password)
+    │   ├── DatabaseUnreachable  cannot connect; ``host`` names it (never the password)
+    │   └── StoreCorrupt         the SQLite file is damaged or empty; ``path``, ``detail``
     ├── PseudonymKeyError        the pseudonym key cannot be used (missing, empty, short,
     │   │                        readable by others, unwritable); ``path`` of its file
     │   └── KeyMismatch          the store was written with another key; ``stored`` and
@@ -52,6 +53,17 @@ class DatabaseUnreachable(StoreError):
         self.host = host
         self.detail = detail
         super().__init__(f"cannot connect to the database at {host}: {detail}")
+
+
+class StoreCorrupt(StoreError):
+    """The SQLite file at ``path`` is not a sound database (``detail`` says what was found)."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(
+            f"the store {path} is corrupt ({detail}): restore it from a backup or move it away"
+        )
 
 
 class PseudonymKeyError(ForumMonitorError):

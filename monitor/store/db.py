@@ -20,11 +20,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
-from monitor.errors import DatabaseUnreachable, StoreError
+from monitor.errors import DatabaseUnreachable, StoreCorrupt, StoreError
 from monitor.filemodes import make_private_dir, warn_if_open
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,15 @@ def make_engine(url: str) -> Engine:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise StoreError(f"invalid database URL: {exc}") from None
+    existing: Path | None = None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             path = Path(database)
             if path.exists():
-                warn_if_open(path, what="the SQLite store", private_mode=0o600)
+                existing = path
+                if path.is_file() and path.stat().st_size == 0:
+                    raise StoreCorrupt(str(path), "the file is empty; a store is never 0 bytes")
             else:
                 create_private_sqlite(path)
             engine = create_engine(url, connect_args={"check_same_thread": False})
@@ -111,17 +114,54 @@ def make_engine(url: str) -> Engine:
             max_overflow=5,
             connect_args={"connect_timeout": 5},
         )
-    check_connection(engine, url)
+    try:
+        check_connection(engine, url)
+    except BaseException:
+        engine.dispose()
+        raise
+    if existing is not None:  # after the check: a damaged store is one line, not two
+        warn_if_open(existing, what="the SQLite store", private_mode=0o600)
     return engine
 
 
+MAX_SHOWN_PROBLEMS = 2
+
+
 def check_connection(engine: Engine, url: str) -> None:
+    """Connect once; on a SQLite file, also check its pages (``PRAGMA quick_check``)."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    file = database if database and database != ":memory:" else None
     try:
         with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+            if file is None:
+                connection.execute(text("SELECT 1"))
+                return
+            problems = [
+                str(row) for row in connection.exec_driver_sql("PRAGMA quick_check").scalars()
+            ]
     except OperationalError as exc:
-        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
-        raise DatabaseUnreachable(host_of(url), detail) from None
+        raise DatabaseUnreachable(host_of(url), _first_line(exc, "connection failed")) from None
+    except DatabaseError as exc:
+        if file is None:
+            raise
+        # "file is not a database", "database disk image is malformed"
+        raise StoreCorrupt(file, _first_line(exc, "unreadable")) from None
+    if problems != ["ok"]:
+        shown = "; ".join(_clip(p) for p in problems[:MAX_SHOWN_PROBLEMS])
+        more = len(problems) - MAX_SHOWN_PROBLEMS
+        raise StoreCorrupt(
+            file, f"quick_check: {shown}" + (f"; {more} more problems" if more > 0 else "")
+        )
+
+
+def _first_line(exc: DatabaseError, default: str) -> str:
+    lines = str(exc.orig).strip().splitlines() if exc.orig else []
+    return lines[0] if lines else default
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def truncate_wal(engine: Engine) -> None:
