@@ -173,3 +173,65 @@ def test_other_commands_refuse_a_damaged_header_too(tmp_path: Path, argv: list[s
         f"forum-monitor: the store {path} is corrupt (file is not a database): "
         "restore it from a backup or move it away"
     ]
+
+
+def test_communities_without_analysis_are_listed_not_hidden(tmp_path: Path) -> None:
+    """A store the analysis cannot read (here: a table gone) leaves no snapshot; the status
+    page and the API still list every enabled community, as not analysed."""
+    path = tmp_path / "store.db"
+    real_store(path)
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute("DROP TABLE daily_rollups")
+    communities = "".join(
+        f'[[communities]]\nid = "{name}"\nsource = "reddit"\nsubreddit = "{name}"\n'
+        f'base_url = "http://127.0.0.1:1"\ninterval = "1h"\nenabled = {enabled}\n'
+        for name, enabled in [("gig", "true"), ("rival", "true"), ("paused", "false")]
+    )
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path}"\ndatabase_url = "sqlite:///{path}"\n'
+        f'pseudonym_key = "{KEY}"\n{communities}'
+    )
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORUM_MONITOR_")}
+    base = f"http://127.0.0.1:{port}"
+    with (tmp_path / "stderr.log").open("w") as stderr:
+        process = subprocess.Popen(
+            serve_argv(config, port),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+            env=env,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert process.poll() is None, (tmp_path / "stderr.log").read_text()
+                assert time.monotonic() < deadline, "serve never became ready"
+                time.sleep(0.1)
+            listed = httpx.get(base + "/api/v1/communities").json()["communities"]
+            one = httpx.get(base + "/api/v1/communities/rival").json()
+            series = httpx.get(base + "/api/v1/communities/rival/series").json()
+            page = httpx.get(base + "/").text
+        finally:
+            process.terminate()
+            process.wait(timeout=15)
+    assert "no such table: daily_rollups" in (tmp_path / "stderr.log").read_text()
+    assert [(c["id"], c["source"], c["status"]) for c in listed] == [
+        ("gig", "reddit", "not analysed"),
+        ("rival", "reddit", "not analysed"),
+    ]
+    assert (one["status"], one["computed_at"], one["windows"]) == ("not analysed", None, {})
+    assert (series["community"], series["points"]) == ("rival", [])
+    assert "No enabled communities configured" not in page
+    assert "No communities configured" not in page
+    for name in ("gig", "rival"):
+        assert f'data-community="{name}" data-verdict="not analysed"' in page
+    assert 'data-community="paused"' not in page
+    assert "2 communities: 2 not analysed" in page
