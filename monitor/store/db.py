@@ -74,12 +74,21 @@ def create_private_sqlite(path: Path) -> None:
     except FileExistsError:
         return
     os.close(descriptor)
-    connection = sqlite3.connect(path)
     try:
-        # writes the first page: a store this service made is never an empty file
-        connection.execute("PRAGMA journal_mode=WAL")
-    finally:
-        connection.close()
+        connection = sqlite3.connect(path)
+        try:
+            # writes the first page: a store this service made is never an empty file
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        # ours (O_EXCL above) and still empty: remove it, or the next start finds a 0-byte store
+        for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            leftover.unlink(missing_ok=True)
+        raise StoreError(
+            f"cannot create the store {path}: {exc}; nothing was left behind (free space on "
+            f"the disk or fix the permissions of {path.parent}, then start again)"
+        ) from None
 
 
 def make_engine(url: str) -> Engine:

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import sqlite3
 import stat
+import subprocess
+import sys
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
@@ -165,3 +167,34 @@ async def test_serve_prunes_every_hour_not_only_at_start(tmp_path: Path) -> None
         assert job.trigger.interval == timedelta(hours=1)
     finally:
         await service.stop()
+
+
+NEW_STORE_ON_A_FULL_DISK = """
+import resource, signal, sys
+# every write to a file fails (EFBIG), as on a full disk; the signal would kill us instead
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+from monitor.store import db
+try:
+    db.make_engine("sqlite:///" + sys.argv[1])
+except Exception as exc:
+    print(f"{exc.__class__.__name__}: {exc}")
+    raise SystemExit(1)
+"""
+
+
+def test_store_that_cannot_be_created_leaves_no_empty_file(tmp_path: Path) -> None:
+    database = tmp_path / "store.db"
+    child = subprocess.run(
+        [sys.executable, "-c", NEW_STORE_ON_A_FULL_DISK, str(database)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 1, child.stdout + child.stderr
+    lines = child.stdout.strip().splitlines()
+    assert len(lines) == 1, child.stdout
+    assert lines[0].startswith(f"StoreError: cannot create the store {database}: ")
+    assert list(tmp_path.iterdir()) == []  # the next start makes a new store, not "corrupt"
+    db.make_engine(f"sqlite:///{database}").dispose()
+    assert database.stat().st_size > 0
