@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -53,7 +54,7 @@ def poll_once_ok(config: Path, *flags: str) -> subprocess.CompletedProcess[str]:
 
 
 def key_rows(database: Path) -> list[tuple[str, int, int]]:
-    with sqlite3.connect(database) as connection:
+    with closing(sqlite3.connect(database)) as connection:
         rows = connection.execute(
             "SELECT fingerprint, first_used_at, counts_anew FROM pseudonym_keys ORDER BY id"
         ).fetchall()
@@ -77,6 +78,18 @@ def test_deleted_key_file_refuses_to_start_instead_of_counting_everyone_anew(
     assert str(key_path) in lines[0] and "missing" in lines[0]
     assert "--accept-new-key" in lines[0]
     assert not key_path.exists()  # no new key was made behind the operator's back
+
+    # the operator gives up on the old key: a new one is made, and the break recorded
+    settings = settings_from_mapping(
+        {"data_dir": str(tmp_path / "var"), "database_url": f"sqlite:///{tmp_path / 's.db'}"}
+    )
+    service = Service(settings, clock=lambda: 1_700_000_000.0, accept_new_key=True)
+    service.prepare()
+    assert service.engine is not None
+    service.engine.dispose()
+    assert key_path.exists() and service.key == key_path.read_bytes().strip()
+    assert service.authors_counted_anew_since == 1_700_000_000
+    assert [anew for _, _, anew in key_rows(tmp_path / "s.db")] == [0, 1]
 
 
 def test_another_key_is_refused_with_both_fingerprints_and_never_the_keys(
