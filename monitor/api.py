@@ -94,8 +94,12 @@ class EventModel(BaseModel):
 class CommunityModel(BaseModel):
     id: str
     source: str
-    status: str = Field(description="down, declining, growing, steady or warming up")
-    computed_at: int
+    status: str = Field(
+        description='down, declining, growing, steady or warming up; "not analysed" when '
+        "the community has no analysis yet (its first analysis has not run, or the store could "
+        "not be read: see the service log), and then only id and source are filled in"
+    )
+    computed_at: int | None
     last_success_at: int | None
     last_error: str | None
     last_post_at: int | None
@@ -105,6 +109,11 @@ class CommunityModel(BaseModel):
     changepoints: list[ChangePointModel]
     out_of_line: list[ConditionModel]
     events: list[EventModel] = Field(description="labelled events (the demo's, when simulated)")
+    authors_counted_since: int | None = Field(
+        description="Unix time from which every author is counted anew: a new pseudonym key "
+        "was accepted then (--accept-new-key), so participant counts before and after do not "
+        "link; null when the key never changed"
+    )
 
 
 class CommunitiesModel(BaseModel):
@@ -151,6 +160,23 @@ def _window_model(window: WindowActivity) -> WindowModel:
 
 def _community_model(view: CommunityView) -> CommunityModel:
     snap = view.snapshot
+    if snap is None:
+        return CommunityModel(
+            id=view.id,
+            source=view.source,
+            status=view.verdict,
+            computed_at=None,
+            last_success_at=None,
+            last_error=None,
+            last_post_at=None,
+            windows={},
+            coverage={},
+            trends=[],
+            changepoints=[],
+            out_of_line=[],
+            events=[EventModel(at=a.at, label=a.label) for a in view.annotations],
+            authors_counted_since=view.authors_counted_since,
+        )
     return CommunityModel(
         id=snap.community,
         source=snap.source,
@@ -171,6 +197,7 @@ def _community_model(view: CommunityView) -> CommunityModel:
             for c in view.conditions
         ],
         events=[EventModel(at=a.at, label=a.label) for a in view.annotations],
+        authors_counted_since=view.authors_counted_since,
     )
 
 
@@ -222,14 +249,17 @@ def create_app(
 
     def views() -> list[CommunityView]:
         now = int(clock())
-        found = []
-        if service.snapshots is None:
-            return []
-        for community in service.active_communities():
-            snapshot = service.snapshots.get(community.id)
-            if snapshot is not None:
-                found.append(community_view(community, snapshot, presentation=shown, now=now))
-        return found
+        snapshots = service.snapshots
+        return [
+            community_view(
+                community,
+                snapshots.get(community.id) if snapshots is not None else None,
+                presentation=shown,
+                now=now,
+                authors_counted_since=service.authors_counted_anew_since,
+            )
+            for community in service.active_communities()
+        ]
 
     def one_view(community_id: str) -> CommunityView:
         for view in views():
@@ -243,7 +273,11 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def status_page() -> HTMLResponse:
         page = render_status_page(
-            views(), presentation=shown, now=int(clock()), version=__version__
+            views(),
+            presentation=shown,
+            now=int(clock()),
+            version=__version__,
+            authors_counted_since=service.authors_counted_anew_since,
         )
         return HTMLResponse(page)
 
@@ -306,7 +340,8 @@ def create_app(
         summary="A daily series of one community, with coverage",
         description=f"The last `days` complete UTC days (at most {MAX_SERIES_DAYS}), oldest "
         "first. Days not covered by successful polls have a low `coverage`; their values "
-        "are incomplete and the trends leave them out.",
+        "are incomplete and the trends leave them out. A community not analysed yet has no "
+        "points.",
     )
     def series(
         community_id: Annotated[str, Path(description="the community's configured id")],
@@ -317,7 +352,7 @@ def create_app(
         ] = 90,
     ) -> SeriesModel:
         view = one_view(community_id)
-        daily = view.snapshot.daily[-days:]
+        daily = view.snapshot.daily[-days:] if view.snapshot is not None else []
         return SeriesModel(
             community=view.id,
             signal=signal,

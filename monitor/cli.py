@@ -33,6 +33,12 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+ACCEPT_NEW_KEY_HELP = (
+    "use a pseudonym key other than the one the store was written with: every author is "
+    "counted anew from now, and the status page and API say since when"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="forum-monitor",
@@ -45,10 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the service (polls, /metrics, /api)")
     serve.add_argument("--config", help="config file (or FORUM_MONITOR_CONFIG)")
     serve.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:9808)")
+    serve.add_argument("--accept-new-key", action="store_true", help=ACCEPT_NEW_KEY_HELP)
 
     once = commands.add_parser("poll-once", help="poll every community once, then exit")
     once.add_argument("--config", help="config file (or FORUM_MONITOR_CONFIG)")
     once.add_argument("--json", action="store_true", help="one JSON object per community")
+    once.add_argument("--accept-new-key", action="store_true", help=ACCEPT_NEW_KEY_HELP)
 
     backfill = commands.add_parser(
         "backfill", help="fetch communities' past activity into the store, then exit"
@@ -64,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--days", type=int, help="how far back (default: each community's history_days)"
     )
     backfill.add_argument("--json", action="store_true", help="one JSON object per community")
+    backfill.add_argument("--accept-new-key", action="store_true", help=ACCEPT_NEW_KEY_HELP)
 
     check = commands.add_parser("check-config", help="validate a config file")
     check.add_argument("file", nargs="?", help="config file (or FORUM_MONITOR_CONFIG)")
@@ -144,7 +153,7 @@ def cmd_poll_once(args: argparse.Namespace) -> int:
     _configure_logging(settings.log_level if not args.json else "warning")
 
     async def run() -> list[dict[str, object]]:
-        service = Service(settings)
+        service = Service(settings, accept_new_key=args.accept_new_key)
         try:
             await service.open()
             return [outcome.as_json() for outcome in await service.poll_all()]
@@ -167,7 +176,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     chosen = _backfill_targets(settings, names=args.community, days=args.days)
     _configure_logging(settings.log_level if not args.json else "warning")
-    outcomes = asyncio.run(_run_backfill(settings, chosen, days=args.days))
+    outcomes = asyncio.run(
+        _run_backfill(settings, chosen, days=args.days, accept_new_key=args.accept_new_key)
+    )
     for outcome in outcomes:
         if args.json:
             print(json.dumps(outcome.as_json(), sort_keys=True))
@@ -196,7 +207,11 @@ def _backfill_targets(
 
 
 async def _run_backfill(
-    settings: Settings, communities: list[CommunityBase], *, days: int | None
+    settings: Settings,
+    communities: list[CommunityBase],
+    *,
+    days: int | None,
+    accept_new_key: bool = False,
 ) -> list[BackfillOutcome]:
     """Backfill one community after the other, with a progress line each on stderr."""
     from rich.console import Console
@@ -205,7 +220,7 @@ async def _run_backfill(
     from monitor.backfill import Backfiller, BackfillProgress
     from monitor.service import Service
 
-    service = Service(settings)
+    service = Service(settings, accept_new_key=accept_new_key)
     outcomes: list[BackfillOutcome] = []
     columns = (
         SpinnerColumn(finished_text="-"),
@@ -287,10 +302,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError([f"--listen: {exc}"]) from None
     _configure_logging(settings.log_level)
-    service = Service(settings)
-    from monitor.store.db import make_engine
-
-    make_engine(settings.resolved_database_url()).dispose()  # fail fast, one line, if unreachable
+    service = Service(settings, accept_new_key=args.accept_new_key)
+    # a store or key that cannot be used stops the start here, in one line, before anything
+    # listens (a failure inside the server's lifespan would come out as a traceback)
+    service.prepare()
     app = create_app(service)
     log.info("serving on http://%s:%d/metrics", host, port)
     server.run(app, host=host, port=port)

@@ -30,6 +30,8 @@ from monitor.untrusted import without_userinfo
 ENV_PREFIX = "FORUM_MONITOR_"
 DEFAULT_LISTEN = "127.0.0.1:9808"
 DEFAULT_DATA_DIR = "var"
+MIN_PSEUDONYM_KEY_BYTES = 32
+"""A shorter key could be guessed; 32 bytes is what ``secrets.token_hex(16)`` gives."""
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -263,7 +265,7 @@ class Settings(_Strict):
         default="https://github.com/forum-monitor/forum-monitor",
         description="URL or e-mail put in the User-Agent so site operators can reach you",
     )
-    pseudonym_key: str | None = Field(default=None, min_length=16, repr=False)
+    pseudonym_key: str | None = Field(default=None, repr=False)
     store_bodies: bool = False
     retention_days: int = Field(default=30, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -278,6 +280,19 @@ class Settings(_Strict):
     @classmethod
     def _listen(cls, value: str) -> str:
         parse_listen(value)
+        return value
+
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None and len(value.strip().encode("utf-8")) < MIN_PSEUDONYM_KEY_BYTES:
+            # the value itself is a secret: say how short it is, never what it is
+            raise ValueError(
+                f"must be at least {MIN_PSEUDONYM_KEY_BYTES} bytes, this one has "
+                f"{len(value.strip().encode('utf-8'))}; make one with "
+                "`python3 -c 'import secrets; print(secrets.token_hex(32))'` (a new key "
+                "counts every author anew: start once with --accept-new-key)"
+            )
         return value
 
     @field_validator("database_url")

@@ -7,7 +7,12 @@ is logged with its traceback.
     ForumMonitorError
     ├── ConfigError              invalid settings; ``problems`` holds one line each
     ├── StoreError               the database cannot be used
-    │   └── DatabaseUnreachable  cannot connect; ``host`` names it (never the password)
+    │   ├── DatabaseUnreachable  cannot connect; ``host`` names it (never the password)
+    │   └── StoreCorrupt         the SQLite file is damaged or empty; ``path``, ``detail``
+    ├── PseudonymKeyError        the pseudonym key cannot be used (missing, empty, short,
+    │   │                        readable by others, unwritable); ``path`` of its file
+    │   └── KeyMismatch          the store was written with another key; ``stored`` and
+    │                            ``presented`` fingerprints (never the keys)
     └── SourceError              a poll of one community failed; ``community``, ``reason``
         ├── UnknownSource        no adapter is registered for the configured kind
         ├── PollCancelled        the service is stopping; the poll rolls back
@@ -49,6 +54,37 @@ class DatabaseUnreachable(StoreError):
         self.host = host
         self.detail = detail
         super().__init__(f"cannot connect to the database at {host}: {detail}")
+
+
+class StoreCorrupt(StoreError):
+    """The SQLite file at ``path`` is not a sound database (``detail`` says what was found)."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(
+            f"the store {path} is corrupt ({detail}): restore it from a backup or move it away"
+        )
+
+
+class PseudonymKeyError(ForumMonitorError):
+    """The pseudonym key cannot be used; ``path`` is its file when it has one."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class KeyMismatch(PseudonymKeyError):
+    """The key is not the one the store was written with (``stored``/``presented``
+    are fingerprints, never keys)."""
+
+    def __init__(
+        self, message: str, *, stored: str, presented: str, path: str | None = None
+    ) -> None:
+        self.stored = stored
+        self.presented = presented
+        super().__init__(message, path=path)
 
 
 class SourceError(ForumMonitorError):

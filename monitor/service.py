@@ -18,12 +18,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.analysis.snapshot import Snapshots
 from monitor.config import CommunityBase, Settings
+from monitor.errors import PseudonymKeyError
 from monitor.exporter import CommunityCollector
+from monitor.filemodes import warn_if_open
 from monitor.http import HttpPolicy, PoliteClient
 from monitor.ingest import Ingestor
 from monitor.poller import Poller, PollOutcome, brief, source_of
-from monitor.privacy import load_or_create_key
-from monitor.store import db, retention
+from monitor.privacy import key_file, key_fingerprint, load_or_create_key
+from monitor.store import db, keys, retention
 from monitor.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,10 @@ class Service:
         registry: CollectorRegistry | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        accept_new_key: bool = False,
     ) -> None:
         self.settings = settings
+        self.accept_new_key = accept_new_key
         self.registry = registry if registry is not None else CollectorRegistry()
         self.telemetry = Telemetry(self.registry)
         self._transport = transport
@@ -78,6 +82,8 @@ class Service:
         self.poller: Poller | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.snapshots: Snapshots | None = None
+        self.key: bytes | None = None
+        self.key_state: keys.KeyState | None = None
         self.migrated = False
         self._inflight: set[asyncio.Task[PollOutcome]] = set()
         self._running: set[str] = set()
@@ -86,13 +92,58 @@ class Service:
     def ready(self) -> bool:
         return self.migrated and self.scheduler is not None and self.scheduler.running
 
+    @property
+    def authors_counted_anew_since(self) -> int | None:
+        """When a new pseudonym key was accepted (every author counted anew), if ever."""
+        return self.key_state.counted_anew_since if self.key_state else None
+
+    def prepare(self) -> None:
+        """Open the store (migrated) and check the pseudonym key against it; any failure
+        is a ``ForumMonitorError``. ``serve`` calls this before it listens, so a store or
+        key it cannot use stops it before anything answers."""
+        if self.engine is not None:
+            return
+        engine = open_store(self.settings)
+        try:
+            self.key, self.key_state = self._checked_key(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        self.engine = engine
+        self.migrated = True
+
+    def _checked_key(self, engine: Engine) -> tuple[bytes, keys.KeyState]:
+        configured = self.settings.pseudonym_key
+        data_dir = Path(self.settings.data_dir)
+        path = key_file(data_dir)
+        stored = keys.current_fingerprint(engine)
+        warn_if_open(data_dir, what="data_dir", private_mode=0o700)
+        if configured:
+            origin = "the pseudonym_key it was written with (config or FORUM_MONITOR_PSEUDONYM_KEY)"
+        else:
+            origin = str(path)
+            if stored is not None and not self.accept_new_key and not path.exists():
+                raise PseudonymKeyError(
+                    f"the pseudonym key file {path} is missing, but this store was written "
+                    f"with a key (fingerprint {keys.short(stored)}): restore {path}, or start "
+                    "once with --accept-new-key to count every author anew from now",
+                    path=str(path),
+                )
+        key = load_or_create_key(configured=configured, data_dir=data_dir)
+        state = keys.check_key(
+            engine,
+            fingerprint=key_fingerprint(key),
+            accept_new=self.accept_new_key,
+            now=int(self._clock()),
+            key_origin=origin,
+        )
+        return key, state
+
     async def open(self) -> None:
         """Store, key, client and poller; no scheduling yet (``poll-once`` stops here)."""
-        self.engine = await asyncio.to_thread(open_store, self.settings)
-        self.migrated = True
-        key = load_or_create_key(
-            configured=self.settings.pseudonym_key, data_dir=Path(self.settings.data_dir)
-        )
+        await asyncio.to_thread(self.prepare)
+        assert self.engine is not None and self.key is not None
+        key = self.key
         self.client = PoliteClient(
             policy=http_policy(self.settings),
             telemetry=self.telemetry,
@@ -152,6 +203,8 @@ class Service:
 
         try:
             bodies, runs = await asyncio.to_thread(run)
+            if bodies:
+                await asyncio.to_thread(db.truncate_wal, engine)
         except SQLAlchemyError as exc:
             log.error("retention pruning failed: %s", brief(exc))
             return
@@ -227,6 +280,14 @@ class Service:
             "interval",
             id="analysis",
             seconds=ANALYSIS_INTERVAL_SECONDS,
+            max_instances=1,
+            coalesce=True,
+        )
+        self.scheduler.add_job(
+            self.prune,
+            "interval",
+            id="prune",
+            seconds=PRUNE_INTERVAL_SECONDS,
             max_instances=1,
             coalesce=True,
         )

@@ -88,7 +88,7 @@ def service_config(
     return {
         "database_url": f"sqlite:///{tmp_path / 'store.db'}",
         "data_dir": str(tmp_path),
-        "pseudonym_key": "integration-test-key-0123456789",
+        "pseudonym_key": "integration-test-key-0123456789abcdef",
         "http": {
             "rate_per_minute": {"127.0.0.1": 100000},
             "connect_timeout": "2s",

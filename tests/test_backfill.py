@@ -320,7 +320,7 @@ def test_backfill_command(forums: Forums, tmp_path: Path) -> None:
         f"""
 database_url = "sqlite:///{tmp_path / "store.db"}"
 data_dir = "{tmp_path}"
-pseudonym_key = "backfill-test-key-0123456789"
+pseudonym_key = "backfill-test-key-0123456789abcdef"
 
 [http.rate_per_minute]
 "127.0.0.1" = 100000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,21 @@ MALFORMED: list[tuple[str, str, list[tuple[str, str]]]] = [
         [("communities[0].id", "pattern")],
     ),
     (
+        "pseudonym key of 16 characters (accepted before keys had to be 32 bytes)",
+        'pseudonym_key = "sixteen-chars-ok"\n',
+        [("pseudonym_key", "at least 32 bytes, this one has 16")],
+    ),
+    (
+        "pseudonym key of 31 bytes",
+        f'pseudonym_key = "{"k" * 31}"\n',
+        [("pseudonym_key", "at least 32 bytes, this one has 31")],
+    ),
+    (
+        "pseudonym key padded with spaces to 32",
+        f'pseudonym_key = "  {"k" * 28}  "\n',
+        [("pseudonym_key", "this one has 28")],
+    ),
+    (
         "two problems in two communities",
         '[[communities]]\nid = "a"\nsource = "reddit"\n'
         '[[communities]]\nid = "b"\nsource = "rss"\nurl = "file:///etc/passwd"\n',
@@ -276,3 +292,30 @@ def test_command_line_has_no_traceback_for_bad_config(tmp_path: Path) -> None:
     )
     assert run.returncode == 2
     assert run.stderr.strip() == "communities[0].subreddit: field required"
+
+
+@pytest.mark.parametrize("key", ["k" * 32, "é" * 16, "0123456789abcdef" * 4])
+def test_pseudonym_key_of_32_bytes_or_more_is_accepted(key: str) -> None:
+    # "é" is two bytes in UTF-8: sixteen of them are 32 bytes
+    assert load_settings(None, {"FORUM_MONITOR_PSEUDONYM_KEY": key}).pseudonym_key == key
+
+
+def test_short_pseudonym_key_from_the_environment_names_the_field_not_the_key(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f"[[communities]]\n{GOOD_COMMUNITY}")
+    secret = "hunter2-hunter2-hunter2"  # 23 bytes
+    run = subprocess.run(
+        [sys.executable, "-m", "monitor", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        env={**os.environ, "FORUM_MONITOR_PSEUDONYM_KEY": secret},
+    )
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("pseudonym_key: must be at least 32 bytes, this one has 23")
+    assert secret not in run.stderr

@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from sqlmodel import Session, select
 
 from monitor.config import settings_from_mapping
+from monitor.errors import PseudonymKeyError
 from monitor.ingest import Ingestor
-from monitor.privacy import load_or_create_key, pseudonym
+from monitor.privacy import create_key_file, key_fingerprint, load_or_create_key, pseudonym
 from monitor.sources.base import Batch, Envelope, Item
 from monitor.store import db
 from monitor.store.models import Post
@@ -34,8 +37,105 @@ def test_generated_key_is_private_and_announced_once(
 
 
 def test_configured_key_wins(tmp_path: Path) -> None:
-    assert load_or_create_key(configured="x" * 20, data_dir=tmp_path) == b"x" * 20
+    assert load_or_create_key(configured="x" * 32, data_dir=tmp_path) == b"x" * 32
     assert not (tmp_path / "pseudonym.key").exists()
+
+
+def test_generated_key_leaves_only_itself_in_a_private_directory(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    load_or_create_key(configured=None, data_dir=data_dir)
+    assert [p.name for p in data_dir.iterdir()] == ["pseudonym.key"]  # no temporary file
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+
+
+def test_a_new_key_never_replaces_one_that_exists(tmp_path: Path) -> None:
+    path = tmp_path / "pseudonym.key"
+    path.write_bytes(b"k" * 64 + b"\n")
+    path.chmod(0o600)
+    # as if another process had written its key between our look and our write
+    assert create_key_file(path) == b"k" * 64
+    assert path.read_bytes() == b"k" * 64 + b"\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["pseudonym.key"]
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"  \t\n\n"])
+def test_empty_key_file_is_refused_not_used(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "pseudonym.key"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    with pytest.raises(PseudonymKeyError) as caught:
+        load_or_create_key(configured=None, data_dir=tmp_path)
+    assert str(path) in str(caught.value) and "empty" in str(caught.value)
+    assert path.read_bytes() == content  # left for the operator to look at
+
+
+@pytest.mark.parametrize("content", [b"x", b"x\n", b"0123456789abcdef0123456789abcde\n"])
+def test_short_key_file_is_refused(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "pseudonym.key"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    with pytest.raises(PseudonymKeyError) as caught:
+        load_or_create_key(configured=None, data_dir=tmp_path)
+    found = len(content.strip())
+    assert f"{path} holds {found} bytes, fewer than 32" in str(caught.value)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_key_file_open_to_others_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "pseudonym.key"
+    path.write_bytes(b"k" * 64 + b"\n")
+    path.chmod(mode)
+    with pytest.raises(PseudonymKeyError) as caught:
+        load_or_create_key(configured=None, data_dir=tmp_path)
+    message = str(caught.value)
+    assert f"mode {mode:04o}" in message and f"chmod 600 {path}" in message
+    assert "\n" not in message
+
+
+DISK_FULL_CHILD = """
+import resource, signal, sys
+from pathlib import Path
+# every write to a file fails (EFBIG), as on a full disk; the signal would kill us instead
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+from monitor.privacy import load_or_create_key
+try:
+    load_or_create_key(configured=None, data_dir=Path(sys.argv[1]))
+except Exception as exc:
+    print(f"{exc.__class__.__name__}: {exc}")
+    raise SystemExit(1)
+"""
+
+
+def test_key_that_cannot_be_written_leaves_nothing_behind(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    child = subprocess.run(
+        [sys.executable, "-c", DISK_FULL_CHILD, str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 1, child.stdout + child.stderr
+    lines = child.stdout.strip().splitlines()
+    assert len(lines) == 1, child.stdout
+    assert lines[0].startswith(f"PseudonymKeyError: cannot write a new pseudonym key to {data_dir}")
+    assert "nothing was written" in lines[0]
+    assert list(data_dir.iterdir()) == []  # neither an empty key nor a temporary file
+    # and the next start, with room on the disk, makes a whole key
+    assert len(load_or_create_key(configured=None, data_dir=data_dir)) == 64
+
+
+def test_fingerprint_tells_keys_apart_without_being_the_key_or_its_hash() -> None:
+    key = b"0123456789abcdef" * 4
+    fingerprint = key_fingerprint(key)
+    assert fingerprint == key_fingerprint(bytes(key))
+    assert fingerprint != key_fingerprint(key[:-1] + b"0")
+    assert len(fingerprint) == 64 and key.decode() not in fingerprint
+    assert fingerprint != hashlib.sha256(key).hexdigest()
+    assert fingerprint not in {
+        pseudonym(key, source=s, community=c, name=n)
+        for s, c, n in [("", "", ""), ("reddit", "gig", "alice")]
+    }
 
 
 def test_pseudonym_is_keyed_and_scoped() -> None:

@@ -48,7 +48,7 @@ def write_config(tmp_path: Path, name: str, base_url: str) -> Path:
             {
                 "database_url": f"sqlite:///{tmp_path / name}.db",
                 "data_dir": str(tmp_path),
-                "pseudonym_key": "restart-test-key-0123456789",
+                "pseudonym_key": "restart-test-key-0123456789abcdef",
                 "http": {
                     "rate_per_minute": {"127.0.0.1": 100000},
                     "read_timeout": "30s",

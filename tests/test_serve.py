@@ -53,7 +53,7 @@ class Served:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     config = tmp_path / "config.toml"
-    config.write_text('pseudonym_key = "test-key-0123456789abcdef"\n')
+    config.write_text('pseudonym_key = "serve-test-key-0123456789abcdef-0123"\n')
     port = free_port()
     with (tmp_path / "stderr.log").open("w") as stderr:
         process = spawn_serve(config, port=port, workdir=tmp_path, stderr=stderr)
@@ -165,7 +165,7 @@ def test_sigterm_with_a_poll_in_flight_exits_zero_and_writes_all_or_nothing(
         forum.inject(Fault("delay", path_prefix="/r/gigwork/comments", seconds=30))
         config = tmp_path / "config.toml"
         config.write_text(
-            'pseudonym_key = "test-key-0123456789abcdef"\n'
+            'pseudonym_key = "serve-test-key-0123456789abcdef-0123"\n'
             '[http]\nrate_per_minute = { "127.0.0.1" = 100000 }\nread_timeout = "60s"\n'
             'total_timeout = "90s"\n'
             "[[communities]]\n"

@@ -1,7 +1,17 @@
-"""Engine and sessions, schema upgrades through Alembic, and readable connection errors."""
+"""Engine and sessions, schema upgrades through Alembic, and readable connection errors.
+
+A SQLite store is private: a new file is created 0600 (its -wal and -shm files take
+the same mode) in a directory created 0700; an existing file open to group or others
+is named in a warning, not changed. ``secure_delete`` is on for every connection, so
+pruned bodies are overwritten in the file, and ``truncate_wal`` empties the
+write-ahead log, which would otherwise keep old copies of their pages.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,11 +20,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
-from monitor.errors import DatabaseUnreachable, StoreError
+from monitor.errors import DatabaseUnreachable, StoreCorrupt, StoreError
+from monitor.filemodes import make_private_dir, warn_if_open
+
+log = logging.getLogger(__name__)
 
 ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
 
@@ -47,7 +60,35 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # whatever the build's default: deleted and pruned content is overwritten, not left
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
+
+
+def create_private_sqlite(path: Path) -> None:
+    """A new SQLite store file, mode 0600 and with its header written (in WAL mode);
+    nothing if the file exists."""
+    make_private_dir(path.parent)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(descriptor)
+    try:
+        connection = sqlite3.connect(path)
+        try:
+            # writes the first page: a store this service made is never an empty file
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        # ours (O_EXCL above) and still empty: remove it, or the next start finds a 0-byte store
+        for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            leftover.unlink(missing_ok=True)
+        raise StoreError(
+            f"cannot create the store {path}: {exc}; nothing was left behind (free space on "
+            f"the disk or fix the permissions of {path.parent}, then start again)"
+        ) from None
 
 
 def make_engine(url: str) -> Engine:
@@ -57,10 +98,17 @@ def make_engine(url: str) -> Engine:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise StoreError(f"invalid database URL: {exc}") from None
+    existing: Path | None = None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(database)
+            if path.exists():
+                existing = path
+                if path.is_file() and path.stat().st_size == 0:
+                    raise StoreCorrupt(str(path), "the file is empty; a store is never 0 bytes")
+            else:
+                create_private_sqlite(path)
             engine = create_engine(url, connect_args={"check_same_thread": False})
         else:
             engine = create_engine(
@@ -75,17 +123,66 @@ def make_engine(url: str) -> Engine:
             max_overflow=5,
             connect_args={"connect_timeout": 5},
         )
-    check_connection(engine, url)
+    try:
+        check_connection(engine, url)
+    except BaseException:
+        engine.dispose()
+        raise
+    if existing is not None:  # after the check: a damaged store is one line, not two
+        warn_if_open(existing, what="the SQLite store", private_mode=0o600)
     return engine
 
 
+MAX_SHOWN_PROBLEMS = 2
+
+
 def check_connection(engine: Engine, url: str) -> None:
+    """Connect once; on a SQLite file, also check its pages (``PRAGMA quick_check``)."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    file = database if database and database != ":memory:" else None
     try:
         with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+            if file is None:
+                connection.execute(text("SELECT 1"))
+                return
+            problems = [
+                str(row) for row in connection.exec_driver_sql("PRAGMA quick_check").scalars()
+            ]
     except OperationalError as exc:
-        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
-        raise DatabaseUnreachable(host_of(url), detail) from None
+        raise DatabaseUnreachable(host_of(url), _first_line(exc, "connection failed")) from None
+    except DatabaseError as exc:
+        if file is None:
+            raise
+        # "file is not a database", "database disk image is malformed"
+        raise StoreCorrupt(file, _first_line(exc, "unreadable")) from None
+    if problems != ["ok"]:
+        shown = "; ".join(_clip(p) for p in problems[:MAX_SHOWN_PROBLEMS])
+        more = len(problems) - MAX_SHOWN_PROBLEMS
+        raise StoreCorrupt(
+            file, f"quick_check: {shown}" + (f"; {more} more problems" if more > 0 else "")
+        )
+
+
+def _first_line(exc: DatabaseError, default: str) -> str:
+    lines = str(exc.orig).strip().splitlines() if exc.orig else []
+    return lines[0] if lines else default
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def truncate_wal(engine: Engine) -> None:
+    """Checkpoint a SQLite store and empty its write-ahead log (old page copies, such as
+    pruned bodies, go with it); nothing on PostgreSQL. Best effort: a reader in the way
+    leaves the log for the next time."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as connection:
+        busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+    if busy:
+        log.debug("write-ahead log not truncated: a reader was active")
 
 
 def alembic_config(engine: Engine) -> Config:

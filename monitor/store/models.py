@@ -135,3 +135,19 @@ class DailyRollup(SQLModel, table=True):
     sentiment_count: int = 0
     negative_posts: int = 0
     updated_at: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+class PseudonymKey(SQLModel, table=True):
+    """A pseudonym key this store was written with, known by its fingerprint only.
+
+    The newest row is the key in use. ``counts_anew`` marks a key accepted in place of
+    another (``--accept-new-key``): from its ``first_used_at`` every author is counted
+    anew, so participant counts across that moment do not link.
+    """
+
+    __tablename__ = "pseudonym_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(max_length=64, description="HMAC(key, a fixed label), hex")
+    first_used_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    counts_anew: bool = False

@@ -8,7 +8,7 @@ from html import escape
 from importlib import resources
 
 from monitor.analysis.conditions import describe_duration
-from monitor.analysis.snapshot import DayActivity
+from monitor.analysis.snapshot import CommunitySnapshot, DayActivity
 from monitor.web.sparkline import Marker, sparkline
 from monitor.web.view import CommunityView, Presentation
 
@@ -29,6 +29,7 @@ VERDICT_WORDS = {
     "growing": "growing",
     "steady": "steady",
     "warming up": "warming up",
+    "not analysed": "not analysed",
 }
 
 
@@ -59,16 +60,15 @@ def _signed(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
-def _ratio_cell(view: CommunityView, signal: str) -> str:
-    for trend in view.snapshot.trends:
+def _ratio_cell(snap: CommunitySnapshot, signal: str) -> str:
+    for trend in snap.trends:
         if trend.signal == signal and trend.window == "7d":
             tone = "down" if trend.ratio < 0.75 else "up" if trend.ratio >= 1.25 else "flat"
             return f'<span class="ratio {tone}">{trend.ratio:.0%}</span>'
     return '<span class="muted" title="baseline too short or coverage too low">n/a</span>'
 
 
-def _facts(view: CommunityView, *, now: int) -> str:
-    snap = view.snapshot
+def _facts(snap: CommunitySnapshot, *, now: int) -> str:
     week, month = snap.windows.get("7d"), snap.windows.get("28d")
     error = (
         '<span class="ok">none</span>'
@@ -83,9 +83,9 @@ def _facts(view: CommunityView, *, now: int) -> str:
         ("Posts, 7 days", str(week.posts) if week else "n/a"),
         (
             "Change vs 4-week baseline (7 days)",
-            f"participants {_ratio_cell(view, 'active_participants')} · "
-            f"posts {_ratio_cell(view, 'posts')} · "
-            f"threads {_ratio_cell(view, 'threads_started')}",
+            f"participants {_ratio_cell(snap, 'active_participants')} · "
+            f"posts {_ratio_cell(snap, 'posts')} · "
+            f"threads {_ratio_cell(snap, 'threads_started')}",
         ),
         (
             "Sentiment (mean, -1..1)",
@@ -120,9 +120,9 @@ def _conditions(view: CommunityView) -> str:
     return f'<ul class="conditions">{items}</ul>'
 
 
-def _markers(view: CommunityView) -> list[Marker]:
+def _markers(view: CommunityView, snap: CommunitySnapshot) -> list[Marker]:
     markers = [Marker(a.at // 86400 * 86400, a.label, "event") for a in view.annotations]
-    for point in view.snapshot.changepoints:
+    for point in snap.changepoints:
         markers.append(
             Marker(
                 point.onset // 86400 * 86400,
@@ -133,13 +133,13 @@ def _markers(view: CommunityView) -> list[Marker]:
     return markers
 
 
-def _charts(view: CommunityView) -> str:
-    daily: Sequence[DayActivity] = view.snapshot.daily[-CHART_DAYS:]
+def _charts(view: CommunityView, snap: CommunitySnapshot) -> str:
+    daily: Sequence[DayActivity] = snap.daily[-CHART_DAYS:]
     if not daily:
         return ""
     days = [d.day for d in daily]
     coverage = [d.coverage for d in daily]
-    markers = _markers(view)
+    markers = _markers(view, snap)
     figures = []
     for signal, title, pick, floor_zero in CHARTS:
         values = [pick(d) for d in daily]
@@ -172,23 +172,57 @@ def _charts(view: CommunityView) -> str:
     return f'<div class="charts">{"".join(figures)}</div><p class="legend">{" · ".join(legend)}</p>'
 
 
+def _not_analysed(view: CommunityView) -> str:
+    rows = [
+        ("Source", escape(view.source)),
+        ("Poll interval", describe_duration(view.community.interval)),
+    ]
+    items = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
+    return (
+        f'<dl class="facts">{items}</dl><p class="muted">Not analysed yet: no result of its '
+        "polls has been analysed. Its first poll may still be running, or the store could "
+        "not be read (see the service log).</p>"
+    )
+
+
 def _section(view: CommunityView, *, now: int, simulated: bool) -> str:
     verdict = view.verdict
     badge = f'<span class="verdict {verdict.replace(" ", "-")}">{VERDICT_WORDS[verdict]}</span>'
     simulated_tag = '<span class="simulated-tag">simulated data</span>' if simulated else ""
+    if view.snapshot is None:
+        body = f'<div class="body"><div class="left">{_not_analysed(view)}</div></div>'
+    else:
+        body = (
+            f'<div class="body"><div class="left">{_facts(view.snapshot, now=now)}'
+            f"<h3>Out of line now</h3>{_conditions(view)}</div>"
+            f'<div class="right">{_charts(view, view.snapshot)}</div></div>'
+        )
     return (
         f'<section class="community" id="community-{escape(view.id)}" '
         f'data-community="{escape(view.id)}" data-verdict="{escape(verdict)}">'
-        f"<header><h2>{escape(view.id)}</h2>{badge}{simulated_tag}</header>"
-        f'<div class="body"><div class="left">{_facts(view, now=now)}'
-        f"<h3>Out of line now</h3>{_conditions(view)}</div>"
-        f'<div class="right">{_charts(view)}</div></div>'
-        "</section>"
+        f"<header><h2>{escape(view.id)}</h2>{badge}{simulated_tag}</header>{body}</section>"
+    )
+
+
+def _key_notice(since: int | None, *, now: int) -> str:
+    if since is None:
+        return ""
+    return (
+        '<p class="key-notice" role="note"><strong>Authors counted anew since '
+        f"{datetime.fromtimestamp(since, UTC).strftime('%Y-%m-%d %H:%M UTC')}.</strong> "
+        f"A new pseudonym key was accepted then ({describe_duration(now - since)} ago): "
+        "authors before and after it cannot be matched, so new and returning participants "
+        "across that moment are not comparable.</p>"
     )
 
 
 def render_status_page(
-    views: Sequence[CommunityView], *, presentation: Presentation, now: int, version: str
+    views: Sequence[CommunityView],
+    *,
+    presentation: Presentation,
+    now: int,
+    version: str,
+    authors_counted_since: int | None = None,
 ) -> str:
     simulated = presentation.simulated
     banner = (
@@ -200,7 +234,7 @@ def render_status_page(
         else ""
     )
     body = "".join(_section(v, now=now, simulated=simulated) for v in views) or (
-        '<p class="calm">No communities configured.</p>'
+        '<p class="calm">No enabled communities configured.</p>'
     )
     counts: dict[str, int] = {}
     for view in views:
@@ -219,7 +253,7 @@ def render_status_page(
         f"refreshes every minute</p>"
         '<nav><a href="/metrics">/metrics</a> <a href="/api/v1/communities">JSON API</a> '
         '<a href="/docs">API docs</a></nav></header>'
-        f"{banner}<main>{body}</main>"
+        f"{banner}{_key_notice(authors_counted_since, now=now)}<main>{body}</main>"
         f'<footer class="muted">forum-monitor {escape(version)} · "Out of line" shows the '
         "alert rules' conditions as they hold now (without their <code>for:</code> "
         "delays).</footer></body></html>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from monitor.analysis.conditions import Condition, Verdict, out_of_line, verdict
 from monitor.analysis.snapshot import CommunitySnapshot
@@ -26,31 +27,55 @@ class Presentation:
     annotations: tuple[Annotation, ...] = field(default_factory=tuple)
 
 
+Status = Verdict | Literal["not analysed"]
+"""A verdict, or "not analysed" for a configured community without a snapshot yet (its
+analysis has not run, or failed: the store could not be read)."""
+
+
 @dataclass(frozen=True)
 class CommunityView:
     community: CommunityBase
-    snapshot: CommunitySnapshot
+    snapshot: CommunitySnapshot | None
     conditions: list[Condition]
-    verdict: Verdict
+    verdict: Status
     annotations: list[Annotation]
+    authors_counted_since: int | None = None
+    """Every author is counted anew from this time (a new pseudonym key was accepted)."""
 
     @property
     def id(self) -> str:
-        return self.snapshot.community
+        return self.community.id
+
+    @property
+    def source(self) -> str:
+        return str(getattr(self.community, "source", ""))
 
 
 def community_view(
     community: CommunityBase,
-    snapshot: CommunitySnapshot,
+    snapshot: CommunitySnapshot | None,
     *,
     presentation: Presentation,
     now: int,
+    authors_counted_since: int | None = None,
 ) -> CommunityView:
+    """What to show of ``community``; without a snapshot it is still listed, as not analysed."""
+    annotations = [a for a in presentation.annotations if a.community == community.id]
+    if snapshot is None:
+        return CommunityView(
+            community=community,
+            snapshot=None,
+            conditions=[],
+            verdict="not analysed",
+            annotations=annotations,
+            authors_counted_since=authors_counted_since,
+        )
     conditions = out_of_line(snapshot, interval=community.interval, now=now)
     return CommunityView(
         community=community,
         snapshot=snapshot,
         conditions=conditions,
         verdict=verdict(snapshot, conditions, interval=community.interval, now=now),
-        annotations=[a for a in presentation.annotations if a.community == community.id],
+        annotations=annotations,
+        authors_counted_since=authors_counted_since,
     )

@@ -18,6 +18,7 @@ TABLES = {
     "poll_state",
     "poll_runs",
     "daily_rollups",
+    "pseudonym_keys",
 }
 
 
