@@ -195,7 +195,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await service.open()
+        if not service.is_open:  # ``forum-monitor serve`` opens it before it announces
+            await service.open()
         if schedule:
             service.schedule()
         try:

@@ -270,6 +270,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from monitor import server
     from monitor.api import create_app
     from monitor.service import Service
+    from monitor.store.db import make_engine
 
     settings = _settings(args.config)
     listen = args.listen or settings.listen
@@ -278,15 +279,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError([f"--listen: {exc}"]) from None
     _configure_logging(settings.log_level)
-    service = Service(settings)
-    from monitor.store.db import make_engine
-
+    sockets = server.bind(host, port)
     make_engine(settings.resolved_database_url()).dispose()  # fail fast, one line, if unreachable
-    app = create_app(service)
-    log.info("serving on http://%s:%d/metrics", host, port)
-    server.run(app, host=host, port=port)
-    if not service.migrated:
-        return EXIT_FAILURE  # the lifespan failed to start; uvicorn logged why
+    service = Service(settings)
+    address = server.format_address(host, port)
+    server.serve(
+        create_app(service),
+        sockets=sockets,
+        service=service,
+        announce=lambda: log.info("serving on http://%s/metrics", address),
+    )
     log.info("stopped")
     return EXIT_OK
 

@@ -14,6 +14,8 @@ import os
 import secrets
 from pathlib import Path
 
+from monitor.errors import DataDirError
+
 log = logging.getLogger(__name__)
 
 KEY_FILE_NAME = "pseudonym.key"
@@ -29,16 +31,42 @@ def load_or_create_key(*, configured: str | None, data_dir: Path) -> bytes:
     if configured:
         return configured.encode("utf-8")
     path = data_dir / KEY_FILE_NAME
-    if path.exists():
-        return path.read_text(encoding="ascii").strip().encode("ascii")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    fix = f"make data_dir ({data_dir}) a writable directory, or set pseudonym_key"
+    try:
+        stored = path.read_text(encoding="ascii").strip() if path.exists() else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataDirError(
+            str(path), action="read the pseudonym key", reason=_reason(exc), fix=fix
+        ) from None
+    if stored is not None:
+        if not stored:
+            raise DataDirError(
+                str(path),
+                action="use the pseudonym key in",
+                reason="the file is empty",
+                fix="restore it from a backup, or delete it to have a new one generated "
+                "(every author then looks new), or set pseudonym_key",
+            )
+        return stored.encode("ascii")
     key = secrets.token_hex(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-        handle.write(key + "\n")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+            handle.write(key + "\n")
+    except OSError as exc:
+        raise DataDirError(
+            str(path), action="write a new pseudonym key to", reason=_reason(exc), fix=fix
+        ) from None
     log.warning(
         "no pseudonym_key configured: generated one at %s (mode 0600); keep it, "
         "or author pseudonyms change and participants are counted anew",
         path,
     )
     return key.encode("ascii")
+
+
+def _reason(exc: OSError | UnicodeDecodeError) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc)

@@ -86,6 +86,10 @@ class Service:
     def ready(self) -> bool:
         return self.migrated and self.scheduler is not None and self.scheduler.running
 
+    @property
+    def is_open(self) -> bool:
+        return self.poller is not None
+
     async def open(self) -> None:
         """Store, key, client and poller; no scheduling yet (``poll-once`` stops here)."""
         self.engine = await asyncio.to_thread(open_store, self.settings)

@@ -60,7 +60,15 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            directory = Path(database).parent
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create {directory} for the SQLite database: "
+                    f"{(exc.strerror or str(exc)).lower()}; make it a writable directory "
+                    "(it is data_dir unless database_url names the file)"
+                ) from None
             engine = create_engine(url, connect_args={"check_same_thread": False})
         else:
             engine = create_engine(
