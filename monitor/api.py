@@ -27,6 +27,7 @@ from monitor.analysis.snapshot import SERIES_DAYS, DayActivity
 from monitor.analysis.windows import WindowActivity
 from monitor.service import Service
 from monitor.web.apidocs import render_api_docs
+from monitor.web.headers import HeadAsGet, SecurityHeaders
 from monitor.web.status import render_status_page
 from monitor.web.view import CommunityView, Presentation, community_view
 
@@ -214,6 +215,10 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+
+    # added last = outermost: a HEAD answer carries the security headers too
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(HeadAsGet)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
