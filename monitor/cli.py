@@ -287,6 +287,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         create_app(service),
         sockets=sockets,
         service=service,
+        limits=settings.server,
         announce=lambda: log.info("serving on http://%s/metrics", address),
     )
     log.info("stopped")

@@ -255,6 +255,31 @@ class HttpSettings(_Strict):
         return value
 
 
+class ServerSettings(_Strict):
+    """How ``serve`` treats its own clients (see ``monitor.connections``)."""
+
+    max_connections: int = Field(
+        default=256, ge=1, le=65536, description="open connections at most; more close idle ones"
+    )
+    header_timeout: Duration = Field(
+        default=10.0,
+        description="time a connection has to send a complete request head (TLS handshake "
+        "included), after it opens or after its previous response",
+    )
+    web_config_file: str | None = Field(
+        default=None,
+        description="TLS and basic auth, in the Prometheus exporters' web config format",
+    )
+
+    @field_validator("header_timeout", mode="before")
+    @classmethod
+    def _header_timeout(cls, value: object) -> float:
+        seconds = parse_duration(value)
+        if seconds > 600:
+            raise ValueError("must be at most 10m")
+        return seconds
+
+
 class Settings(_Strict):
     database_url: str | None = None
     listen: str = DEFAULT_LISTEN
@@ -270,6 +295,7 @@ class Settings(_Strict):
     max_concurrent_polls: int = Field(default=4, ge=1, le=64)
     keywords: KeywordGroups = Field(default_factory=KeywordGroups)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     reddit: RedditSettings = Field(default_factory=RedditSettings)
     discourse: DiscourseSettings = Field(default_factory=DiscourseSettings)
     communities: list[Community] = Field(default_factory=list)
@@ -319,6 +345,7 @@ _ENV_NESTED = {
     "REDDIT_CLIENT_SECRET": ("reddit", "client_secret"),
     "REDDIT_USER_AGENT": ("reddit", "user_agent"),
     "DISCOURSE_API_KEY": ("discourse", "api_key"),
+    "WEB_CONFIG_FILE": ("server", "web_config_file"),
 }
 
 

@@ -121,7 +121,9 @@ def run_demo(options: DemoOptions) -> int:
                 flush=True,
             )
 
-        server.serve(app, sockets=sockets, service=service, announce=announce)
+        server.serve(
+            app, sockets=sockets, service=service, limits=settings.server, announce=announce
+        )
         print("forum-monitor demo: stopped", flush=True)
         return 0
     finally:

@@ -12,27 +12,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import math
 import signal
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.config import STARTUP_FAILURE
 
+from monitor.config import ServerSettings
+from monitor.connections import ConnectionGuard, GuardedH11Protocol
 from monitor.errors import ListenError, StartupError
 from monitor.service import Service
 
 BACKLOG = 2048
 """Connections the kernel queues before they are accepted (uvicorn's default)."""
+MAX_REQUEST_HEAD_BYTES = 16 * 1024
+"""A longer request line and headers are refused (h11's default, made explicit)."""
 
 
 class GracefulServer(uvicorn.Server):
     """SIGTERM/SIGINT stop the service gracefully and the process exits 0.
 
     uvicorn re-raises the signal after shutting down, which makes the exit
-    status "killed by SIGTERM"; a supervisor should see a clean stop.
+    status "killed by SIGTERM"; a supervisor should see a clean stop. Connections
+    still waiting for a request head (or a TLS handshake) are closed at once.
     """
+
+    def __init__(self, config: uvicorn.Config, *, guard: ConnectionGuard) -> None:
+        super().__init__(config)
+        self.guard = guard
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.guard.close_waiting()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -100,25 +115,38 @@ def bind(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
-def serve(
-    app: FastAPI,
-    *,
-    sockets: list[socket.socket],
-    service: Service,
-    announce: Callable[[], None],
-) -> None:
-    """Open ``service``, then ``announce``, then serve on ``sockets`` until SIGTERM or Ctrl-C.
-
-    The app's lifespan schedules the polls and, at the end, stops the service.
-    """
-    config = uvicorn.Config(
+def uvicorn_config(app: FastAPI, *, guard: ConnectionGuard) -> uvicorn.Config:
+    """uvicorn's settings: the guarded h11 protocol (TLS, when any, runs inside it)."""
+    return uvicorn.Config(
         app,
+        http=GuardedH11Protocol.bound(guard),
+        timeout_keep_alive=max(1, math.ceil(guard.header_timeout)),
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
+        server_header=False,
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=3,
         lifespan="on",
     )
-    server = GracefulServer(config)
+
+
+def serve(
+    app: FastAPI,
+    *,
+    sockets: list[socket.socket],
+    service: Service,
+    limits: ServerSettings,
+    announce: Callable[[], None],
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    """Open ``service``, then ``announce``, then serve on ``sockets`` until SIGTERM or Ctrl-C.
+
+    The app's lifespan schedules the polls and, at the end, stops the service.
+    """
+    guard = ConnectionGuard(
+        max_connections=limits.max_connections, header_timeout=limits.header_timeout, tls=tls
+    )
+    server = GracefulServer(uvicorn_config(app, guard=guard), guard=guard)
 
     async def main() -> None:
         try:

@@ -143,6 +143,14 @@ MALFORMED: list[tuple[str, str, list[tuple[str, str]]]] = [
         ],
     ),
     (
+        "server limits out of range",
+        '[server]\nmax_connections = 0\nheader_timeout = "1h"\n',
+        [
+            ("server.max_connections", "greater than or equal to 1"),
+            ("server.header_timeout", "10m"),
+        ],
+    ),
+    (
         "reddit user agent in the wrong form",
         '[reddit]\nuser_agent = "my bot"\n',
         [("reddit.user_agent", "(by /u/<user>)")],
