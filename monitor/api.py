@@ -27,6 +27,7 @@ from monitor.analysis.snapshot import SERIES_DAYS, DayActivity
 from monitor.analysis.windows import WindowActivity
 from monitor.service import Service
 from monitor.web.apidocs import render_api_docs
+from monitor.web.auth import BasicAuthUsers, RequireBasicAuth
 from monitor.web.headers import HeadAsGet, SecurityHeaders
 from monitor.web.status import render_status_page
 from monitor.web.view import CommunityView, Presentation, community_view
@@ -190,8 +191,12 @@ def create_app(
     schedule: bool = True,
     presentation: Presentation | None = None,
     clock: Callable[[], float] = time.time,
+    users: BasicAuthUsers | None = None,
 ) -> FastAPI:
-    """The app around ``service``; its lifespan opens the store, schedules polls and stops them."""
+    """The app around ``service``; its lifespan opens the store, schedules polls and stops them.
+
+    With ``users``, every path but /healthz and /readyz needs HTTP basic authentication.
+    """
     shown = presentation or Presentation()
 
     @asynccontextmanager
@@ -216,7 +221,9 @@ def create_app(
         redoc_url=None,
     )
 
-    # added last = outermost: a HEAD answer carries the security headers too
+    # added last = outermost: a HEAD answer and a 401 carry the security headers too
+    if users is not None:
+        app.add_middleware(RequireBasicAuth, users=users)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(HeadAsGet)
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
     from monitor.backfill import BackfillOutcome
+    from monitor.webconfig import WebConfig
 
 log = logging.getLogger("monitor")
 
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the service (polls, /metrics, /api)")
     serve.add_argument("--config", help="config file (or FORUM_MONITOR_CONFIG)")
     serve.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:9808)")
+    serve.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS and basic auth, in the Prometheus exporters' format ([server] web_config_file)",
+    )
 
     once = commands.add_parser("poll-once", help="poll every community once, then exit")
     once.add_argument("--config", help="config file (or FORUM_MONITOR_CONFIG)")
@@ -115,6 +122,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if path is None:
         raise ConfigError(["no config file given (argument or FORUM_MONITOR_CONFIG)"])
     settings = load_settings(path)
+    _web_config(settings.server.web_config_file)
     print(f"{path}: ok ({len(settings.communities)} communities)")
     return EXIT_OK
 
@@ -271,6 +279,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from monitor.api import create_app
     from monitor.service import Service
     from monitor.store.db import make_engine
+    from monitor.web.auth import BasicAuthUsers
 
     settings = _settings(args.config)
     listen = args.listen or settings.listen
@@ -278,20 +287,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host, port = parse_listen(listen)
     except ValueError as exc:
         raise ConfigError([f"--listen: {exc}"]) from None
+    web = _web_config(args.web_config_file or settings.server.web_config_file)
     _configure_logging(settings.log_level)
     sockets = server.bind(host, port)
     make_engine(settings.resolved_database_url()).dispose()  # fail fast, one line, if unreachable
     service = Service(settings)
-    address = server.format_address(host, port)
+    url = f"{'https' if web.tls else 'http'}://{server.format_address(host, port)}/metrics"
     server.serve(
-        create_app(service),
+        create_app(service, users=BasicAuthUsers(web.users) if web.users else None),
         sockets=sockets,
         service=service,
         limits=settings.server,
-        announce=lambda: log.info("serving on http://%s/metrics", address),
+        tls=web.tls,
+        announce=lambda: log.info("serving on %s%s", url, " (basic auth)" if web.users else ""),
     )
     log.info("stopped")
     return EXIT_OK
+
+
+def _web_config(path: str | None) -> WebConfig:
+    from pathlib import Path
+
+    from monitor.webconfig import WebConfig, load_web_config
+
+    return load_web_config(Path(path)) if path else WebConfig()
 
 
 def cmd_export_openmetrics(args: argparse.Namespace) -> int:

@@ -96,7 +96,8 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._raw: asyncio.Transport | None = None
         self._deadline: asyncio.TimerHandle | None = None
-        self._handshake: asyncio.Task[None] | None = None
+        self._handshake: asyncio.Task[None] | None = None  # held, or the loop may drop it
+        self._early: list[bytes] = []
 
     @classmethod
     def bound(cls, guard: ConnectionGuard) -> type[GuardedH11Protocol]:
@@ -135,8 +136,16 @@ class GuardedH11Protocol(H11Protocol):
             self._forget()
             return
         super().connection_made(secured)
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            # the TLS layer hands on the first bytes (often the whole request) before
+            # start_tls returns: keep them until uvicorn's side is set up
+            self._early.append(data)
+            return
         super().data_received(data)
         self._follow_request()
 
