@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitor import __version__
 from monitor.analysis.snapshot import SERIES_DAYS, DayActivity
@@ -34,6 +35,8 @@ from monitor.web.view import CommunityView, Presentation, community_view
 
 log = logging.getLogger(__name__)
 
+MAX_ECHOED = 80
+"""A refused value is quoted back at most this long."""
 MAX_SERIES_DAYS = SERIES_DAYS
 """The snapshots hold this many complete days; ``days`` may not ask for more."""
 
@@ -227,6 +230,16 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     app.add_middleware(HeadAsGet)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Routing's own 404 and 405 name what they refuse, as every other 4xx does."""
+        detail = exc.detail
+        if exc.status_code == 405:
+            detail = f"method: {request.method} is not allowed here; use GET or HEAD"
+        elif exc.status_code == 404 and detail == "Not Found":
+            detail = f"path: nothing at {request.url.path[:MAX_ECHOED]!r}; see /docs"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(
@@ -249,8 +262,9 @@ def create_app(
             if view.id == community_id:
                 return view
         known = ", ".join(sorted(c.id for c in service.active_communities())) or "none"
+        shown_id = repr(community_id[:MAX_ECHOED]) + ("..." if community_id[MAX_ECHOED:] else "")
         raise HTTPException(
-            status_code=404, detail=f"no community {community_id!r}; known: {known}"
+            status_code=404, detail=f"community_id: no community {shown_id}; known: {known}"
         )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -96,6 +96,8 @@ def test_head_answers_wherever_get_does(base_url: str, path: str, status: int, h
 def test_other_methods_are_still_refused(base_url: str) -> None:
     response = httpx.post(base_url + "/api/v1/communities")
     assert response.status_code == 405
+    assert response.json()["detail"].startswith("method: POST is not allowed")
+    assert "GET" in response.headers["allow"]
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
