@@ -3,8 +3,6 @@ as a user runs it, over https on 127.0.0.1 with a certificate made here."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import socket
 import ssl
@@ -18,62 +16,16 @@ from pathlib import Path
 import bcrypt
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from monitor.api import create_app
 from monitor.config import settings_from_mapping
 from monitor.service import Service
 from monitor.web.auth import BasicAuthUsers
+from tests.certificates import write_certificate
 from tests.support import free_port, serve_argv, service_config, serving
 
 USER, PASSWORD = "prometheus", "correct horse battery staple"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()  # cost 4: quick tests
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def write_certificate(
-    directory: Path,
-    name: str,
-    *,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
-    authority: bool = False,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """``name.crt`` and ``name.key`` in ``directory``: for 127.0.0.1, self-signed unless an
-    ``issuer`` (certificate, key) signs it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    signer_name, signer_key = (issuer[0].subject, issuer[1]) if issuer else (_name(name), key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(name))
-        .issuer_name(signer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=authority, path_length=None), critical=True)
-    )
-    if not authority:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    certificate = builder.sign(signer_key, hashes.SHA256())
-    (directory / f"{name}.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (directory / f"{name}.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return certificate, key
 
 
 @dataclass
