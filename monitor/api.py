@@ -21,17 +21,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitor import __version__
 from monitor.analysis.snapshot import SERIES_DAYS, DayActivity
 from monitor.analysis.windows import WindowActivity
 from monitor.service import Service
 from monitor.web.apidocs import render_api_docs
+from monitor.web.auth import BasicAuthUsers, RequireBasicAuth
+from monitor.web.headers import HeadAsGet, SecurityHeaders
 from monitor.web.status import render_status_page
 from monitor.web.view import CommunityView, Presentation, community_view
 
 log = logging.getLogger(__name__)
 
+MAX_ECHOED = 80
+"""A refused value is quoted back at most this long."""
 MAX_SERIES_DAYS = SERIES_DAYS
 """The snapshots hold this many complete days; ``days`` may not ask for more."""
 
@@ -216,13 +221,18 @@ def create_app(
     schedule: bool = True,
     presentation: Presentation | None = None,
     clock: Callable[[], float] = time.time,
+    users: BasicAuthUsers | None = None,
 ) -> FastAPI:
-    """The app around ``service``; its lifespan opens the store, schedules polls and stops them."""
+    """The app around ``service``; its lifespan opens the store, schedules polls and stops them.
+
+    With ``users``, every path but /healthz and /readyz needs HTTP basic authentication.
+    """
     shown = presentation or Presentation()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await service.open()
+        if not service.is_open:  # ``forum-monitor serve`` opens it before it announces
+            await service.open()
         if schedule:
             service.schedule()
         try:
@@ -240,6 +250,22 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+
+    # added last = outermost: a HEAD answer and a 401 carry the security headers too
+    if users is not None:
+        app.add_middleware(RequireBasicAuth, users=users)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(HeadAsGet)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Routing's own 404 and 405 name what they refuse, as every other 4xx does."""
+        detail = exc.detail
+        if exc.status_code == 405:
+            detail = f"method: {request.method} is not allowed here; use GET or HEAD"
+        elif exc.status_code == 404 and detail == "Not Found":
+            detail = f"path: nothing at {request.url.path[:MAX_ECHOED]!r}; see /docs"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -266,8 +292,9 @@ def create_app(
             if view.id == community_id:
                 return view
         known = ", ".join(sorted(c.id for c in service.active_communities())) or "none"
+        shown_id = repr(community_id[:MAX_ECHOED]) + ("..." if community_id[MAX_ECHOED:] else "")
         raise HTTPException(
-            status_code=404, detail=f"no community {community_id!r}; known: {known}"
+            status_code=404, detail=f"community_id: no community {shown_id}; known: {known}"
         )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

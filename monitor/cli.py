@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
     from monitor.backfill import BackfillOutcome
+    from monitor.webconfig import WebConfig
 
 log = logging.getLogger("monitor")
 
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="config file (or FORUM_MONITOR_CONFIG)")
     serve.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:9808)")
     serve.add_argument("--accept-new-key", action="store_true", help=ACCEPT_NEW_KEY_HELP)
+    serve.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS and basic auth, in the Prometheus exporters' format ([server] web_config_file)",
+    )
 
     once = commands.add_parser("poll-once", help="poll every community once, then exit")
     once.add_argument("--config", help="config file (or FORUM_MONITOR_CONFIG)")
@@ -126,6 +133,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if path is None:
         raise ConfigError(["no config file given (argument or FORUM_MONITOR_CONFIG)"])
     settings = load_settings(path)
+    _web_config(settings.server.web_config_file)
     print(f"{path}: ok ({len(settings.communities)} communities)")
     return EXIT_OK
 
@@ -294,6 +302,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from monitor import server
     from monitor.api import create_app
     from monitor.service import Service
+    from monitor.web.auth import BasicAuthUsers
 
     settings = _settings(args.config)
     listen = args.listen or settings.listen
@@ -301,18 +310,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host, port = parse_listen(listen)
     except ValueError as exc:
         raise ConfigError([f"--listen: {exc}"]) from None
+    web = _web_config(args.web_config_file or settings.server.web_config_file)
     _configure_logging(settings.log_level)
+    sockets = server.bind(host, port)
     service = Service(settings, accept_new_key=args.accept_new_key)
     # a store or key that cannot be used stops the start here, in one line, before anything
-    # listens (a failure inside the server's lifespan would come out as a traceback)
+    # answers (a failure inside the server's lifespan would come out as a traceback)
     service.prepare()
-    app = create_app(service)
-    log.info("serving on http://%s:%d/metrics", host, port)
-    server.run(app, host=host, port=port)
-    if not service.migrated:
-        return EXIT_FAILURE  # the lifespan failed to start; uvicorn logged why
+    url = f"{'https' if web.tls else 'http'}://{server.format_address(host, port)}/metrics"
+    server.serve(
+        create_app(service, users=BasicAuthUsers(web.users) if web.users else None),
+        sockets=sockets,
+        service=service,
+        limits=settings.server,
+        tls=web.tls,
+        announce=lambda: log.info("serving on %s%s", url, " (basic auth)" if web.users else ""),
+    )
     log.info("stopped")
     return EXIT_OK
+
+
+def _web_config(path: str | None) -> WebConfig:
+    from pathlib import Path
+
+    from monitor.webconfig import WebConfig, load_web_config
+
+    return load_web_config(Path(path)) if path else WebConfig()
 
 
 def cmd_export_openmetrics(args: argparse.Namespace) -> int:

@@ -16,12 +16,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    RootModel,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from monitor.errors import ConfigError
@@ -84,27 +86,38 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
-class KeywordGroups(BaseModel):
-    """Keyword groups: group name -> phrases matched case-insensitively on word boundaries."""
+def _group_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(
+            f"group name {name!r} must be lower-case letters, digits and _ "
+            "(it becomes a label value)"
+        )
+    return name
 
-    model_config = ConfigDict(extra="allow", frozen=True)
 
-    @model_validator(mode="after")
-    def _check_groups(self) -> KeywordGroups:
-        for name, phrases in (self.model_extra or {}).items():
-            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-                raise ValueError(
-                    f"group name {name!r} must be lower-case letters, digits and _ "
-                    "(it becomes a label value)"
-                )
-            if not isinstance(phrases, list) or not phrases:
-                raise ValueError(f"group {name!r} must be a non-empty list of phrases")
-            if not all(isinstance(p, str) and p.strip() for p in phrases):
-                raise ValueError(f"group {name!r} must hold only non-empty strings")
-        return self
+def _phrases(value: object) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a non-empty list of phrases")
+    if not all(isinstance(p, str) and p.strip() for p in value):
+        raise ValueError("must hold only non-empty strings")
+    return value
+
+
+GroupName = Annotated[str, AfterValidator(_group_name)]
+Phrases = Annotated[list[str], BeforeValidator(_phrases)]
+
+
+class KeywordGroups(RootModel[dict[GroupName, Phrases]]):
+    """Keyword groups: group name -> phrases matched case-insensitively on word boundaries.
+
+    Each group is validated on its own, so every invalid group is reported, each named.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    root: dict[GroupName, Phrases] = Field(default_factory=dict)
 
     def groups(self) -> dict[str, tuple[str, ...]]:
-        return {name: tuple(phrases) for name, phrases in (self.model_extra or {}).items()}
+        return {name: tuple(phrases) for name, phrases in self.root.items()}
 
 
 class CommunityBase(_Strict):
@@ -257,6 +270,31 @@ class HttpSettings(_Strict):
         return value
 
 
+class ServerSettings(_Strict):
+    """How ``serve`` treats its own clients (see ``monitor.connections``)."""
+
+    max_connections: int = Field(
+        default=256, ge=1, le=65536, description="open connections at most; more close idle ones"
+    )
+    header_timeout: Duration = Field(
+        default=10.0,
+        description="time a connection has to send a complete request head (TLS handshake "
+        "included), after it opens or after its previous response",
+    )
+    web_config_file: str | None = Field(
+        default=None,
+        description="TLS and basic auth, in the Prometheus exporters' web config format",
+    )
+
+    @field_validator("header_timeout", mode="before")
+    @classmethod
+    def _header_timeout(cls, value: object) -> float:
+        seconds = parse_duration(value)
+        if seconds > 600:
+            raise ValueError("must be at most 10m")
+        return seconds
+
+
 class Settings(_Strict):
     database_url: str | None = None
     listen: str = DEFAULT_LISTEN
@@ -272,6 +310,7 @@ class Settings(_Strict):
     max_concurrent_polls: int = Field(default=4, ge=1, le=64)
     keywords: KeywordGroups = Field(default_factory=KeywordGroups)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     reddit: RedditSettings = Field(default_factory=RedditSettings)
     discourse: DiscourseSettings = Field(default_factory=DiscourseSettings)
     communities: list[Community] = Field(default_factory=list)
@@ -338,6 +377,7 @@ _ENV_NESTED = {
     "REDDIT_CLIENT_SECRET": ("reddit", "client_secret"),
     "REDDIT_USER_AGENT": ("reddit", "user_agent"),
     "DISCOURSE_API_KEY": ("discourse", "api_key"),
+    "WEB_CONFIG_FILE": ("server", "web_config_file"),
 }
 
 
@@ -349,6 +389,8 @@ def _format_location(location: tuple[int | str, ...]) -> str:
             path += f"[{part}]"
             # a discriminated union adds the tag (e.g. "reddit") after the index
             skip_next_tag = location[:index] == ("communities",)
+            continue
+        if part == "[key]":  # pydantic's marker for a dict key; the key itself is named
             continue
         if skip_next_tag and part in SOURCE_KINDS:
             skip_next_tag = False

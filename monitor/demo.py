@@ -91,6 +91,7 @@ def run_demo(options: DemoOptions) -> int:
     from monitor.service import Service
 
     host, port = options.listen
+    sockets = server.bind(host, port)  # first: a port in use costs nothing and says so
     workdir = Path(tempfile.mkdtemp(prefix="forum-monitor-demo-"))
     now = int(time.time())
     simulation = Simulation(DEMO_PLANS).start()
@@ -101,27 +102,33 @@ def run_demo(options: DemoOptions) -> int:
         _configure_logging(settings.log_level)
         service = Service(settings)
         app = create_app(service, presentation=demo_presentation(simulation, now=now))
-        if options.live:
-            poster = LivePoster(
-                simulation, speed=options.speed, seed=options.seed, now0=now
-            ).start()
-        base = f"http://{host}:{port}"
-        print(
-            f"forum-monitor demo: SIMULATED DATA, fully offline.\n"
-            f"  {posts} posts of {HISTORY_DAYS} days generated for {len(DEMO_PLANS)} "
-            f"communities on a fake forum at {simulation.base_url}"
-            + (f"; live posting at {options.speed:g}x" if options.live else "")
-            + f"\n  status page  {base}/\n  metrics      {base}/metrics\n"
-            f"  API docs     {base}/docs  (JSON: {base}/api/v1/communities)\n"
-            "  the first polls backfill the history within seconds; Ctrl-C stops",
-            flush=True,
+        base = f"http://{server.format_address(host, port)}"
+
+        def announce() -> None:
+            nonlocal poster
+            if options.live:
+                poster = LivePoster(
+                    simulation, speed=options.speed, seed=options.seed, now0=now
+                ).start()
+            print(
+                f"forum-monitor demo: SIMULATED DATA, fully offline.\n"
+                f"  {posts} posts of {HISTORY_DAYS} days generated for {len(DEMO_PLANS)} "
+                f"communities on a fake forum at {simulation.base_url}"
+                + (f"; live posting at {options.speed:g}x" if options.live else "")
+                + f"\n  status page  {base}/\n  metrics      {base}/metrics\n"
+                f"  API docs     {base}/docs  (JSON: {base}/api/v1/communities)\n"
+                "  the first polls backfill the history within seconds; Ctrl-C stops",
+                flush=True,
+            )
+
+        server.serve(
+            app, sockets=sockets, service=service, limits=settings.server, announce=announce
         )
-        server.run(app, host=host, port=port)
-        if not service.migrated:
-            return 1
         print("forum-monitor demo: stopped", flush=True)
         return 0
     finally:
+        for sock in sockets:
+            sock.close()
         if poster is not None:
             poster.stop()
         simulation.stop()

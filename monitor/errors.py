@@ -6,6 +6,9 @@ is logged with its traceback.
 
     ForumMonitorError
     ├── ConfigError              invalid settings; ``problems`` holds one line each
+    ├── StartupError             the service cannot start; the message says how to fix it
+    │   ├── ListenError          cannot listen on ``address`` (in use, not of this host, ...)
+    │   └── DataDirError         ``path`` under ``data_dir`` cannot be created or written
     ├── StoreError               the database cannot be used
     │   ├── DatabaseUnreachable  cannot connect; ``host`` names it (never the password)
     │   └── StoreCorrupt         the SQLite file is damaged or empty; ``path``, ``detail``
@@ -41,6 +44,29 @@ class ConfigError(ForumMonitorError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("; ".join(problems))
+
+
+class StartupError(ForumMonitorError):
+    """The service cannot start; the message names what failed and how to fix it."""
+
+
+class ListenError(StartupError):
+    """No listening socket could be made on ``address`` (HOST:PORT); ``fix`` says what to do."""
+
+    def __init__(self, address: str, detail: str, *, fix: str) -> None:
+        self.address = address
+        self.detail = detail
+        self.fix = fix
+        super().__init__(f"cannot listen on {address}: {detail}; {fix}")
+
+
+class DataDirError(StartupError):
+    """``path`` (in or below ``data_dir``) cannot be created, read or written."""
+
+    def __init__(self, path: str, *, action: str, reason: str, fix: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot {action} {path}: {reason}; {fix}")
 
 
 class StoreError(ForumMonitorError):

@@ -26,7 +26,7 @@ def open_to_others(path: Path) -> int | None:
     """The permission bits of ``path`` when group or others have any, else None."""
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
+    except OSError:  # missing, or below a file: nothing there to be open
         return None
     return mode if mode & 0o077 else None
 

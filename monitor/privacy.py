@@ -75,7 +75,9 @@ def read_key_file(path: Path) -> bytes | None:
         return None
     except OSError as exc:
         raise PseudonymKeyError(
-            f"cannot read the pseudonym key file {path}: {exc.strerror or exc}", path=str(path)
+            f"cannot read the pseudonym key file {path}: {exc.strerror or exc} (make data_dir "
+            f"({path.parent}) a directory the service can read, or set pseudonym_key)",
+            path=str(path),
         ) from None
     if mode & 0o077:
         raise PseudonymKeyError(
@@ -143,6 +145,7 @@ def _unwritable(path: Path, exc: OSError) -> PseudonymKeyError:
     reason = exc.strerror or str(exc)
     return PseudonymKeyError(
         f"cannot write a new pseudonym key to {path}: {reason}; nothing was written "
-        f"(free space on the disk or fix the permissions of {path.parent}, then start again)",
+        f"(make data_dir ({path.parent}) a writable directory with free space, "
+        "or set pseudonym_key)",
         path=str(path),
     )

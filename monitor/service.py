@@ -139,6 +139,10 @@ class Service:
         )
         return key, state
 
+    @property
+    def is_open(self) -> bool:
+        return self.poller is not None
+
     async def open(self) -> None:
         """Store, key, client and poller; no scheduling yet (``poll-once`` stops here)."""
         await asyncio.to_thread(self.prepare)

@@ -91,7 +91,9 @@ def test_series_has_daily_values_with_coverage(client: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("url", "status", "words"),
     [
-        ("/api/v1/communities/nope/series?signal=posts", 404, "no community 'nope'"),
+        ("/api/v1/communities/nope/series?signal=posts", 404, "community_id: no community 'nope'"),
+        ("/api/v1/communities/" + "x" * 500, 404, "community_id: no community 'xxx"),
+        ("/api/v1/nothing-here", 404, "path: nothing at '/api/v1/nothing-here'"),
         ("/api/v1/communities/nope", 404, "known: control, gigwork, rival"),
         ("/api/v1/communities/gigwork/series?days=-1", 422, "days: Input should be greater"),
         ("/api/v1/communities/gigwork/series?days=0", 422, "days:"),
@@ -106,6 +108,7 @@ def test_bad_parameters_are_4xx_with_a_clear_message(
     response = client.get(url)
     assert response.status_code == status, response.text
     assert words in response.json()["detail"]
+    assert len(response.json()["detail"]) < 200  # a refused value is not echoed in full
 
 
 def test_openapi_and_offline_docs(client: httpx.Client) -> None:

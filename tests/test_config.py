@@ -123,12 +123,33 @@ MALFORMED: list[tuple[str, str, list[tuple[str, str]]]] = [
     (
         "keyword group with an upper-case name",
         '[keywords]\nPay = ["pay cut"]\n',
-        [("keywords", "group name")],
+        [("keywords.Pay", "group name")],
     ),
     (
         "keyword group that is not a list",
         '[keywords]\npay = "pay cut"\n',
-        [("keywords", "non-empty list")],
+        [("keywords.pay", "non-empty list")],
+    ),
+    (
+        "every invalid keyword group, each named",
+        '[keywords]\nPay = ["pay cut"]\nleave = "quit"\nok = ["fine"]\nempty = []\n'
+        '[[communities]]\nid = "a"\nsource = "reddit"\nsubreddit = "x_y"\n'
+        '[communities.keywords]\nBad-Name = ["x"]\nblank = ["  "]\n',
+        [
+            ("keywords.Pay", "group name"),
+            ("keywords.leave", "non-empty list"),
+            ("keywords.empty", "non-empty list"),
+            ("communities[0].keywords.Bad-Name", "group name"),
+            ("communities[0].keywords.blank", "non-empty strings"),
+        ],
+    ),
+    (
+        "server limits out of range",
+        '[server]\nmax_connections = 0\nheader_timeout = "1h"\n',
+        [
+            ("server.max_connections", "greater than or equal to 1"),
+            ("server.header_timeout", "10m"),
+        ],
     ),
     (
         "reddit user agent in the wrong form",

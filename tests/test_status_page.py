@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import free_port, missing
+from tests.support import chromium, free_port
 
 
 class Demo:
@@ -61,32 +60,6 @@ def wait_for_analysis(base_url: str, *, timeout: float = 45.0) -> dict[str, str]
             pass
         time.sleep(0.3)
     raise AssertionError(f"demo not analysed after {timeout}s; last answer: {last}")
-
-
-def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        missing("chromium is not installed (Debian package chromium)")
-    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-    return subprocess.run(
-        [
-            binary,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-quic",
-            f"--user-data-dir={profile}",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def verdict_of(dom: str, community: str) -> str:

@@ -68,7 +68,14 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 def create_private_sqlite(path: Path) -> None:
     """A new SQLite store file, mode 0600 and with its header written (in WAL mode);
     nothing if the file exists."""
-    make_private_dir(path.parent)
+    try:
+        make_private_dir(path.parent)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create {path.parent} for the SQLite database: "
+            f"{(exc.strerror or str(exc)).lower()}; make it a writable directory "
+            "(it is data_dir unless database_url names the file)"
+        ) from None
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
