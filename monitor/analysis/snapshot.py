@@ -94,7 +94,9 @@ class CommunitySnapshot:
     source: str
     computed_at: int
     windows: dict[str, WindowActivity]
+    """Only the windows whose activity is known (``activity_known``)."""
     coverage: dict[str, float]
+    """Every window, 0.0 included: that nothing was covered is itself known."""
     last_post_at: int | None
     last_success_at: int | None
     last_error: str | None
@@ -149,17 +151,18 @@ def daily_series(
 def compute_snapshot(
     session: Session, *, settings: Settings, community: CommunityBase, now: int
 ) -> CommunitySnapshot:
+    spans = community_spans(session, community=community, since=now - SERIES_DAYS * DAY, now=now)
+    coverage = {
+        name: cov.coverage_ratio(spans, start=now - seconds, end=now)
+        for name, seconds in WINDOWS.items()
+    }
     groups = sorted(settings.keyword_groups_for(community))
     windows = {
         name: window_activity(
             session, community_id=community.id, seconds=seconds, now=now, keyword_groups=groups
         )
         for name, seconds in WINDOWS.items()
-    }
-    spans = community_spans(session, community=community, since=now - SERIES_DAYS * DAY, now=now)
-    coverage = {
-        name: cov.coverage_ratio(spans, start=now - seconds, end=now)
-        for name, seconds in WINDOWS.items()
+        if activity_known(coverage[name])
     }
     last_post = session.exec(
         select(func.max(Post.created_at)).where(Post.community_id == community.id)
@@ -183,6 +186,16 @@ def compute_snapshot(
         changepoints=shifts,
         declines=declines,
     )
+
+
+def activity_known(coverage: float) -> bool:
+    """Whether a span's activity (posts, participants, ...) can be reported at all.
+
+    A span no successful poll covered was never seen: its activity is unknown, not zero,
+    so it is left out. A partly covered span reports what was seen; its coverage says how
+    much of the span that is.
+    """
+    return coverage > 0.0
 
 
 def signal_trends(
