@@ -139,7 +139,8 @@ def _trend_metrics(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:
     )
     score_onset = GaugeMetricFamily(
         "forum_decline_onset_timestamp_seconds",
-        "First day of the run of low days behind forum_decline_score (Unix time).",
+        "The day the decline behind forum_decline_score began (Unix time): the drop of the "
+        "latest change point when that started it, else the first of the run of low days.",
         labels=["community", "source", "signal"],
     )
     for snapshot in snapshots:

@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from monitor.analysis import coverage as cov
 from monitor.analysis import trends
-from monitor.analysis.changepoints import latest_changepoint
+from monitor.analysis.changepoints import decline_onset, latest_changepoint
 from monitor.analysis.cusum import decline_score
 from monitor.analysis.rollups import DAY, daily_rows, day_of
 from monitor.analysis.windows import WINDOWS, WindowActivity, window_activity
@@ -86,6 +86,7 @@ class DeclineResult:
     signal: str
     score: float
     onset: int
+    """The day the decline began (``changepoints.decline_onset``)."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,7 @@ def signal_trends(
             ratio = trends.change_ratio(series=series, window_days=days, today=today, kind=kind)
             if ratio is not None:
                 changes.append(Trend(signal, window, ratio))
+        point = None
         if signal in CHANGEPOINT_SIGNALS:
             point = latest_changepoint(series=series, today=today, kind=kind)
             if point is not None:
@@ -219,7 +221,8 @@ def signal_trends(
         if signal in DECLINE_SIGNALS:
             found = decline_score(series=series, today=today, kind=kind)
             if found is not None:
-                declines.append(DeclineResult(signal, found.score, found.onset_day))
+                onset = decline_onset(found, point, today=today)
+                declines.append(DeclineResult(signal, found.score, onset))
     return changes, shifts, declines
 
 
