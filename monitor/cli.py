@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from monitor import __version__
-from monitor.config import CommunityBase, Settings, config_path, load_settings, parse_listen
+from monitor.config import (
+    CommunityBase,
+    Settings,
+    config_path,
+    config_warnings,
+    load_settings,
+    parse_listen,
+)
 from monitor.errors import ConfigError, ForumMonitorError
 
 if TYPE_CHECKING:
@@ -115,6 +122,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if path is None:
         raise ConfigError(["no config file given (argument or FORUM_MONITOR_CONFIG)"])
     settings = load_settings(path)
+    for warning in config_warnings(settings):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{path}: ok ({len(settings.communities)} communities)")
     return EXIT_OK
 
@@ -278,6 +287,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError([f"--listen: {exc}"]) from None
     _configure_logging(settings.log_level)
+    for warning in config_warnings(settings):
+        log.warning("config: %s", warning)  # serve may run without check-config ever run
     service = Service(settings)
     from monitor.store.db import make_engine
 
