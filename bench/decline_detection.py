@@ -20,20 +20,21 @@ smaller sizes are measured the same way and shown as information.
 
 "Flagged within k days" means: on some evaluation at or before
 ``onset + k`` days, i.e. with at most k days of the lower level in the data,
-with the onset that the alarm reports (``DeclineScore.onset_day``) within the
-tolerance on that evaluation: the alert is firing by then and its onset gauge
+with the onset that the service exports beside the score (``decline_onset``:
+the score's own onset or, once a change point dates the decline, its drop) within
+the tolerance on that evaluation: the alert is firing by then and its onset gauge
 points at the right day. (An alarm that a pre-onset dip set off a day early
 reports an early onset; the case still counts if a later evaluation within the
 horizon reports it right. The median onset error of the first alarm is shown.) Each
 evaluation day the detector sees only the complete days before it (at most
 ``WINDOW_DAYS``), exactly as the service calls it, and exports
-``decline_score`` (None = absent). The alarm is what the Prometheus rule sees:
-``decline_alarm`` with the default rule on the latest value present within the
-rule's ``hold_days`` (``held``, PromQL ``last_over_time``). A false alarm is an
-alert episode (``alert_episodes``: a day the alarm switches on) on a control
-series, or before onset on a drop series (shown for information). Runtimes are
-reported as ratios to ``numpy.mean`` over the same series, measured in the same
-run.
+``decline_score`` with that onset (None = absent). The alarm is what the
+Prometheus rule sees: ``decline_alarm`` with the default rule on the latest
+value present within the rule's ``hold_days`` (``held``, PromQL
+``last_over_time``). A false alarm is an alert episode (``alert_episodes``: a day
+the alarm switches on) on a control series, or before onset on a drop series
+(shown for information). Runtimes are reported as ratios to ``numpy.mean`` over
+the same series, measured in the same run.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +53,7 @@ from monitor.analysis.changepoints import (
     DEFAULT_DECLINE_RULE,
     alert_episodes,
     decline_alarm,
+    decline_onset,
     held,
     latest_changepoint,
 )
@@ -112,6 +114,9 @@ class SeriesResult:
     false_alarms: int
     false_alarm_days: int
     """Evaluation days on which an alarm would be false."""
+    last_onset_error_days: int | None = None
+    """Of the alarm on the last evaluation (the case's longest horizon after onset), if
+    the alarm is on then: an older decline, dated beyond the score's own onset search."""
 
 
 def simulate(
@@ -141,10 +146,15 @@ def simulate(
 
 
 def exported(*, points: Sequence[DailyPoint], today_index: int) -> DeclineScore | None:
-    """What the service exports on ``today_index``, seeing only complete days before it."""
+    """What the service exports on ``today_index``, seeing only complete days before it:
+    the score, with the onset of ``forum_decline_onset_timestamp_seconds``."""
     today = START_DAY + today_index * DAY_SECONDS
     window = points[max(0, today_index - WINDOW_DAYS) : today_index]
-    return decline_score(series=window, today=today)
+    found = decline_score(series=window, today=today)
+    if found is None:
+        return None
+    changepoint = latest_changepoint(series=window, today=today)
+    return replace(found, onset_day=decline_onset(found, changepoint, today=today))
 
 
 def run_series(case: Case, index: int, seed: int, rate: float) -> SeriesResult:
@@ -181,8 +191,12 @@ def run_series(case: Case, index: int, seed: int, rate: float) -> SeriesResult:
             located = today_index - true_onset
             break
     before_onset = alarms[: min(last, true_onset) + 1 - first]
+    final = seen[-1]
+    last_error = None
+    if onset is not None and alarms[-1] and final is not None:
+        last_error = (final.onset_day - START_DAY) // DAY_SECONDS - true_onset
     return SeriesResult(
-        delay, onset_error, located, alert_episodes(before_onset), len(before_onset)
+        delay, onset_error, located, alert_episodes(before_onset), len(before_onset), last_error
     )
 
 
@@ -251,6 +265,7 @@ def case_rows(case: Case, rate: float, by_seed: Sequence[Sequence[SeriesResult]]
     )
     delays = [r.delay_days for r in pooled if r.delay_days is not None]
     errors = [abs(r.onset_error_days) for r in pooled if r.onset_error_days is not None]
+    late = [abs(r.last_onset_error_days) for r in pooled if r.last_onset_error_days is not None]
     found = share(pooled)
     return [
         (
@@ -284,6 +299,15 @@ def case_rows(case: Case, rate: float, by_seed: Sequence[Sequence[SeriesResult]]
             for days in case.later_days
         ),
         (size, case.name, "false alarms before onset / 90 d", f"{fa:.3f}", "", "", "info"),
+        (
+            size,
+            case.name,
+            f"{_span(case)} d after onset: |onset error| median / <= 2 d",
+            f"{_median(late)} / {sum(e <= 2 for e in late) / max(1, len(late)):.2f}",
+            "",
+            "",
+            "info",
+        ),
     ]
 
 

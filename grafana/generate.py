@@ -399,7 +399,9 @@ def community_drilldown() -> builders.Dashboard:
         .id("community")
         .label("Community")
         .datasource(DATASOURCE)
-        .query({"query": "label_values(forum_posts, community)", "refId": "community"})
+        # forum_coverage_ratio: every watched community has one, a never-polled one too
+        # (its activity gauges are absent until a poll covers something)
+        .query({"query": "label_values(forum_coverage_ratio, community)", "refId": "community"})
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.ALPHABETICAL_ASC)
     ).with_variable(

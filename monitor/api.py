@@ -24,8 +24,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitor import __version__
-from monitor.analysis.snapshot import SERIES_DAYS, DayActivity
-from monitor.analysis.windows import WindowActivity
+from monitor.analysis.snapshot import SERIES_DAYS, DayActivity, activity_known
+from monitor.analysis.windows import WINDOWS, WindowActivity
 from monitor.service import Service
 from monitor.web.apidocs import render_api_docs
 from monitor.web.auth import BasicAuthUsers, RequireBasicAuth
@@ -54,6 +54,8 @@ class Signal(StrEnum):
 
 
 def _value(day: DayActivity, signal: Signal) -> float | None:
+    if not activity_known(day.coverage):
+        return None
     value = getattr(day, signal.value)
     return None if value is None else float(value)
 
@@ -108,7 +110,10 @@ class CommunityModel(BaseModel):
     last_success_at: int | None
     last_error: str | None
     last_post_at: int | None
-    windows: dict[str, WindowModel] = Field(description="by window: 1d, 7d, 28d")
+    windows: dict[str, WindowModel | None] = Field(
+        description="by window: 1d, 7d, 28d; null while no successful poll covered any of the "
+        "window (its activity is unknown, not zero)"
+    )
     coverage: dict[str, float] = Field(description="share of each window covered by polls")
     trends: list[TrendModel]
     changepoints: list[ChangePointModel]
@@ -130,7 +135,10 @@ class CommunitiesModel(BaseModel):
 class SeriesPoint(BaseModel):
     day: str = Field(description="the UTC day, ISO 8601 (YYYY-MM-DD)")
     timestamp: int = Field(description="Unix time of the day's UTC midnight")
-    value: float | None = Field(description="null when the day has no data for the signal")
+    value: float | None = Field(
+        description="null when the day has no data for the signal, or no successful poll "
+        "covered any of it"
+    )
     coverage: float = Field(description="share of the day covered by successful polls")
 
 
@@ -190,7 +198,10 @@ def _community_model(view: CommunityView) -> CommunityModel:
         last_success_at=snap.last_success_at,
         last_error=snap.last_error,
         last_post_at=snap.last_post_at,
-        windows={name: _window_model(w) for name, w in snap.windows.items()},
+        windows={
+            name: _window_model(snap.windows[name]) if name in snap.windows else None
+            for name in WINDOWS
+        },
         coverage=dict(snap.coverage),
         trends=[TrendModel(signal=t.signal, window=t.window, ratio=t.ratio) for t in snap.trends],
         changepoints=[
@@ -367,8 +378,8 @@ def create_app(
         summary="A daily series of one community, with coverage",
         description=f"The last `days` complete UTC days (at most {MAX_SERIES_DAYS}), oldest "
         "first. Days not covered by successful polls have a low `coverage`; their values "
-        "are incomplete and the trends leave them out. A community not analysed yet has no "
-        "points.",
+        "are incomplete (null when nothing of the day was covered) and the trends leave "
+        "them out. A community not analysed yet has no points.",
     )
     def series(
         community_id: Annotated[str, Path(description="the community's configured id")],

@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from monitor import __version__
-from monitor.config import CommunityBase, Settings, config_path, load_settings, parse_listen
+from monitor.config import (
+    CommunityBase,
+    Settings,
+    config_path,
+    config_warnings,
+    load_settings,
+    parse_listen,
+)
 from monitor.errors import ConfigError, ForumMonitorError
 
 if TYPE_CHECKING:
@@ -134,6 +141,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         raise ConfigError(["no config file given (argument or FORUM_MONITOR_CONFIG)"])
     settings = load_settings(path)
     _web_config(settings.server.web_config_file)
+    for warning in config_warnings(settings):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{path}: ok ({len(settings.communities)} communities)")
     return EXIT_OK
 
@@ -312,6 +321,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError([f"--listen: {exc}"]) from None
     web = _web_config(args.web_config_file or settings.server.web_config_file)
     _configure_logging(settings.log_level)
+    for warning in config_warnings(settings):
+        log.warning("config: %s", warning)  # serve may run without check-config ever run
     sockets = server.bind(host, port)
     service = Service(settings, accept_new_key=args.accept_new_key)
     # a store or key that cannot be used stops the start here, in one line, before anything

@@ -301,7 +301,8 @@ class Settings(_Strict):
     data_dir: str = DEFAULT_DATA_DIR
     contact: str = Field(
         default="https://github.com/forum-monitor/forum-monitor",
-        description="URL or e-mail put in the User-Agent so site operators can reach you",
+        description="URL or e-mail put in the User-Agent so site operators can reach you "
+        "(the default, the project's URL, reaches the project, not you)",
     )
     pseudonym_key: str | None = Field(default=None, repr=False)
     store_bodies: bool = False
@@ -353,6 +354,20 @@ class Settings(_Strict):
         if community.keywords is not None:
             groups.update(community.keywords.groups())
         return groups
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """Valid but unwise settings, one line each naming the fields (``check-config``)."""
+    polls_reddit = any(isinstance(c, RedditCommunity) and c.enabled for c in settings.communities)
+    # model_fields_set: set in the file or by FORUM_MONITOR_CONTACT, not the default
+    contact_set = "contact" in settings.model_fields_set
+    if polls_reddit and settings.reddit.user_agent is None and not contact_set:
+        return [
+            "reddit.user_agent: not set and no contact configured; Reddit's User-Agent then "
+            "names only the project's URL, which reaches no one running this monitor. Set "
+            "contact (your URL or e-mail) or [reddit] user_agent (with your Reddit username)"
+        ]
+    return []
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -44,8 +44,10 @@ Not exported, and why:
   moment or a property of the collecting process, not of a day.
 
 Undefined values (no scored post in the window) are left out, as the live exporter
-does. Days before a community's first covered day or first post are not exported
-at all, so a panel shows "no data" rather than zeros for a time nobody watched.
+does, and so is everything but ``forum_coverage_ratio`` for a window no successful
+poll covered (``activity_known``): its activity is unknown, not zero. Days before a
+community's first covered day or first post are not exported at all, so a panel
+shows "no data" rather than zeros for a time nobody watched.
 
 Format: OpenMetrics text, each family's ``# HELP``/``# TYPE`` then its samples, series
 after series (sorted by community, window), timestamps increasing within a series,
@@ -66,7 +68,12 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from monitor.analysis.rollups import DAY, day_of
-from monitor.analysis.snapshot import DayActivity, community_spans, daily_series
+from monitor.analysis.snapshot import (
+    DayActivity,
+    activity_known,
+    community_spans,
+    daily_series,
+)
 from monitor.analysis.windows import WINDOWS
 from monitor.config import CommunityBase, Settings
 from monitor.errors import ForumMonitorError
@@ -98,25 +105,36 @@ class WindowValues:
 
 
 Pick = Callable[[WindowValues], float | None]
+
+
+def _seen(pick: Pick) -> Pick:
+    """``pick``, left out (None) for a window whose activity is unknown."""
+    return lambda w: pick(w) if activity_known(w.coverage) else None
+
+
 _HELP = {name: help_text for name, help_text, _ in WINDOW_GAUGES}
 FAMILIES: list[tuple[str, str, Pick]] = [
-    ("forum_posts", _HELP["forum_posts"], lambda w: w.posts),
-    ("forum_threads_started", _HELP["forum_threads_started"], lambda w: w.threads_started),
+    ("forum_posts", _HELP["forum_posts"], _seen(lambda w: w.posts)),
+    ("forum_threads_started", _HELP["forum_threads_started"], _seen(lambda w: w.threads_started)),
     (
         "forum_active_participants",
         _HELP["forum_active_participants"],
-        lambda w: w.active_participants,
+        _seen(lambda w: w.active_participants),
     ),
-    ("forum_new_participants", _HELP["forum_new_participants"], lambda w: w.new_participants),
+    (
+        "forum_new_participants",
+        _HELP["forum_new_participants"],
+        _seen(lambda w: w.new_participants),
+    ),
     (
         "forum_sentiment_mean",
         _HELP["forum_sentiment_mean"],
-        lambda w: w.sentiment_sum / w.sentiment_count if w.sentiment_count else None,
+        _seen(lambda w: w.sentiment_sum / w.sentiment_count if w.sentiment_count else None),
     ),
     (
         "forum_sentiment_negative_ratio",
         _HELP["forum_sentiment_negative_ratio"],
-        lambda w: w.negative_posts / w.sentiment_count if w.sentiment_count else None,
+        _seen(lambda w: w.negative_posts / w.sentiment_count if w.sentiment_count else None),
     ),
     (
         "forum_coverage_ratio",

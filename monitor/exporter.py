@@ -3,7 +3,9 @@
 A custom Collector (as in prometheus/client_python's docs): nothing here
 queries the store. Undefined values (no threads in the window, a baseline too
 short or with gaps) are left out rather than exported as 0, so a panel or a
-rule never mistakes "unknown" for "zero".
+rule never mistakes "unknown" for "zero". So is every activity gauge of a window
+no successful poll covered (a community that has never been polled): its
+``forum_coverage_ratio`` of 0 is the one thing known about it.
 """
 
 from __future__ import annotations
@@ -137,7 +139,8 @@ def _trend_metrics(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:
     )
     score_onset = GaugeMetricFamily(
         "forum_decline_onset_timestamp_seconds",
-        "First day of the run of low days behind forum_decline_score (Unix time).",
+        "The day the decline behind forum_decline_score began (Unix time): the drop of the "
+        "latest change point when that started it, else the first of the run of low days.",
         labels=["community", "source", "signal"],
     )
     for snapshot in snapshots:

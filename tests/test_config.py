@@ -340,3 +340,55 @@ def test_short_pseudonym_key_from_the_environment_names_the_field_not_the_key(
     assert len(lines) == 1, run.stderr
     assert lines[0].startswith("pseudonym_key: must be at least 32 bytes, this one has 23")
     assert secret not in run.stderr
+
+
+REDDIT_WARNING = "warning: reddit.user_agent: not set and no contact configured"
+
+
+def check_config(
+    tmp_path: Path, text: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``forum-monitor check-config`` on ``text``, as a user runs it."""
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FORUM_MONITOR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**environ, **(env or {})},
+        timeout=60,
+    )
+
+
+def test_reddit_without_contact_or_user_agent_warns_and_passes(tmp_path: Path) -> None:
+    run = check_config(tmp_path, f"[[communities]]\n{GOOD_COMMUNITY}")
+    assert run.returncode == 0
+    [line] = run.stderr.splitlines()
+    assert line.startswith(REDDIT_WARNING), line
+    assert "contact" in line and "[reddit] user_agent" in line
+    assert run.stdout.strip().endswith(": ok (1 communities)")
+
+
+USER_AGENT = 'user_agent = "linux:org.example.monitor:1.0 (by /u/someone_real)"'
+
+
+@pytest.mark.parametrize(
+    ("text", "env"),
+    [
+        (f'contact = "ops@example.org"\n[[communities]]\n{GOOD_COMMUNITY}', {}),
+        (f"[[communities]]\n{GOOD_COMMUNITY}", {"FORUM_MONITOR_CONTACT": "ops@example.org"}),
+        (f"[reddit]\n{USER_AGENT}\n[[communities]]\n{GOOD_COMMUNITY}", {}),
+        # no Reddit community polled: nothing to warn about
+        ('[[communities]]\nid = "hn"\nsource = "hackernews"\n', {}),
+        (f"[[communities]]\n{GOOD_COMMUNITY}enabled = false\n", {}),
+    ],
+    ids=["contact", "contact from env", "user_agent", "no reddit", "reddit disabled"],
+)
+def test_no_warning_when_reddit_can_reach_the_operator(
+    tmp_path: Path, text: str, env: dict[str, str]
+) -> None:
+    run = check_config(tmp_path, text, env)
+    assert run.returncode == 0
+    assert run.stderr == ""

@@ -1,20 +1,31 @@
-"""The demo's simulated histories: deterministic, plausible, within what the adapters page."""
+"""The demo's simulated histories: deterministic, plausible, within what the adapters page;
+and what the service makes of the gig-work one."""
 
 from __future__ import annotations
 
-import pytest
+import re
+from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
+from prometheus_client import CollectorRegistry
+
+from monitor.analysis.conditions import DECLINE_SCORE_THRESHOLD, score_conditions
 from monitor.analysis.text import NEGATIVE_THRESHOLD, POSITIVE_THRESHOLD, KeywordMatcher, sentiment
+from monitor.demo import HISTORY_DAYS, DemoOptions, demo_settings
 from monitor.fakeforum.scenario import (
     DAY,
     DEMO_KEYWORDS,
     DEMO_PLANS,
     KEYWORD_TEXTS,
     TEXTS,
+    Simulation,
+    event_day,
     history,
 )
+from monitor.service import Service
 
-NOW = 1_717_243_200 + 13 * 3600  # 2024-06-01 13:00 UTC
+NOW = 1_717_243_200 + 13 * 3600  # 2024-06-02 01:00 UTC
 PLANS = {plan.id: plan for plan in DEMO_PLANS}
 
 
@@ -99,3 +110,56 @@ def test_control_stays_level_and_rival_grows() -> None:
     assert _per_day(rival, today - 7 * DAY, today) > 1.5 * _per_day(
         rival, today - 60 * DAY, today - 30 * DAY
     )
+
+
+async def test_gig_decline_is_dated_by_its_event(tmp_path: Path) -> None:
+    """The demo's path (its seed, fake forum, adapters, store, snapshot): the onset that the
+    status page, the API and the alert's onset gauge show is the labelled event's day,
+    within 2 days. The decline score's own onset alone said 16 days after it."""
+    simulation = Simulation(DEMO_PLANS).start()
+    try:
+        simulation.load_history(now=NOW, days=HISTORY_DAYS, seed=DemoOptions.seed)
+        settings = demo_settings(simulation, workdir=tmp_path)
+        service = Service(settings, registry=CollectorRegistry(), clock=lambda: NOW)
+        await service.open()
+        try:
+            assert {o.outcome for o in await service.poll_all()} == {"ok"}
+            assert service.snapshots is not None
+            snapshot = service.snapshots.get("gigwork")
+            gauge = {
+                signal: service.registry.get_sample_value(
+                    "forum_decline_onset_timestamp_seconds",
+                    {"community": "gigwork", "source": "reddit", "signal": signal},
+                )
+                for signal in ("posts", "active_participants")
+            }
+        finally:
+            await service.stop()
+    finally:
+        simulation.stop()
+    event = PLANS["gigwork"].event
+    assert event is not None
+    labelled = event_day(event, now=NOW)
+    assert snapshot is not None
+    declines = {d.signal: d for d in snapshot.declines}
+    for signal, onset in gauge.items():
+        assert declines[signal].score > DECLINE_SCORE_THRESHOLD, signal
+        assert onset == declines[signal].onset
+        assert abs(declines[signal].onset - labelled) <= 2 * DAY, (
+            signal,
+            (declines[signal].onset - labelled) / DAY,
+        )
+    said = {
+        found["signal"]: found["since"]
+        for condition in score_conditions(snapshot)
+        if (
+            found := re.match(
+                r"(?P<signal>\w+) in decline since (?P<since>[\d-]+)", condition.summary
+            )
+        )
+    }
+    near = {
+        datetime.fromtimestamp(labelled + k * DAY, UTC).date().isoformat() for k in range(-2, 3)
+    }
+    assert set(said) == {"posts", "active_participants"}
+    assert set(said.values()) <= near, (said, sorted(near))

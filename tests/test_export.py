@@ -196,6 +196,53 @@ def test_small_store_text(tiny: tuple[Engine, Settings, Path]) -> None:
     ]
 
 
+def test_a_window_no_poll_covered_exports_its_coverage_only(tmp_path: Path) -> None:
+    """Days -3 and -2 fell in an outage that no poll covered: their posts are unknown."""
+    database = tmp_path / "gap.db"
+    settings = tiny_settings(database_url=f"sqlite:///{database}")
+    engine = fx.make_store(url=f"sqlite:///{database}")
+    ingestor = Ingestor(settings=settings, key=fx.KEY)
+    first = at(-4, "12:00")
+    polls = [
+        # the first poll reaches back a day: [-5 12:00, -4 12:00) covered
+        (first, first - DAY, True, Spec("g1", "g1", at(-5, "13:00"), "a", GREAT)),
+        # after the outage, a poll that could not page back to its cursor covers from
+        # its oldest item on: [-1 09:00, NOW)
+        (NOW, first, False, Spec("g2", "g2", at(-1, "09:00"), "b", AWFUL)),
+    ]
+    for polled, since, complete, spec in polls:
+        envelopes = [Envelope("tiny", "reddit", polled, fx.item(spec))]
+        batch = Batch(envelopes, {"polled": polled}, {}, 1, False, since, complete)
+        with db.session_scope(engine) as session:
+            result = ingestor.ingest(
+                session,
+                community=settings.communities[0],
+                batch=batch,
+                started_at=polled,
+                now=polled,
+            )
+            refresh_days(session, community_id="tiny", days=result.touched_days, now=polled)
+    with Session(engine) as session:
+        lines, _ = export_lines(session, settings=settings, now=NOW, days=5)
+    engine.dispose()
+    ends = [TODAY - back * DAY for back in (4, 3, 2, 1, 0)]  # days -5 .. -1
+    samples = parse(lines)
+
+    def series(name: str, window: str) -> list[float | None]:
+        found = {ts: v for n, labels, v, ts in samples if n == name and labels["window"] == window}
+        return [found.get(end) for end in ends]
+
+    assert series("forum_coverage_ratio", "1d") == [0.5, 0.5, 0.0, 0.0, 15 / 24]
+    assert series("forum_posts", "1d") == [1, 0, None, None, 1]
+    assert series("forum_active_participants", "1d") == [1, 0, None, None, 1]
+    assert series("forum_new_participants", "1d") == [1, 0, None, None, 1]
+    # 7 days ending on day -3 or -2 reach back into days -5 and -4: partly covered
+    assert series("forum_posts", "7d") == [1, 1, 1, 1, 2]
+    assert series("forum_coverage_ratio", "7d") == pytest.approx(
+        [0.5 / 7, 1 / 7, 1 / 7, 1 / 7, (1 + 15 / 24) / 7]
+    )
+
+
 def test_days_limits_the_export_and_empty_labels_are_left_out(
     tiny: tuple[Engine, Settings, Path],
 ) -> None:
@@ -239,17 +286,21 @@ def test_every_value_equals_the_live_snapshot_at_that_midnight(
         }
         for community in settings.communities:
             live = compute_snapshot(session, settings=settings, community=community, now=end)
-            for window, activity in live.windows.items():
-                expected = {
-                    "forum_posts": activity.posts,
-                    "forum_threads_started": activity.threads_started,
-                    "forum_new_participants": activity.new_participants,
-                    "forum_sentiment_mean": activity.sentiment_mean,
-                    "forum_sentiment_negative_ratio": activity.sentiment_negative_ratio,
-                    "forum_coverage_ratio": live.coverage[window],
+            for window, coverage in live.coverage.items():
+                activity = live.windows.get(window)  # None: unknown, exported as absent
+                expected: dict[str, float | None] = {
+                    "forum_posts": activity and activity.posts,
+                    "forum_threads_started": activity and activity.threads_started,
+                    "forum_new_participants": activity and activity.new_participants,
+                    "forum_sentiment_mean": activity and activity.sentiment_mean,
+                    "forum_sentiment_negative_ratio": activity
+                    and activity.sentiment_negative_ratio,
+                    "forum_coverage_ratio": coverage,
                 }
                 if window == "1d":
-                    expected["forum_active_participants"] = activity.active_participants
+                    expected["forum_active_participants"] = (
+                        activity and activity.active_participants
+                    )
                 for name, value in expected.items():
                     key = (name, community.id, window)
                     if value is None:

@@ -115,6 +115,25 @@ def test_unreachable_database_is_one_line_naming_the_host(tmp_path: Path) -> Non
     assert "127.0.0.1:1" in lines[0] and "hunter2" not in lines[0]
 
 
+def test_serve_logs_the_config_warnings_once(tmp_path: Path) -> None:
+    """serve may run where check-config never did; the database is unreachable so that it
+    stops right after starting."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'database_url = "postgresql://watcher@127.0.0.1:1/forum"\n'
+        '[[communities]]\nid = "gig"\nsource = "reddit"\nsubreddit = "gigwork"\n'
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "monitor", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert run.stderr.count("reddit.user_agent: not set and no contact configured") == 1
+
+
 @pytest.mark.parametrize(
     "argv",
     [

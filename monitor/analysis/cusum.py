@@ -8,7 +8,9 @@
   ``last_over_time(forum_decline_score[3d]) > 1`` (``DECLINE_SCORE_THRESHOLD``,
   see ``changepoints.DeclineRule``).
 - ``forum_decline_onset_timestamp_seconds{signal}``: the first day of the run of
-  low days behind it (for the alert text; present whenever the score is).
+  low days behind it (for the alert text; present whenever the score is). The
+  exported day is ``changepoints.decline_onset``: this one, unless a change point
+  dates the decline before the first day the onset search below looks at.
 
 A moving-sum relative of the one-sided CUSUM: both add up how far each day falls
 short of the expected level, but a sum over a fixed window is smoother, so
@@ -98,6 +100,10 @@ class DeclineScore:
     """``max(z_10d / LONG_Z, z_3d / SHORT_Z)``; above 1 is a decline, negative a rise."""
     onset_day: int
     """UTC midnight of the first day of the run of low days behind ``score``."""
+    searched_from: int
+    """UTC midnight of the first day the onset search looks at: a decline that began
+    before it is dated too late (``changepoints.decline_onset`` then asks the change
+    points)."""
 
 
 def decline_score(
@@ -137,7 +143,11 @@ def decline_score(
         _window_z(deficit, recent_index, today, LONG_WINDOW_DAYS, len(base_days)) / LONG_Z,
         _window_z(deficit, recent_index, today, SHORT_WINDOW_DAYS, len(base_days)) / SHORT_Z,
     )
-    return DeclineScore(score=score, onset_day=recent_days[_onset_index(deficit)])
+    return DeclineScore(
+        score=score,
+        onset_day=recent_days[_onset_index(deficit)],
+        searched_from=recent_days[_search_start(len(deficit))],
+    )
 
 
 def _window_z(
@@ -154,11 +164,16 @@ def _onset_index(deficit: FloatArray) -> int:
     the likelihood-ratio estimate of the change day, searched over the last
     ``ONSET_LOOKBACK_DAYS`` counting days, since an older dip in the recent part would
     otherwise pull the onset days too early."""
-    first = max(0, len(deficit) - ONSET_LOOKBACK_DAYS)
+    first = _search_start(len(deficit))
     tails = np.cumsum(deficit[first:][::-1])[::-1]
     counts = np.arange(len(tails), 0, -1)
     evidence = np.maximum(tails, 0.0) ** 2 / counts
     return first + int(np.argmax(evidence)) if evidence.max() > 0.0 else len(deficit) - 1
+
+
+def _search_start(count: int) -> int:
+    """Index of the first of ``count`` recent days that the onset search looks at."""
+    return max(0, count - ONSET_LOOKBACK_DAYS)
 
 
 def _rhythm(values: FloatArray, weekday: IntArray) -> FloatArray:

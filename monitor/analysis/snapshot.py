@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from monitor.analysis import coverage as cov
 from monitor.analysis import trends
-from monitor.analysis.changepoints import latest_changepoint
+from monitor.analysis.changepoints import decline_onset, latest_changepoint
 from monitor.analysis.cusum import decline_score
 from monitor.analysis.rollups import DAY, daily_rows, day_of
 from monitor.analysis.windows import WINDOWS, WindowActivity, window_activity
@@ -86,6 +86,7 @@ class DeclineResult:
     signal: str
     score: float
     onset: int
+    """The day the decline began (``changepoints.decline_onset``)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,9 @@ class CommunitySnapshot:
     source: str
     computed_at: int
     windows: dict[str, WindowActivity]
+    """Only the windows whose activity is known (``activity_known``)."""
     coverage: dict[str, float]
+    """Every window, 0.0 included: that nothing was covered is itself known."""
     last_post_at: int | None
     last_success_at: int | None
     last_error: str | None
@@ -149,17 +152,18 @@ def daily_series(
 def compute_snapshot(
     session: Session, *, settings: Settings, community: CommunityBase, now: int
 ) -> CommunitySnapshot:
+    spans = community_spans(session, community=community, since=now - SERIES_DAYS * DAY, now=now)
+    coverage = {
+        name: cov.coverage_ratio(spans, start=now - seconds, end=now)
+        for name, seconds in WINDOWS.items()
+    }
     groups = sorted(settings.keyword_groups_for(community))
     windows = {
         name: window_activity(
             session, community_id=community.id, seconds=seconds, now=now, keyword_groups=groups
         )
         for name, seconds in WINDOWS.items()
-    }
-    spans = community_spans(session, community=community, since=now - SERIES_DAYS * DAY, now=now)
-    coverage = {
-        name: cov.coverage_ratio(spans, start=now - seconds, end=now)
-        for name, seconds in WINDOWS.items()
+        if activity_known(coverage[name])
     }
     last_post = session.exec(
         select(func.max(Post.created_at)).where(Post.community_id == community.id)
@@ -185,6 +189,16 @@ def compute_snapshot(
     )
 
 
+def activity_known(coverage: float) -> bool:
+    """Whether a span's activity (posts, participants, ...) can be reported at all.
+
+    A span no successful poll covered was never seen: its activity is unknown, not zero,
+    so it is left out. A partly covered span reports what was seen; its coverage says how
+    much of the span that is.
+    """
+    return coverage > 0.0
+
+
 def signal_trends(
     daily: list[DayActivity], *, today: int
 ) -> tuple[list[Trend], list[ChangePointResult], list[DeclineResult]]:
@@ -199,6 +213,7 @@ def signal_trends(
             ratio = trends.change_ratio(series=series, window_days=days, today=today, kind=kind)
             if ratio is not None:
                 changes.append(Trend(signal, window, ratio))
+        point = None
         if signal in CHANGEPOINT_SIGNALS:
             point = latest_changepoint(series=series, today=today, kind=kind)
             if point is not None:
@@ -206,7 +221,8 @@ def signal_trends(
         if signal in DECLINE_SIGNALS:
             found = decline_score(series=series, today=today, kind=kind)
             if found is not None:
-                declines.append(DeclineResult(signal, found.score, found.onset_day))
+                onset = decline_onset(found, point, today=today)
+                declines.append(DeclineResult(signal, found.score, onset))
     return changes, shifts, declines
 
 

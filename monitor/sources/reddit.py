@@ -53,8 +53,11 @@ requests/min. With ``base_url`` set, both the token endpoint and the API use
 it. ``X-Ratelimit-Remaining``/``-Reset`` (floats on Reddit) are honoured by
 ``PoliteClient``.
 
-User-Agent: Reddit requires ``<platform>:<app id>:<version> (by /u/<user>)``;
-``[reddit] user_agent`` sets it, else ``DEFAULT_USER_AGENT`` is sent.
+User-Agent: Reddit asks for ``<platform>:<app id>:<version> (by /u/<user>)``;
+``[reddit] user_agent`` sets it. Only the operator can name their Reddit account,
+so without it ``default_user_agent`` puts the configured ``contact`` (URL or
+e-mail) where the account would be: that is how Reddit reaches whoever runs this.
+``forum-monitor check-config`` warns while neither is set.
 """
 
 from __future__ import annotations
@@ -92,11 +95,15 @@ EARLIEST = 1_119_484_800
 OAUTH_RATE_PER_MINUTE = 100.0
 TOKEN_MARGIN_SECONDS = 60.0
 """Fetch a new token this long (at most half its lifetime) before the old one expires."""
-DEFAULT_USER_AGENT = f"python:forum-monitor:{__version__} (by /u/forum-monitor)"
 PLACEHOLDERS = frozenset({"[deleted]", "[removed]"})
 
 ENDPOINTS = {"submissions": "new", "comments": "comments"}
 """Cursor key -> listing name under ``/r/{sub}/``."""
+
+
+def default_user_agent(contact: str) -> str:
+    """Reddit's form with the operator's ``contact`` in place of ``(by /u/<user>)``."""
+    return f"python:forum-monitor:{__version__} (+{contact})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +307,7 @@ class Reddit(Source):
         self.base_url = community.url_root(OAUTH_BASE if self.oauth else WWW_BASE)
         self.web_root = community.url_root(WWW_BASE)
         self.token_url = community.url_root(WWW_BASE) + TOKEN_PATH
-        self.user_agent = settings.reddit.user_agent or DEFAULT_USER_AGENT
+        self.user_agent = settings.reddit.user_agent or default_user_agent(settings.contact)
         self._token: _Token | None = None
 
     def rate_for(self, host: str) -> float:

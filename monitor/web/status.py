@@ -56,6 +56,10 @@ def _number(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
 
 
+UNKNOWN = '<span class="muted" title="no successful poll covered any of these days">unknown</span>'
+"""A count of a window no poll covered: not 0, and not "n/a" either (it exists, unseen)."""
+
+
 def _signed(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
@@ -79,8 +83,8 @@ def _facts(snap: CommunitySnapshot, *, now: int) -> str:
         ("Source", escape(snap.source)),
         ("Last successful poll", _when(snap.last_success_at, now=now)),
         ("Last error", error),
-        ("Participants, 7 days", str(week.active_participants) if week else "n/a"),
-        ("Posts, 7 days", str(week.posts) if week else "n/a"),
+        ("Participants, 7 days", str(week.active_participants) if week else UNKNOWN),
+        ("Posts, 7 days", str(week.posts) if week else UNKNOWN),
         (
             "Change vs 4-week baseline (7 days)",
             f"participants {_ratio_cell(snap, 'active_participants')} · "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,9 +13,11 @@ from monitor.analysis.changepoints import (
     DeclineRule,
     alert_episodes,
     decline_alarm,
+    decline_onset,
     held,
     latest_changepoint,
 )
+from monitor.analysis.cusum import DeclineScore
 from monitor.analysis.trends import DAY_SECONDS, SignalKind
 from tests.analysis.series import daily, day
 
@@ -31,7 +34,7 @@ def test_clean_step_is_located_with_its_levels() -> None:
     # 40 days at 10 then 10 days at 5: onset day 40, levels 10 -> 5, ratio 5/10.
     found = latest_changepoint(series=daily([10.0] * 40 + [5.0] * 10), today=day(50))
     assert found == ChangePoint(
-        onset_day=day(40), shift_ratio=0.5, level_before=10.0, level_after=5.0
+        onset_day=day(40), shift_ratio=0.5, level_before=10.0, level_after=5.0, drop_day=day(40)
     )
 
 
@@ -76,6 +79,36 @@ def test_outage_in_progress_withholds_changepoint_and_alarm() -> None:
     )
 
 
+def slide(seed: int | None) -> list[float]:
+    """90 days at 60 a day, a drop to 40 on day 90, a slide to 15 by day 110, then 15."""
+    rates = [60.0] * 90 + [40.0 - 25.0 * i / 20 for i in range(20)] + [15.0] * 5
+    return rates if seed is None else poisson(rates, seed)
+
+
+@pytest.mark.parametrize("seed", [None, *range(10)])
+def test_a_slide_after_a_drop_is_dated_by_the_drop(seed: int | None) -> None:
+    found = latest_changepoint(series=daily(slide(seed)), today=day(115))
+    assert found is not None
+    # the latest change point alone lies inside the slide, 10 or more days late
+    assert found.onset_day >= day(100)
+    assert abs(found.drop_day - day(90)) <= DAY_SECONDS
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_step_down_before_a_long_plateau_is_another_event(seed: int) -> None:
+    # 60 a day, 48 from day 60 (40 days), 24 from day 100: the decline began on day 100.
+    counts = poisson([60.0] * 60 + [48.0] * 40 + [24.0] * 10, seed=seed)
+    found = latest_changepoint(series=daily(counts), today=day(110))
+    assert found is not None
+    assert abs(found.drop_day - day(100)) <= DAY_SECONDS
+
+
+def test_a_shift_up_has_no_drop() -> None:
+    found = latest_changepoint(series=daily([5.0] * 40 + [10.0] * 10), today=day(50))
+    assert found is not None
+    assert found.drop_day == found.onset_day == day(40)
+
+
 def test_needs_21_days_that_count() -> None:
     series = daily([10.0] * 15 + [5.0] * 5)
     assert latest_changepoint(series=series, today=day(20)) is None
@@ -103,6 +136,7 @@ def shift(ratio: float, onset_days_ago: int, today: int) -> ChangePoint:
         shift_ratio=ratio,
         level_before=10.0,
         level_after=10.0 * ratio,
+        drop_day=today - onset_days_ago * DAY_SECONDS,
     )
 
 
@@ -160,3 +194,38 @@ def test_an_outage_inside_an_alarm_is_one_episode() -> None:
     # Without the hold the outage splits the first alarm in two.
     bare = [decline_alarm(decline_score=s, today=day(0)) for s in scores]
     assert alert_episodes(bare) == 3
+
+
+TODAY = day(100)
+FLAGGED = DeclineScore(score=2.0, onset_day=day(86), searched_from=day(86))
+"""A decline whose run of low days starts on the first day the score's search looks at."""
+OLDER = ChangePoint(
+    onset_day=day(74), shift_ratio=0.5, level_before=10.0, level_after=5.0, drop_day=day(70)
+)
+"""A step down on day 74 whose drop began on day 70, before the search."""
+
+
+def test_decline_onset_is_the_drop_of_a_change_point_before_the_search() -> None:
+    assert decline_onset(FLAGGED, OLDER, today=TODAY) == day(70)
+
+
+@pytest.mark.parametrize(
+    ("score", "changepoint"),
+    [
+        (FLAGGED, None),
+        (replace(FLAGGED, score=1.0), OLDER),  # not above 1: no decline to date
+        (FLAGGED, replace(OLDER, shift_ratio=1.2)),  # a shift up
+        (FLAGGED, replace(OLDER, onset_day=day(87))),  # a step inside the decline
+        (FLAGGED, replace(OLDER, drop_day=day(86))),  # inside the search: the score's
+        (FLAGGED, replace(OLDER, drop_day=TODAY - 75 * DAY_SECONDS)),  # over 74 days old
+    ],
+)
+def test_decline_onset_is_the_scores_otherwise(
+    score: DeclineScore, changepoint: ChangePoint | None
+) -> None:
+    assert decline_onset(score, changepoint, today=TODAY) == day(86)
+
+
+def test_a_drop_74_days_old_still_dates_the_decline() -> None:
+    oldest = replace(OLDER, drop_day=TODAY - 74 * DAY_SECONDS)
+    assert decline_onset(FLAGGED, oldest, today=TODAY) == TODAY - 74 * DAY_SECONDS

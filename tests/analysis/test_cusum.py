@@ -88,6 +88,16 @@ def test_onset_is_searched_in_the_last_two_weeks_only() -> None:
     found = decline_score(series=daily(values), today=day(120), kind=SignalKind.SCORE)
     assert found is not None
     assert found.onset_day == day(115)
+    assert found.searched_from == day(106)  # 14 counting days: 106 .. 119
+
+
+def test_onset_search_counts_only_days_that_count() -> None:
+    # Days 110-113 under 90% coverage: the 14 counting days before day 120 are 102-109
+    # and 114-119.
+    coverage = [1.0] * 110 + [0.5] * 4 + [1.0] * 6
+    found = decline_score(series=daily([40.0] * 120, coverage), today=day(120))
+    assert found is not None
+    assert found.searched_from == day(102)
 
 
 def test_count_noise_within_two_standard_errors_of_poisson_is_taken_as_poisson() -> None:

@@ -120,7 +120,10 @@ def test_queries_use_only_contract_metrics_and_cover_them(boards: dict) -> None:
 def test_community_dashboard_variable_and_change_point_markers(boards: dict) -> None:
     board = boards["forum-monitor-community"]
     variables = {v["name"]: v for v in board["templating"]["list"]}
-    assert variables["community"]["query"]["query"] == "label_values(forum_posts, community)"
+    # coverage, not posts: a community that has never been polled has no forum_posts
+    assert (
+        variables["community"]["query"]["query"] == "label_values(forum_coverage_ratio, community)"
+    )
     markers = {a["name"]: a for a in board["annotations"].get("list", [])}
     change_points = markers["Change points"]
     assert change_points["expr"].startswith("forum_changepoint_timestamp_seconds{")

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from monitor import __version__
 from monitor.config import Settings, settings_from_mapping
 from monitor.errors import HTTPStatusError, MalformedResponse
 from monitor.fakeforum.reddit import FakeReddit
@@ -27,6 +28,7 @@ from monitor.sources.base import Batch
 from monitor.sources.reddit import Reddit
 from monitor.telemetry import Telemetry
 from tests.sources.polling import SourcePoller
+from tests.support import REPO_ROOT
 
 NOW = 1_750_000_000
 DAY = 86400
@@ -49,9 +51,11 @@ def make_settings(
     *,
     history_days: int = 30,
     reddit: dict[str, Any] | None = None,
+    contact: str | None = None,
 ) -> Settings:
     return settings_from_mapping(
         {
+            **({"contact": contact} if contact is not None else {}),
             "http": {"rate_per_minute": {"127.0.0.1": 100000}},
             "reddit": reddit or {},
             "communities": [
@@ -370,7 +374,46 @@ async def test_unknown_subreddit_fails_the_poll(
         await poller.client.aclose()
 
 
-# -- OAuth and rate-limit headers ----------------------------------------------------
+# -- User-Agent, OAuth and rate-limit headers ---------------------------------------
+
+CONTACT = "https://monitor.example.org/contact"
+
+
+def user_agents(server: FakeForumServer) -> set[str]:
+    return {r.headers["user-agent"] for r in server.requests}
+
+
+async def test_user_agent_names_the_configured_contact(
+    fake: FakeReddit, server: FakeForumServer, telemetry: Telemetry
+) -> None:
+    fake.add_thread("alpha", created=NOW - 50)
+    poller = Poller(telemetry, make_settings(server, contact=CONTACT))
+    try:
+        await poller.poll()
+    finally:
+        await poller.client.aclose()
+    assert len(server.requests) == 2  # both listings
+    assert user_agents(server) == {f"python:forum-monitor:{__version__} (+{CONTACT})"}
+
+
+async def test_configured_user_agent_is_sent_as_it_is(
+    fake: FakeReddit, server: FakeForumServer, telemetry: Telemetry
+) -> None:
+    fake.add_thread("alpha", created=NOW - 50)
+    mine = "linux:org.example.monitor:2.0 (by /u/someone_real)"
+    settings = make_settings(server, contact=CONTACT, reddit={"user_agent": mine})
+    poller = Poller(telemetry, settings)
+    try:
+        await poller.poll()
+    finally:
+        await poller.client.aclose()
+    assert user_agents(server) == {mine}
+
+
+def test_no_default_names_a_reddit_account_nobody_owns() -> None:
+    """The old default, ``(by /u/forum-monitor)``, named an account no operator owns."""
+    shipped = [*(REPO_ROOT / "monitor").rglob("*.py"), REPO_ROOT / "deploy/examples/config.toml"]
+    assert [path for path in shipped if "/u/forum-monitor" in path.read_text()] == []
 
 
 async def test_oauth_against_the_fake(telemetry: Telemetry) -> None:
@@ -378,12 +421,15 @@ async def test_oauth_against_the_fake(telemetry: Telemetry) -> None:
     fake = FakeReddit(client_id=client_id, client_secret="s3cret", require_auth=True)
     thread = fake.add_thread("alpha", created=NOW - 50)
     with fake.server() as server:
-        settings = make_settings(server, reddit={"client_id": client_id, "client_secret": "s3cret"})
+        app = {"client_id": client_id, "client_secret": "s3cret"}
+        settings = make_settings(server, reddit=app, contact=CONTACT)
         poller = Poller(telemetry, settings)
         try:
             assert ids(await poller.poll()) == [thread]
             # one token request; the fake only grants grant_type=client_credentials
             assert len(server.requests_to("/api/v1/access_token")) == 1
+            # the token request too says whom to reach
+            assert user_agents(server) == {f"python:forum-monitor:{__version__} (+{CONTACT})"}
             listings = server.requests_to("/r/")
             assert {r.headers["authorization"] for r in listings} == {"bearer fake-token-1"}
             await poller.poll()
