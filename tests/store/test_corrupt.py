@@ -114,7 +114,7 @@ def test_serve_on_a_damaged_store_exits_1_in_one_line_and_is_never_ready(
     config = tmp_path / "config.toml"
     config.write_text(
         f'data_dir = "{tmp_path}"\ndatabase_url = "sqlite:///{damaged}"\n'
-        f'pseudonym_key = "{KEY}"\n'
+        f'pseudonym_key = "{KEY}"\ncontact = "ops@example.org"\n'
         '[[communities]]\nid = "gig"\nsource = "reddit"\nsubreddit = "gig"\n'
         'base_url = "http://127.0.0.1:1"\n'
     )
