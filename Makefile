@@ -33,8 +33,8 @@ system-deps:
 	@sh .ci/system-deps.sh
 
 lint: $(BIN)/.installed-dev
-	$(BIN)/ruff check monitor tests alembic grafana $(wildcard bench)
-	$(BIN)/ruff format --check monitor tests alembic grafana $(wildcard bench)
+	$(BIN)/ruff check monitor tests alembic grafana deploy $(wildcard bench)
+	$(BIN)/ruff format --check monitor tests alembic grafana deploy $(wildcard bench)
 
 typecheck: $(BIN)/.installed-dev
 	$(BIN)/mypy
