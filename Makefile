@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= deploy/examples/config.toml
 
-.PHONY: run demo test lint typecheck pytest system-deps bench clean
+.PHONY: run demo test lint typecheck pytest system-deps bench generate clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ pytest: $(BIN)/.installed-dev
 
 bench: $(BIN)/.installed-dev
 	$(BIN)/python -m bench
+
+## Regenerate the committed dashboards, then the Kubernetes manifests made from them and the rules.
+generate: $(BIN)/.installed-dev
+	$(BIN)/python grafana/generate.py
+	$(BIN)/python deploy/kubernetes/generate.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
