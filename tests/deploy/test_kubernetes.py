@@ -9,18 +9,21 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from tests.deploy.rule_durations import RULES_FILE
 from tests.deploy.test_container import DOCKERFILE, stages
 from tests.deploy.tools import find_tool, run
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, free_port
 
 BASE = REPO_ROOT / "deploy" / "kubernetes"
 CRD_DIR = REPO_ROOT / "deploy" / "schemas" / "prometheus-operator"
@@ -326,3 +329,74 @@ def test_service_and_pod_monitor_find_the_pods_as_job_forum_monitor(rendered: li
     # replicas differ in `instance` alone, so `without (instance)` adds them up
     relabel = {rule.get("targetLabel") or rule.get("regex") for rule in endpoint["relabelings"]}
     assert relabel == {"instance", "pod"}
+
+
+@pytest.mark.postgres
+def test_two_replicas_with_the_deployments_environment_share_one_postgresql(
+    rendered: list[dict], pg_url: str, tmp_path: Path
+) -> None:
+    """Both replicas become ready on one database and write nothing to local disk (what
+    readOnlyRootFilesystem needs). They start one after the other: two starting at the
+    same moment on an empty database race to create the schema, and the loser exits 1
+    until the kubelet restarts it (deployment.yaml says so; the replicas' coordination
+    is still to come)."""
+    base_env = {name: value for name, value in os.environ.items() if "FORUM_MONITOR_" not in name}
+    secrets = {"database-url": pg_url, "pseudonym-key": "k8s-test-key-0123456789abcdef-0123456789"}
+    data_dir = tmp_path / "image-data-dir"  # never created: nothing is written there
+    shipped = next(
+        doc["data"]["config.toml"]
+        for doc in rendered
+        if doc["kind"] == "ConfigMap" and "config.toml" in doc.get("data", {})
+    )
+    config = tmp_path / "config.toml"
+    # the shipped config with its communities disabled: this test polls no real site
+    config.write_text(shipped.replace("[[communities]]\n", "[[communities]]\nenabled = false\n"))
+    assert config.read_text().count("enabled = false") == shipped.count("[[communities]]") > 0
+    replicas = []
+    try:
+        for index in range(one(rendered, "Deployment")["spec"]["replicas"]):
+            port = free_port()
+            env = dict(base_env, FORUM_MONITOR_DATA_DIR=str(data_dir))
+            for item in container(rendered)["env"]:
+                ref = item.get("valueFrom", {}).get("secretKeyRef", {})
+                env[item["name"]] = secrets[ref["key"]] if ref else item["value"]
+            env["FORUM_MONITOR_LISTEN"] = env["FORUM_MONITOR_LISTEN"].replace(":9808", f":{port}")
+            args = [
+                arg if arg != "/etc/forum-monitor/config.toml" else str(config)
+                for arg in container(rendered)["args"]
+            ]
+            log = (tmp_path / f"replica-{index}.log").open("w")
+            process = subprocess.Popen(
+                [sys.executable, "-m", "monitor", *args],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+            replicas.append((process, port, log))
+            probe = container(rendered)["readinessProbe"]["httpGet"]["path"]
+            wait_ready(f"http://127.0.0.1:{port}{probe}", process)
+        for process, port, _ in replicas:
+            assert process.poll() is None
+            assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        assert not data_dir.exists()
+    finally:
+        for process, _, log in replicas:
+            process.terminate()
+            process.wait(timeout=15)
+            log.close()
+    for index, (process, _, _) in enumerate(replicas):
+        assert process.returncode == 0, (tmp_path / f"replica-{index}.log").read_text()
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], *, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"exited {process.returncode} before {url} was ready"
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not ready after {timeout}s")
