@@ -336,10 +336,8 @@ def test_two_replicas_with_the_deployments_environment_share_one_postgresql(
     rendered: list[dict], pg_url: str, tmp_path: Path
 ) -> None:
     """Both replicas become ready on one database and write nothing to local disk (what
-    readOnlyRootFilesystem needs). They start one after the other: two starting at the
-    same moment on an empty database race to create the schema, and the loser exits 1
-    until the kubelet restarts it (deployment.yaml says so; the replicas' coordination
-    is still to come)."""
+    readOnlyRootFilesystem needs). They start at the same moment on an empty database,
+    as a Deployment's pods do: the migrations' advisory lock makes them take turns."""
     base_env = {name: value for name, value in os.environ.items() if "FORUM_MONITOR_" not in name}
     secrets = {"database-url": pg_url, "pseudonym-key": "k8s-test-key-0123456789abcdef-0123456789"}
     data_dir = tmp_path / "image-data-dir"  # never created: nothing is written there
@@ -374,7 +372,8 @@ def test_two_replicas_with_the_deployments_environment_share_one_postgresql(
                 stderr=log,
             )
             replicas.append((process, port, log))
-            probe = container(rendered)["readinessProbe"]["httpGet"]["path"]
+        probe = container(rendered)["readinessProbe"]["httpGet"]["path"]
+        for process, port, _ in replicas:
             wait_ready(f"http://127.0.0.1:{port}{probe}", process)
         for process, port, _ in replicas:
             assert process.poll() is None
