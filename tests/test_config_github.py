@@ -13,6 +13,7 @@ import pytest
 
 from monitor.config import GitHubCommunity, load_settings, settings_from_mapping
 from monitor.errors import ConfigError
+from tests.support import REPO_ROOT
 
 GITHUB = '[[communities]]\nid = "gh"\nsource = "github"\nrepository = "PyGithub/PyGithub"\n'
 TOKEN = "ghp_not-a-real-token-0123456789"
@@ -100,3 +101,17 @@ def test_a_missing_repository_names_the_field(tmp_path: Path) -> None:
     run = check_config(tmp_path, text)
     assert run.returncode == 2
     assert run.stderr.strip() == "communities[0].repository: field required"
+
+
+def test_the_example_configs_github_parts_are_valid_once_uncommented(tmp_path: Path) -> None:
+    """deploy/examples/config.toml ships the [github] section and a github community
+    commented out (without a token check-config would refuse them)."""
+    text = (REPO_ROOT / "deploy/examples/config.toml").read_text(encoding="utf-8")
+    section = '# [github]\n# token = "github_pat_..."'
+    assert section in text
+    text = text.replace(section, '[github]\ntoken = "github_pat_..."')
+    block = text.index('# [[communities]]\n# id = "pygithub-discussions"')
+    text = text[:block] + "\n".join(line[2:] for line in text[block:].splitlines()) + "\n"
+    run = check_config(tmp_path, text)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().endswith(": ok (6 communities)")
