@@ -540,6 +540,7 @@ class GitHub(Source):
     default_base_url = API_URL
     earliest = EARLIEST
     rate_per_minute = 60.0
+    walks_by_creation = False
     discussions_page = 10
     comments_window = 10
     replies_window = 10
