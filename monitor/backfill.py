@@ -21,7 +21,8 @@ coverage.
 
 A server that fabricates endless older pages cannot keep a backfill going: it
 stops when a step brings items but none older than the steps before it (the
-walk no longer goes back in time), and when it has fetched more than the
+walk no longer goes back in time; not for a walk in another order than creation,
+``Source.walks_by_creation``, such as GitHub's by activity), and when it has fetched more than the
 requested days can hold (``MAX_POSTS_PER_DAY`` a day, ``STEPS_PER_DAY`` polls a
 day); ``stopped`` says which ("reached", "source_end", "no_progress",
 "budget"), and coverage then counts only what the walk fetched.
@@ -193,7 +194,7 @@ class Backfiller:
             pending = adapter.walk_pending(batch.cursor)
             if not pending or batch.cursor == cursor:
                 break
-            if not tally.went_back:
+            if not tally.went_back and adapter.walks_by_creation:
                 stopped = "no_progress"
                 break
             if tally.fetched > MAX_POSTS_PER_DAY * days:
@@ -214,8 +215,10 @@ class Backfiller:
             covered_from = batch.covered_from  # the adapter vouches for its whole walk
         elif not pending and batch.complete:
             covered_from = batch.since
-        else:  # the walk is contiguous from its oldest item to the newest
+        elif adapter.walks_by_creation:  # contiguous from its oldest item to the newest
             covered_from = tally.oldest if tally.oldest is not None else started
+        else:  # a stopped walk in another order vouches for what its last poll says
+            covered_from = min(started, batch.covered_from or started)
         if not stopped:
             stopped = "reached" if covered_from <= batch.since else "source_end"
         await asyncio.to_thread(self._record, community, started, covered_from, tally)

@@ -198,11 +198,38 @@ class MastodonCommunity(CommunityBase):
         return value
 
 
+_GITHUB_REPOSITORY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}")
+
+
+class GitHubCommunity(CommunityBase):
+    source: Literal["github"]
+    repository: str = Field(description="owner/name, e.g. PyGithub/PyGithub")
+    category: str | None = Field(
+        default=None, description="a discussion category's name or slug; omit for all"
+    )
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        name = value.partition("/")[2]
+        if _GITHUB_REPOSITORY.fullmatch(value) is None or name in (".", ".."):
+            raise ValueError(
+                f"{value!r} is not owner/name (a GitHub account, '/', a repository name: "
+                "letters, digits, '-', '_', '.'), e.g. PyGithub/PyGithub"
+            )
+        return value
+
+
 Community = Annotated[
-    RedditCommunity | DiscourseCommunity | HackerNewsCommunity | FeedCommunity | MastodonCommunity,
+    RedditCommunity
+    | DiscourseCommunity
+    | HackerNewsCommunity
+    | FeedCommunity
+    | MastodonCommunity
+    | GitHubCommunity,
     Field(discriminator="source"),
 ]
-SOURCE_KINDS = ("reddit", "discourse", "hackernews", "rss", "mastodon")
+SOURCE_KINDS = ("reddit", "discourse", "hackernews", "rss", "mastodon", "github")
 
 
 class RedditSettings(_Strict):
@@ -226,6 +253,14 @@ class RedditSettings(_Strict):
 
 class DiscourseSettings(_Strict):
     api_key: str | None = None
+
+
+class GitHubSettings(_Strict):
+    token: str | None = Field(
+        default=None,
+        repr=False,
+        description="a personal access token: GitHub's GraphQL API answers nothing without one",
+    )
 
 
 class HttpSettings(_Strict):
@@ -314,6 +349,7 @@ class Settings(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     reddit: RedditSettings = Field(default_factory=RedditSettings)
     discourse: DiscourseSettings = Field(default_factory=DiscourseSettings)
+    github: GitHubSettings = Field(default_factory=GitHubSettings)
     communities: list[Community] = Field(default_factory=list)
 
     @field_validator("listen")
@@ -392,6 +428,7 @@ _ENV_NESTED = {
     "REDDIT_CLIENT_SECRET": ("reddit", "client_secret"),
     "REDDIT_USER_AGENT": ("reddit", "user_agent"),
     "DISCOURSE_API_KEY": ("discourse", "api_key"),
+    "GITHUB_TOKEN": ("github", "token"),
     "WEB_CONFIG_FILE": ("server", "web_config_file"),
 }
 
@@ -459,12 +496,31 @@ def _duplicate_ids(data: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _missing_github_token(settings: Settings) -> list[str]:
+    """GitHub's GraphQL API refuses every request without a token: say so before polling."""
+    if (settings.github.token or "").strip():
+        return []
+    wanting = [
+        f"communities[{index}] ({community.id!r})"
+        for index, community in enumerate(settings.communities)
+        if isinstance(community, GitHubCommunity) and community.enabled
+    ]
+    if not wanting:
+        return []
+    return [
+        f"github.token: field required: {', '.join(wanting)} read GitHub Discussions, whose "
+        "GraphQL API answers nothing without a token; set [github] token or "
+        f"{ENV_PREFIX}GITHUB_TOKEN (a personal access token that can read the repository)"
+    ]
+
+
 def settings_from_mapping(data: Mapping[str, Any]) -> Settings:
     problems = _duplicate_ids(data)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(validation_problems(exc) + problems) from None
+    problems += _missing_github_token(settings)
     if problems:
         raise ConfigError(problems)
     return settings

@@ -14,7 +14,9 @@
   ``backoff_base * 2**n`` (capped), so the wait always grows and a struggling
   server is never asked again at once, while the jitter spreads replicas apart;
   a 4xx, a too-large or malformed body or a refused redirect is not retried;
-- ``Retry-After`` on 429/503 (seconds or an HTTP date): the host is not asked
+- ``Retry-After`` on 429/503, and on a 403 (GitHub's secondary rate limit), and a 403 or
+  429 whose ``X-Ratelimit-Remaining`` is 0 (GitHub's primary limit, until
+  ``X-Ratelimit-Reset``) are a ``RateLimited`` (seconds or an HTTP date): the host is not asked
   again before that moment, by this poll or any other; a server's wait
   (``Retry-After`` or ``X-Ratelimit-Reset``) counts up to ``MAX_SERVER_WAIT``
   (one hour) and no further, so a wait near 1e300 or dated year 9999 pauses a
@@ -497,19 +499,20 @@ class PoliteClient:
                 return  # not pushed back meanwhile (re-checking would spin on a test's sleep)
 
     def _note_rate_headers(self, host: str, headers: httpx.Headers) -> None:
-        remaining = headers.get("x-ratelimit-remaining")
-        if remaining is None:
-            return
-        try:
-            left = float(remaining)
-        except ValueError:
-            return
-        if not math.isfinite(left):
-            return
-        self._telemetry.rate_limit_remaining.labels(host=host).set(left)
-        if left < 1:
+        left = _remaining(headers)
+        if left is not None:
             reset = parse_rate_reset(headers.get("x-ratelimit-reset"), now=self._clock())
-            self._block(host, reset, "rate-limit budget spent")
+            self.note_rate_limit(host, remaining=left, reset_after=reset)
+
+    def note_rate_limit(self, host: str, *, remaining: float, reset_after: float) -> None:
+        """What a source says is left of ``host``'s budget (a header, or a field of the
+        body as GitHub's GraphQL ``rateLimit``): the gauge shows it, and a spent budget
+        pauses the host for ``reset_after`` seconds (at most ``MAX_SERVER_WAIT``)."""
+        if not math.isfinite(remaining):
+            return
+        self._telemetry.rate_limit_remaining.labels(host=host).set(remaining)
+        if remaining < 1:
+            self._block(host, server_wait(reset_after), "rate-limit budget spent")
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.policy.backoff_cap, self.policy.backoff_base * 2.0**attempt)
@@ -523,12 +526,13 @@ class PoliteClient:
         headers: Mapping[str, str],
         data: Mapping[str, str] | None,
         auth: tuple[str, str] | None,
+        json_body: Any = None,
     ) -> Response:
         host = httpx.URL(url).host
         cap = self.policy.max_body_bytes
         async with asyncio.timeout(self.policy.total_timeout):
             async with self._client.stream(
-                method, url, params=params, headers=headers, data=data, auth=auth
+                method, url, params=params, headers=headers, data=data, json=json_body, auth=auth
             ) as reply:
                 if not 200 <= reply.status_code < 300:
                     # nobody reads the body of an error or a redirect: left unread (leaving
@@ -559,12 +563,13 @@ class PoliteClient:
         headers: Mapping[str, str],
         data: Mapping[str, str] | None,
         auth: tuple[str, str] | None,
+        json_body: Any = None,
     ) -> Response:
         """One attempt, counted in ``http_requests_total``; httpx errors become ``FetchError``."""
         host = httpx.URL(url).host
         requests = self._telemetry.http_requests
         try:
-            response = await self._send_once(method, url, params, headers, data, auth)
+            response = await self._send_once(method, url, params, headers, data, auth, json_body)
         except (ResponseTooLarge, MalformedResponse):  # the status came, the body did not
             requests.labels(host=host, code="error").inc()
             raise
@@ -588,7 +593,12 @@ class PoliteClient:
         """The error for a non-success status; a 429 (or 503 with Retry-After) blocks the host."""
         status = response.status
         retry_after = parse_retry_after(response.headers.get("retry-after"), now=self._clock())
-        if status == 429 or (status == 503 and retry_after is not None):
+        spent = _remaining(response.headers)
+        if retry_after is None and status in (403, 429) and spent is not None and spent < 1:
+            # GitHub's answer to a spent budget: 403 (or 429) until X-RateLimit-Reset
+            reset = response.headers.get("x-ratelimit-reset")
+            retry_after = parse_rate_reset(reset, now=self._clock())
+        if status == 429 or (status in (403, 503) and retry_after is not None):
             wait = retry_after if retry_after is not None else self._backoff(attempt + 2)
             self._block(host, wait, f"answered {status}")
             return RateLimited(
@@ -633,8 +643,10 @@ class PoliteClient:
         counter: RequestCounter | None = None,
         data: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
+        json: Any = None,
     ) -> Response:
-        """Send one request under the policy (a form POST is for token endpoints only).
+        """Send one request under the policy. A POST carries a form (``data``: token
+        endpoints) or a JSON body (``json``: GraphQL queries), and is never redirected.
 
         ``credentials`` are headers that authenticate us to ``url``'s origin (an API key,
         a bearer token): sent there and to no other origin a redirect leads to, like
@@ -653,6 +665,7 @@ class PoliteClient:
                     credentials=credentials or {},
                     data=data,
                     auth=auth,
+                    json_body=json,
                     counter=counter,
                 )
             except TransportError as exc:
@@ -690,6 +703,7 @@ class PoliteClient:
         data: Mapping[str, str] | None,
         auth: tuple[str, str] | None,
         counter: RequestCounter | None,
+        json_body: Any = None,
     ) -> Response:
         """One request and the redirects it may follow, each hop a request of its own (its
         host's turn, its count, its status); credentials go to ``url``'s origin only."""
@@ -710,6 +724,7 @@ class PoliteClient:
                 sent,
                 data,
                 auth if home else None,
+                json_body,
             )
             if response.status not in REDIRECT_STATUSES or "location" not in response.headers:
                 return response
@@ -749,6 +764,15 @@ class PoliteClient:
                 target=str(target),
             )
         return target
+
+
+def _remaining(headers: httpx.Headers) -> float | None:
+    """``X-Ratelimit-Remaining`` as a finite number, or None."""
+    try:
+        left = float(headers.get("x-ratelimit-remaining", "nan"))
+    except ValueError:
+        return None
+    return left if math.isfinite(left) else None
 
 
 def _raw(reply: httpx.Response) -> AsyncIterator[bytes]:

@@ -26,12 +26,13 @@ from monitor.analysis.coverage import covered_spans
 from monitor.config import settings_from_mapping
 from monitor.fakeforum.discourse import FakeDiscourse
 from monitor.fakeforum.feeds import FakeFeeds
+from monitor.fakeforum.github import FakeGitHub
 from monitor.fakeforum.hackernews import FakeHackerNews
 from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
 from monitor.service import Service
-from monitor.sources import discourse, hackernews, mastodon, reddit
+from monitor.sources import discourse, github, hackernews, mastodon, reddit
 from monitor.store.models import Post
 from tests.support import service_config
 
@@ -175,6 +176,41 @@ def feed_platform(router: Router, base: str) -> Platform:
     return Platform({"id": "feed", "source": "rss", "url": base + "/feed.rss"}, add, lambda: added)
 
 
+def github_platform(router: Router, base: str) -> Platform:
+    fake = FakeGitHub(prefix="/gh")
+    fake.add_repository("acme/gig")
+    fake.register(router)
+    threads: list[str] = []
+    comments: list[str] = []
+
+    def add(at: int) -> None:
+        pick = random.Random(at)
+        roll = pick.random()
+        if not threads or at % 4 == 0:
+            threads.append(fake.add_discussion("acme/gig", created=at, author=f"g{at % 7}"))
+        elif roll < 0.2 and comments:  # a reply, to a recent comment or an old one
+            comment = comments[-1] if roll < 0.1 else pick.choice(comments)
+            fake.add_reply(comment, created=at, author=f"r{at % 5}")
+        else:  # a comment, on the newest discussion or on an old one
+            thread = threads[-1] if roll < 0.85 else pick.choice(threads)
+            comments.append(fake.add_comment(thread, created=at, author=f"c{at % 9}"))
+
+    def tune(monkeypatch: pytest.MonkeyPatch) -> None:
+        # small pages and windows, so walks are cut and discussions need follow-ups
+        monkeypatch.setattr(github.GitHub, "discussions_page", 5)
+        monkeypatch.setattr(github.GitHub, "comments_window", 3)
+        monkeypatch.setattr(github.GitHub, "replies_window", 2)
+        monkeypatch.setattr(github.GitHub, "follow_page", 10)
+        monkeypatch.setattr(github.GitHub, "max_requests", 10)
+
+    return Platform(
+        {"id": "gh", "source": "github", "repository": "acme/gig", "base_url": base + "/gh"},
+        add,
+        lambda: {key: int(created) for key, created in fake.thread_posts("acme/gig").items()},
+        tune,
+    )
+
+
 PLATFORMS: dict[str, Callable[[Router, str], Platform]] = {
     "reddit": reddit_platform,
     "discourse": discourse_platform,
@@ -182,6 +218,7 @@ PLATFORMS: dict[str, Callable[[Router, str], Platform]] = {
     "hackernews-site": lambda router, base: hn_platform(router, base, query=False),
     "hackernews-query": lambda router, base: hn_platform(router, base, query=True),
     "rss": feed_platform,
+    "github": github_platform,
 }
 
 

@@ -28,6 +28,7 @@ from sqlmodel import Session, select
 from monitor.config import settings_from_mapping
 from monitor.fakeforum.discourse import FakeDiscourse, iso
 from monitor.fakeforum.feeds import FakeFeeds
+from monitor.fakeforum.github import FakeGitHub
 from monitor.fakeforum.hackernews import FakeHackerNews
 from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.reddit import FakeReddit
@@ -57,7 +58,8 @@ def unquote_markers(body: bytes) -> bytes:
 
 
 class Forums:
-    """Reddit, Discourse, Mastodon, Hacker News (both modes) and a feed on one server."""
+    """Reddit, Discourse, Mastodon, Hacker News (both modes), a feed and GitHub Discussions
+    on one server."""
 
     def __init__(self) -> None:
         self.reddit = FakeReddit()
@@ -70,12 +72,16 @@ class Forums:
         self.hn = FakeHackerNews()
         self.feeds = FakeFeeds()
         self.feeds.add_feed("/feed.rss", limit=100)
+        self.github = FakeGitHub(prefix="/gh")
+        self.github.add_repository("acme/gig")
+        self.gh_thread = self.github.add_discussion("acme/gig", created=NOW - 6 * HOUR)
         router = Router()
         self.reddit.register(router)
         self.mastodon.register(router)
         self.discourse.register(router)
         self.hn.register(router, prefix="/hn")
         self.feeds.register(router)
+        self.github.register(router)
         self.server = FakeForumServer(router)
         self.server.rewrite = unquote_markers
         self.story = self.hn.add_story(by="op", title="Gig pay", time=NOW - 6 * HOUR)
@@ -91,6 +97,8 @@ class Forums:
             self.discourse.add_reply(topic_id=self.topic, author=f"d{n % 3}", created_at=at)
         elif community == "mastodon":
             self.mastodon.add_status("gig", created=at, author=f"m{n % 3}")
+        elif community == "github":
+            self.github.add_comment(self.gh_thread, created=at, author=f"g{n % 3}")
         elif community in ("hn_site", "hn_query"):
             self.hn.add_comment(parent=self.story, by=f"h{n % 3}", text=f"gig {n}", time=at)
         else:
@@ -167,6 +175,23 @@ def discourse_raw(post_id: str) -> Callable[[Forums], None]:
     return add
 
 
+def github_comment(**fields: Any) -> Callable[[Forums], None]:
+    """A comment whose rendered fields ``fields`` replace (hand-made: no recording has one)."""
+
+    def add(forums: Forums) -> None:
+        ident = forums.github.add_comment(forums.gh_thread, created=NOW - 90 * 60)
+        forums.github.posts[ident].extra = dict(fields)
+
+    return add
+
+
+def github_discussion_updated_in_9999(forums: Forums) -> None:
+    """A discussion whose ``updatedAt`` says 9999: listed first, it must not become the
+    mark that every later activity lies below."""
+    ident = forums.github.add_discussion("acme/gig", created=NOW - 90 * 60)
+    forums.github.posts[ident].extra = {"updatedAt": "9999-12-31T23:59:59Z"}
+
+
 def far_future_status(forums: Forums) -> None:
     """A status whose id encodes the year 2286: every later id would sit below it."""
     forums.mastodon.add_status("gig", created=NOW - 90 * 60, arrived=10_000_000_000)
@@ -205,6 +230,18 @@ POISONS = [
     Poison("hn_query", "year 9999", hn_comment(time=YEAR_9999), "bad_time"),
     Poison("hn_query", "1e400 time", hn_comment(time="__1e400__"), "bad_time"),
     Poison("hn_query", "surrogates", hn_comment(by=SURROGATE, text="gig " + SURROGATE), None),
+    Poison("github", "year 9999", github_comment(createdAt="9999-12-31T23:59:59Z"), "bad_time"),
+    Poison("github", "unreadable time", github_comment(createdAt="yesterday"), "missing_field"),
+    Poison("github", "updated in 9999", github_discussion_updated_in_9999, None),
+    Poison(
+        "github",
+        "surrogates",
+        github_comment(author={"__typename": "User", "login": SURROGATE}, bodyText=SURROGATE),
+        None,
+    ),
+    Poison("github", "NUL bytes", github_comment(bodyText="a\x00b"), None),
+    Poison("github", "long id", github_comment(id="DC_" + LONG_ID_TAIL), None),
+    Poison("github", "profile link", github_comment(url="https://github.com/mallory"), None),
     Poison("rss", "year 9999", feed_entry(published=YEAR_9999), "bad_time"),
     Poison("rss", "control characters", feed_entry(title="Bad\x01\x1b title"), None),
     Poison("rss", "long id", feed_entry(guid="g" * 300), None),
@@ -229,6 +266,12 @@ def config(forums: Forums, tmp_path: Path, database_url: str) -> dict[str, Any]:
                 "search_base_url": base + "/hn",
             },
             {"id": "rss", "source": "rss", "url": base + "/feed.rss"},
+            {
+                "id": "github",
+                "source": "github",
+                "repository": "acme/gig",
+                "base_url": base + "/gh",
+            },
         ],
     )
     return {**data, "database_url": database_url, "store_bodies": True}
@@ -283,9 +326,9 @@ async def test_one_bad_item_neither_blocks_nor_blinds(
         assert service.engine is not None
         with Session(service.engine) as session:
             stored = session.exec(select(Post).where(Post.community_id == name)).all()
-        # 8 good items, the story Hacker News comments (or the topic Discourse replies)
-        # answer, and the poison if made safe
-        expected = 8 + name.startswith(("hn_", "discourse")) + (poison.rejected is None)
+        # 8 good items, the story Hacker News comments (or the topic Discourse replies, or
+        # the discussion GitHub comments) answer, and the poison if made safe
+        expected = 8 + name.startswith(("hn_", "discourse", "github")) + (poison.rejected is None)
         assert stored_posts(service.engine, name) == (expected, expected)
         assert second.new_items >= 3  # not blinded: the posts after the poison came in
         if poison.rejected:

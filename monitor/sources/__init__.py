@@ -5,6 +5,7 @@ from __future__ import annotations
 from monitor.sources.base import Source
 from monitor.sources.discourse import Discourse
 from monitor.sources.feed import Feed
+from monitor.sources.github import GitHub
 from monitor.sources.hackernews import HackerNews
 from monitor.sources.mastodon import Mastodon
 from monitor.sources.reddit import Reddit
@@ -15,5 +16,6 @@ SOURCES: dict[str, type[Source]] = {
     "hackernews": HackerNews,
     "rss": Feed,
     "mastodon": Mastodon,
+    "github": GitHub,
 }
 """Adapter kind (the config's ``source`` key) -> adapter class."""
