@@ -8,6 +8,7 @@ from monitor.sources.feed import Feed
 from monitor.sources.hackernews import HackerNews
 from monitor.sources.mastodon import Mastodon
 from monitor.sources.reddit import Reddit
+from monitor.sources.stackexchange import StackExchange
 
 SOURCES: dict[str, type[Source]] = {
     "reddit": Reddit,
@@ -15,5 +16,6 @@ SOURCES: dict[str, type[Source]] = {
     "hackernews": HackerNews,
     "rss": Feed,
     "mastodon": Mastodon,
+    "stackexchange": StackExchange,
 }
 """Adapter kind (the config's ``source`` key) -> adapter class."""
