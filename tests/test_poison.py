@@ -32,9 +32,11 @@ from monitor.fakeforum.hackernews import FakeHackerNews
 from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
+from monitor.fakeforum.stackexchange import FakeStackExchange
 from monitor.http import MAX_SERVER_WAIT
 from monitor.ingest import ensure_community
 from monitor.service import Service
+from monitor.sources import stackexchange
 from monitor.store.models import PollRun, PollState, Post
 from tests.support import service_config, stored_posts
 
@@ -57,7 +59,8 @@ def unquote_markers(body: bytes) -> bytes:
 
 
 class Forums:
-    """Reddit, Discourse, Mastodon, Hacker News (both modes) and a feed on one server."""
+    """Reddit, Discourse, Mastodon, Hacker News (both modes), a feed and a Stack Exchange
+    site on one server."""
 
     def __init__(self) -> None:
         self.reddit = FakeReddit()
@@ -70,7 +73,13 @@ class Forums:
         self.hn = FakeHackerNews()
         self.feeds = FakeFeeds()
         self.feeds.add_feed("/feed.rss", limit=100)
+        for state in (stackexchange.ROOT_CACHE, stackexchange.BACKOFFS):
+            state.clear()  # process-wide: ids of an earlier test's site must not leak in
+        self.stackexchange = FakeStackExchange(prefix="/se")
+        self.stackexchange.rewrite = unquote_markers  # its bodies are gzipped on the wire
+        self.se_question = self.stackexchange.add_question(created=NOW - 6 * HOUR)
         router = Router()
+        self.stackexchange.register(router)
         self.reddit.register(router)
         self.mastodon.register(router)
         self.discourse.register(router)
@@ -91,6 +100,8 @@ class Forums:
             self.discourse.add_reply(topic_id=self.topic, author=f"d{n % 3}", created_at=at)
         elif community == "mastodon":
             self.mastodon.add_status("gig", created=at, author=f"m{n % 3}")
+        elif community == "stackexchange":
+            self.stackexchange.add_answer(self.se_question, created=at, author=f"s{n % 3}")
         elif community in ("hn_site", "hn_query"):
             self.hn.add_comment(parent=self.story, by=f"h{n % 3}", text=f"gig {n}", time=at)
         else:
@@ -167,6 +178,32 @@ def discourse_raw(post_id: str) -> Callable[[Forums], None]:
     return add
 
 
+def se_answer(**extra: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        site = forums.stackexchange
+        answer = site.add_answer(forums.se_question, created=NOW - 90 * 60)
+        site.posts[answer].extra = dict(extra)
+
+    return add
+
+
+def se_question(**extra: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        question = forums.stackexchange.add_question(created=NOW - 90 * 60)
+        forums.stackexchange.posts[question].extra = dict(extra)
+
+    return add
+
+
+def se_comment(**extra: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        site = forums.stackexchange
+        comment = site.add_comment(forums.se_question, created=NOW - 90 * 60)
+        site.comments[comment].extra = dict(extra)
+
+    return add
+
+
 def far_future_status(forums: Forums) -> None:
     """A status whose id encodes the year 2286: every later id would sit below it."""
     forums.mastodon.add_status("gig", created=NOW - 90 * 60, arrived=10_000_000_000)
@@ -205,6 +242,26 @@ POISONS = [
     Poison("hn_query", "year 9999", hn_comment(time=YEAR_9999), "bad_time"),
     Poison("hn_query", "1e400 time", hn_comment(time="__1e400__"), "bad_time"),
     Poison("hn_query", "surrogates", hn_comment(by=SURROGATE, text="gig " + SURROGATE), None),
+    Poison("stackexchange", "year 9999", se_answer(creation_date=YEAR_9999), "bad_time"),
+    Poison("stackexchange", "NaN time", se_answer(creation_date="__NaN__"), "bad_time"),
+    Poison("stackexchange", "1e400 time", se_answer(creation_date="__1e400__"), "bad_time"),
+    Poison("stackexchange", "1e20 time", se_answer(creation_date=1e20), "bad_time"),
+    Poison("stackexchange", "time as text", se_answer(creation_date="today"), "bad_time"),
+    Poison("stackexchange", "no time", se_answer(creation_date=None), "missing_field"),
+    Poison("stackexchange", "impossible id", se_answer(answer_id=2**60), "bad_id"),
+    Poison("stackexchange", "id as text", se_answer(answer_id="x1"), "bad_id"),
+    Poison("stackexchange", "no question", se_answer(question_id=None), "missing_field"),
+    Poison("stackexchange", "comment on no post", se_comment(post_id=None), "missing_field"),
+    # a post the site does not have (deleted meanwhile): taken for a question of its own
+    Poison("stackexchange", "comment on a gone post", se_comment(post_id=987_654), None),
+    Poison("stackexchange", "surrogates", se_answer(body=SURROGATE), None),
+    Poison("stackexchange", "NUL bytes", se_question(title=NUL_TITLE, body="a\x00b"), None),
+    Poison(
+        "stackexchange",
+        "long link",
+        se_question(link="https://stackoverflow.com" + LONG_PATH),
+        None,
+    ),
     Poison("rss", "year 9999", feed_entry(published=YEAR_9999), "bad_time"),
     Poison("rss", "control characters", feed_entry(title="Bad\x01\x1b title"), None),
     Poison("rss", "long id", feed_entry(guid="g" * 300), None),
@@ -229,6 +286,12 @@ def config(forums: Forums, tmp_path: Path, database_url: str) -> dict[str, Any]:
                 "search_base_url": base + "/hn",
             },
             {"id": "rss", "source": "rss", "url": base + "/feed.rss"},
+            {
+                "id": "stackexchange",
+                "source": "stackexchange",
+                "site": "stackoverflow",
+                "base_url": base + "/se",
+            },
         ],
     )
     return {**data, "database_url": database_url, "store_bodies": True}
@@ -283,9 +346,10 @@ async def test_one_bad_item_neither_blocks_nor_blinds(
         assert service.engine is not None
         with Session(service.engine) as session:
             stored = session.exec(select(Post).where(Post.community_id == name)).all()
-        # 8 good items, the story Hacker News comments (or the topic Discourse replies)
-        # answer, and the poison if made safe
-        expected = 8 + name.startswith(("hn_", "discourse")) + (poison.rejected is None)
+        # 8 good items, the story Hacker News comments (the topic Discourse replies, the
+        # question Stack Exchange answers) answer, and the poison if made safe
+        expected = 8 + name.startswith(("hn_", "discourse", "stackexchange"))
+        expected += poison.rejected is None
         assert stored_posts(service.engine, name) == (expected, expected)
         assert second.new_items >= 3  # not blinded: the posts after the poison came in
         if poison.rejected:
