@@ -677,8 +677,8 @@ class StackExchange(Source):
         fresh: list[tuple[int, Mapping[str, Any]]] = []
         for raw in raws:
             problem = endpoint.problem(raw)
-            if problem is not None:
-                self.intake.reject(problem, raw.get(endpoint.id_field))
+            if problem is not None:  # named as its item would be: c<id> for a comment
+                self.intake.reject(problem, f"{endpoint.prefix}{raw.get(endpoint.id_field)}")
                 continue
             ident = post_id(raw.get(endpoint.id_field))
             if ident is not None and ident not in mark.seen and ident not in taken:
@@ -748,7 +748,8 @@ class StackExchange(Source):
                         self.root_cache.put(self.roots_key, post, root=post)
                     else:
                         questions.append(post)
-            posts = [p for p in posts if p not in set(questions)]
+            candidates = set(questions)
+            posts = [p for p in posts if p not in candidates]
             questions += [
                 q for p in posts if (q := self.root_cache.get(self.roots_key, p)) is not None
             ]

@@ -23,6 +23,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlmodel import Session, select
 
+from monitor.backfill import Backfiller, BackfillProgress
 from monitor.config import Settings, settings_from_mapping
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
 from monitor.fakeforum.stackexchange import FakeStackExchange
@@ -577,3 +578,43 @@ async def test_no_author_name_or_profile_link_reaches_the_store(
         dump = "\n".join(db.iterdump())
     assert dump.count('INSERT INTO "posts"') == 3 and f"/questions/{question}/" in dump
     assert "alice_gigworker" not in dump and "bob_rider" not in dump and "/users/" not in dump
+
+
+async def test_backfill_follows_a_cut_walk_over_several_polls_then_vouches_for_it(
+    fake: FakeStackExchange,
+    server: FakeForumServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 250 questions 3400 s apart over the last 10 days (the newest 4 hours old): the
+    # 5-minute overlap of a walk holds only the newest question taken
+    made = [str(fake.add_question(created=NOW - 10 * DAY + 3000 + k * 3400)) for k in range(250)]
+    monkeypatch.setattr(StackExchange, "max_pages", 1)  # 100 items a stream a poll
+    settings = settings_from_mapping(site_config(server, tmp_path))
+    service = Service(settings, registry=CollectorRegistry(), clock=lambda: NOW)
+    await service.open()
+    assert service.engine and service.client and service.ingestor
+    backfiller = Backfiller(
+        settings=settings,
+        engine=service.engine,
+        client=service.client,
+        ingestor=service.ingestor,
+        clock=lambda: NOW,
+    )
+    steps: list[BackfillProgress] = []
+    try:
+        outcome = await backfiller.run(settings.communities[0], days=10, on_progress=steps.append)
+        # 100 questions a step (the second and third read the newest taken again): 100,
+        # 99, 51; each step asks the three streams once. The third catches up and vouches
+        # for the walk from 10 days back
+        assert [s.new_items for s in steps] == [100, 199, 250]
+        assert (outcome.outcome, outcome.new_items, outcome.requests, outcome.steps) == (
+            "ok",
+            250,
+            9,
+            3,
+        )
+        assert (outcome.covered_from, outcome.stopped) == (NOW - 10 * DAY, "reached")
+        assert stored_posts(service.engine, "so") == (250, 250) and len(made) == 250
+    finally:
+        await service.stop()
