@@ -20,9 +20,12 @@ not ``page=2``, so an item deleted meanwhile cannot shift the next page past one
 until ``has_more`` is false. Cursor, per endpoint: ``{"last": T, "seen": {id: time}}``:
 every item created before ``T`` has been taken, and ``seen`` holds the ids of the last
 ``OVERLAP_SECONDS`` below ``T``, so the overlap is read again but not taken twice. An idle
-poll is 1 request per endpoint (while fewer than 100 items fall in the overlap); K new
-items cost at most ``ceil(K / 100) + 1`` requests per endpoint, plus the lookups below.
-A first poll walks from ``poll.since`` (``history_days``).
+poll is 1 request per endpoint (while fewer than 100 items fall in the overlap). K new
+items fill pages of 100 after the overlap's, each page after the first reading the
+newest second of the one before again: at most ``ceil(K / 100) + 1`` requests per
+endpoint while the overlap holds a few items (with ``o`` in it and no two items in one
+second, ``max(1, 1 + ceil((o + K - 100) / 99))``), plus the lookups below. A first poll
+walks from ``poll.since`` (``history_days``).
 
 Coverage: a walk reads oldest first, so one cut short (``max_pages`` pages of an
 endpoint, the poll's deadline, a ``backoff`` longer than a poll may wait, the day's quota
