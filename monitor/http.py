@@ -8,7 +8,9 @@
   most the cap in memory. We ask for ``gzip, deflate`` and read only those (deflate
   zlib-wrapped or raw): stacked codings (``gzip, gzip``) and any we did not ask for (br,
   zstd, ...) are a ``MalformedResponse`` naming the coding, a compressed stream cut short
-  too. Only a success's body is read; an error's or a redirect's is left on the wire;
+  too. Only a success's body is read; an error's or a redirect's is left on the wire,
+  unless the request asks for it (``error_body``: Stack Exchange puts its error in a 400's
+  body), and then at most ``ERROR_BODY_BYTES`` of it, decoded, on the ``HTTPStatusError``;
 - retries with exponential backoff and "equal" jitter on connection errors,
   timeouts and 5xx: retry ``n`` waits between half and all of
   ``backoff_base * 2**n`` (capped), so the wait always grows and a struggling
@@ -48,7 +50,8 @@
   server sent validators;
 - ``forum_monitor_http_requests_total{host,code}`` (``code`` one of ``KNOWN_STATUSES``,
   ``other`` or ``error`` when no status came, so a server cannot mint label values)
-  and ``forum_monitor_rate_limit_remaining{host}``.
+  and ``forum_monitor_rate_limit_remaining{host}`` (from ``X-Ratelimit-Remaining``, or
+  what a source reads in its bodies through ``note_remaining``).
 
 httpx retries nothing by itself except connection setup, so this is ours.
 """
@@ -219,6 +222,11 @@ def _without_credentials(
 ) -> dict[str, str]:
     kept_back = CREDENTIAL_HEADERS | {name.lower() for name in credentials}
     return {name: value for name, value in headers.items() if name.lower() not in kept_back}
+
+
+ERROR_BODY_BYTES = 64 * 1024
+"""Most of an error's body read (decoded) when a request asks for it: an API's error object
+is a few hundred bytes; anything past this is not one."""
 
 
 MAX_SERVER_WAIT = 3600.0
@@ -498,6 +506,12 @@ class PoliteClient:
             if state.blocked_until <= until:
                 return  # not pushed back meanwhile (re-checking would spin on a test's sleep)
 
+    def note_remaining(self, host: str, remaining: float) -> None:
+        """Set ``host``'s rate-limit headroom from what a source read in a body (Stack
+        Exchange's ``quota_remaining``); not finite is ignored, below zero is zero."""
+        if math.isfinite(remaining):
+            self._telemetry.rate_limit_remaining.labels(host=host).set(max(0.0, remaining))
+
     def _note_rate_headers(self, host: str, headers: httpx.Headers) -> None:
         left = _remaining(headers)
         if left is not None:
@@ -527,6 +541,7 @@ class PoliteClient:
         data: Mapping[str, str] | None,
         auth: tuple[str, str] | None,
         json_body: Any = None,
+        error_body: bool = False,
     ) -> Response:
         host = httpx.URL(url).host
         cap = self.policy.max_body_bytes
@@ -535,9 +550,13 @@ class PoliteClient:
                 method, url, params=params, headers=headers, data=data, json=json_body, auth=auth
             ) as reply:
                 if not 200 <= reply.status_code < 300:
-                    # nobody reads the body of an error or a redirect: left unread (leaving
-                    # the ``stream`` block drops the connection), it costs no memory at all
-                    return Response(reply.status_code, str(reply.url), reply.headers, b"")
+                    # the body of an error or a redirect is left unread (leaving the
+                    # ``stream`` block drops the connection) unless the caller reads its
+                    # errors there, and then only its first ERROR_BODY_BYTES
+                    content = b""
+                    if error_body and reply.status_code not in REDIRECT_STATUSES:
+                        content = await _error_body(reply, cap=min(cap, ERROR_BODY_BYTES))
+                    return Response(reply.status_code, str(reply.url), reply.headers, content)
                 declared = reply.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > cap:
                     raise ResponseTooLarge(
@@ -564,12 +583,15 @@ class PoliteClient:
         data: Mapping[str, str] | None,
         auth: tuple[str, str] | None,
         json_body: Any = None,
+        error_body: bool = False,
     ) -> Response:
         """One attempt, counted in ``http_requests_total``; httpx errors become ``FetchError``."""
         host = httpx.URL(url).host
         requests = self._telemetry.http_requests
         try:
-            response = await self._send_once(method, url, params, headers, data, auth, json_body)
+            response = await self._send_once(
+                method, url, params, headers, data, auth, json_body, error_body=error_body
+            )
         except (ResponseTooLarge, MalformedResponse):  # the status came, the body did not
             requests.labels(host=host, code="error").inc()
             raise
@@ -607,8 +629,11 @@ class PoliteClient:
                 url=url,
                 status=status,
                 retry_after=wait,
+                body=response.content,
             )
-        return HTTPStatusError(f"{host} answered {status}", host=host, url=url, status=status)
+        return HTTPStatusError(
+            f"{host} answered {status}", host=host, url=url, status=status, body=response.content
+        )
 
     async def get(
         self,
@@ -619,8 +644,10 @@ class PoliteClient:
         credentials: Mapping[str, str] | None = None,
         validators: Mapping[str, str] | None = None,
         counter: RequestCounter | None = None,
+        error_body: bool = False,
     ) -> Response:
-        """GET ``url`` under the policy; a 304 is returned, other failures raise ``FetchError``."""
+        """GET ``url`` under the policy; a 304 is returned, other failures raise ``FetchError``
+        (carrying the start of their body when ``error_body`` asks for it)."""
         return await self.request(
             "GET",
             url,
@@ -629,6 +656,7 @@ class PoliteClient:
             credentials=credentials,
             validators=validators,
             counter=counter,
+            error_body=error_body,
         )
 
     async def request(
@@ -644,6 +672,7 @@ class PoliteClient:
         data: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
         json: Any = None,
+        error_body: bool = False,
     ) -> Response:
         """Send one request under the policy. A POST carries a form (``data``: token
         endpoints) or a JSON body (``json``: GraphQL queries), and is never redirected.
@@ -667,6 +696,7 @@ class PoliteClient:
                     auth=auth,
                     json_body=json,
                     counter=counter,
+                    error_body=error_body,
                 )
             except TransportError as exc:
                 if isinstance(exc.__cause__, _NOT_TRANSIENT):
@@ -704,6 +734,7 @@ class PoliteClient:
         auth: tuple[str, str] | None,
         counter: RequestCounter | None,
         json_body: Any = None,
+        error_body: bool = False,
     ) -> Response:
         """One request and the redirects it may follow, each hop a request of its own (its
         host's turn, its count, its status); credentials go to ``url``'s origin only."""
@@ -725,6 +756,7 @@ class PoliteClient:
                 data,
                 auth if home else None,
                 json_body,
+                error_body=error_body,
             )
             if response.status not in REDIRECT_STATUSES or "location" not in response.headers:
                 return response
@@ -773,6 +805,21 @@ def _remaining(headers: httpx.Headers) -> float | None:
     except ValueError:
         return None
     return left if math.isfinite(left) else None
+
+
+async def _error_body(reply: httpx.Response, *, cap: int) -> bytes:
+    """Up to ``cap`` decoded bytes of an error's body; what does not decode, or does not end
+    within the cap, is no error object and is dropped (the status is what went wrong)."""
+    host = httpx.URL(str(reply.url)).host
+    try:
+        body = BodyReader(
+            encoding=reply.headers.get("content-encoding"), cap=cap, host=host, url=str(reply.url)
+        )
+        async for chunk in _raw(reply):
+            body.feed(chunk)
+        return body.finish()
+    except (ResponseTooLarge, MalformedResponse, httpx.HTTPError):
+        return b""
 
 
 def _raw(reply: httpx.Response) -> AsyncIterator[bytes]:

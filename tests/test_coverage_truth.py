@@ -31,8 +31,9 @@ from monitor.fakeforum.hackernews import FakeHackerNews
 from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
+from monitor.fakeforum.stackexchange import FakeStackExchange
 from monitor.service import Service
-from monitor.sources import discourse, github, hackernews, mastodon, reddit
+from monitor.sources import discourse, github, hackernews, mastodon, reddit, stackexchange
 from monitor.store.models import Post
 from tests.support import service_config
 
@@ -211,6 +212,54 @@ def github_platform(router: Router, base: str) -> Platform:
     )
 
 
+def stackexchange_platform(router: Router, base: str, *, tagged: bool) -> Platform:
+    """Questions, answers to recent questions and comments on recent posts; a tagged
+    community's scope is its questions (every other one) with their answers and comments."""
+    for state in (stackexchange.ROOT_CACHE, stackexchange.SCOPE_CACHE, stackexchange.BACKOFFS):
+        state.clear()  # process-wide: a port used by an earlier test must not leak ids
+    prefix = "/set" if tagged else "/se"
+    fake = FakeStackExchange(prefix=prefix)
+    fake.register(router)
+    questions: list[int] = []
+    posts: list[int] = []
+
+    def add(at: int) -> None:
+        rng = random.Random(at)
+        roll = rng.random()
+        if not questions or roll < 0.25:
+            tags = ("other",) if tagged and len(questions) % 2 else ("gig",)
+            questions.append(fake.add_question(created=at, tags=tags, author=f"q{at % 7}"))
+            posts.append(questions[-1])
+        elif roll < 0.6:
+            question = rng.choice(questions[-6:])
+            posts.append(fake.add_answer(question, created=at, author=f"a{at % 11}"))
+        else:
+            fake.add_comment(rng.choice(posts[-12:]), created=at, author=f"c{at % 13}")
+
+    def truth() -> dict[str, int]:
+        def inside(item: Any) -> bool:
+            question = fake.question_of(item)
+            return question is not None and (not tagged or "gig" in question.tags)
+
+        found = {str(p.id): p.created for p in fake.posts.values() if inside(p)}
+        return found | {f"c{c.id}": c.created for c in fake.comments.values() if inside(c)}
+
+    def tune(monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(stackexchange, "PAGE_SIZE", 25)  # so walks take several pages
+        monkeypatch.setattr(stackexchange.StackExchange, "max_pages", 2)
+        monkeypatch.setattr(stackexchange.StackExchange, "max_lookups", 2)
+
+    community: dict[str, Any] = {
+        "id": "set" if tagged else "se",
+        "source": "stackexchange",
+        "site": "stackoverflow",
+        "base_url": base + prefix,
+    }
+    if tagged:
+        community["tagged"] = "gig"
+    return Platform(community, add, truth, tune)
+
+
 PLATFORMS: dict[str, Callable[[Router, str], Platform]] = {
     "reddit": reddit_platform,
     "discourse": discourse_platform,
@@ -219,6 +268,8 @@ PLATFORMS: dict[str, Callable[[Router, str], Platform]] = {
     "hackernews-query": lambda router, base: hn_platform(router, base, query=True),
     "rss": feed_platform,
     "github": github_platform,
+    "stackexchange": lambda router, base: stackexchange_platform(router, base, tagged=False),
+    "stackexchange-tagged": lambda router, base: stackexchange_platform(router, base, tagged=True),
 }
 
 

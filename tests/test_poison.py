@@ -33,9 +33,11 @@ from monitor.fakeforum.hackernews import FakeHackerNews
 from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
+from monitor.fakeforum.stackexchange import FakeStackExchange
 from monitor.http import MAX_SERVER_WAIT
 from monitor.ingest import ensure_community
 from monitor.service import Service
+from monitor.sources import stackexchange
 from monitor.store.models import PollRun, PollState, Post
 from tests.support import service_config, stored_posts
 
@@ -58,8 +60,8 @@ def unquote_markers(body: bytes) -> bytes:
 
 
 class Forums:
-    """Reddit, Discourse, Mastodon, Hacker News (both modes), a feed and GitHub Discussions
-    on one server."""
+    """Reddit, Discourse, Mastodon, Hacker News (both modes), a feed, GitHub Discussions
+    and a Stack Exchange site on one server."""
 
     def __init__(self) -> None:
         self.reddit = FakeReddit()
@@ -75,7 +77,13 @@ class Forums:
         self.github = FakeGitHub(prefix="/gh")
         self.github.add_repository("acme/gig")
         self.gh_thread = self.github.add_discussion("acme/gig", created=NOW - 6 * HOUR)
+        for state in (stackexchange.ROOT_CACHE, stackexchange.BACKOFFS):
+            state.clear()  # process-wide: ids of an earlier test's site must not leak in
+        self.stackexchange = FakeStackExchange(prefix="/se")
+        self.stackexchange.rewrite = unquote_markers  # its bodies are gzipped on the wire
+        self.se_question = self.stackexchange.add_question(created=NOW - 6 * HOUR)
         router = Router()
+        self.stackexchange.register(router)
         self.reddit.register(router)
         self.mastodon.register(router)
         self.discourse.register(router)
@@ -99,6 +107,8 @@ class Forums:
             self.mastodon.add_status("gig", created=at, author=f"m{n % 3}")
         elif community == "github":
             self.github.add_comment(self.gh_thread, created=at, author=f"g{n % 3}")
+        elif community == "stackexchange":
+            self.stackexchange.add_answer(self.se_question, created=at, author=f"s{n % 3}")
         elif community in ("hn_site", "hn_query"):
             self.hn.add_comment(parent=self.story, by=f"h{n % 3}", text=f"gig {n}", time=at)
         else:
@@ -185,11 +195,37 @@ def github_comment(**fields: Any) -> Callable[[Forums], None]:
     return add
 
 
+def se_answer(**extra: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        site = forums.stackexchange
+        answer = site.add_answer(forums.se_question, created=NOW - 90 * 60)
+        site.posts[answer].extra = dict(extra)
+
+    return add
+
+
 def github_discussion_updated_in_9999(forums: Forums) -> None:
     """A discussion whose ``updatedAt`` says 9999: listed first, it must not become the
     mark that every later activity lies below."""
     ident = forums.github.add_discussion("acme/gig", created=NOW - 90 * 60)
     forums.github.posts[ident].extra = {"updatedAt": "9999-12-31T23:59:59Z"}
+
+
+def se_question(**extra: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        question = forums.stackexchange.add_question(created=NOW - 90 * 60)
+        forums.stackexchange.posts[question].extra = dict(extra)
+
+    return add
+
+
+def se_comment(**extra: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        site = forums.stackexchange
+        comment = site.add_comment(forums.se_question, created=NOW - 90 * 60)
+        site.comments[comment].extra = dict(extra)
+
+    return add
 
 
 def far_future_status(forums: Forums) -> None:
@@ -242,6 +278,26 @@ POISONS = [
     Poison("github", "NUL bytes", github_comment(bodyText="a\x00b"), None),
     Poison("github", "long id", github_comment(id="DC_" + LONG_ID_TAIL), None),
     Poison("github", "profile link", github_comment(url="https://github.com/mallory"), None),
+    Poison("stackexchange", "year 9999", se_answer(creation_date=YEAR_9999), "bad_time"),
+    Poison("stackexchange", "NaN time", se_answer(creation_date="__NaN__"), "bad_time"),
+    Poison("stackexchange", "1e400 time", se_answer(creation_date="__1e400__"), "bad_time"),
+    Poison("stackexchange", "1e20 time", se_answer(creation_date=1e20), "bad_time"),
+    Poison("stackexchange", "time as text", se_answer(creation_date="today"), "bad_time"),
+    Poison("stackexchange", "no time", se_answer(creation_date=None), "missing_field"),
+    Poison("stackexchange", "impossible id", se_answer(answer_id=2**60), "bad_id"),
+    Poison("stackexchange", "id as text", se_answer(answer_id="x1"), "bad_id"),
+    Poison("stackexchange", "no question", se_answer(question_id=None), "missing_field"),
+    Poison("stackexchange", "comment on no post", se_comment(post_id=None), "missing_field"),
+    # a post the site does not have (deleted meanwhile): taken for a question of its own
+    Poison("stackexchange", "comment on a gone post", se_comment(post_id=987_654), None),
+    Poison("stackexchange", "surrogates", se_answer(body=SURROGATE), None),
+    Poison("stackexchange", "NUL bytes", se_question(title=NUL_TITLE, body="a\x00b"), None),
+    Poison(
+        "stackexchange",
+        "long link",
+        se_question(link="https://stackoverflow.com" + LONG_PATH),
+        None,
+    ),
     Poison("rss", "year 9999", feed_entry(published=YEAR_9999), "bad_time"),
     Poison("rss", "control characters", feed_entry(title="Bad\x01\x1b title"), None),
     Poison("rss", "long id", feed_entry(guid="g" * 300), None),
@@ -271,6 +327,12 @@ def config(forums: Forums, tmp_path: Path, database_url: str) -> dict[str, Any]:
                 "source": "github",
                 "repository": "acme/gig",
                 "base_url": base + "/gh",
+            },
+            {
+                "id": "stackexchange",
+                "source": "stackexchange",
+                "site": "stackoverflow",
+                "base_url": base + "/se",
             },
         ],
     )
@@ -326,9 +388,11 @@ async def test_one_bad_item_neither_blocks_nor_blinds(
         assert service.engine is not None
         with Session(service.engine) as session:
             stored = session.exec(select(Post).where(Post.community_id == name)).all()
-        # 8 good items, the story Hacker News comments (or the topic Discourse replies, or
-        # the discussion GitHub comments) answer, and the poison if made safe
-        expected = 8 + name.startswith(("hn_", "discourse", "github")) + (poison.rejected is None)
+        # 8 good items, the story Hacker News comments (the topic Discourse replies, the
+        # discussion GitHub comments, the question Stack Exchange answers) answer, and the
+        # poison if made safe
+        expected = 8 + name.startswith(("hn_", "discourse", "github", "stackexchange"))
+        expected += poison.rejected is None
         assert stored_posts(service.engine, name) == (expected, expected)
         assert second.new_items >= 3  # not blinded: the posts after the poison came in
         if poison.rejected:

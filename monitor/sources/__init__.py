@@ -9,6 +9,7 @@ from monitor.sources.github import GitHub
 from monitor.sources.hackernews import HackerNews
 from monitor.sources.mastodon import Mastodon
 from monitor.sources.reddit import Reddit
+from monitor.sources.stackexchange import StackExchange
 
 SOURCES: dict[str, type[Source]] = {
     "reddit": Reddit,
@@ -17,5 +18,6 @@ SOURCES: dict[str, type[Source]] = {
     "rss": Feed,
     "mastodon": Mastodon,
     "github": GitHub,
+    "stackexchange": StackExchange,
 }
 """Adapter kind (the config's ``source`` key) -> adapter class."""

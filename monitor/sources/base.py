@@ -287,6 +287,7 @@ class Source(ABC):
         *,
         params: Mapping[str, Any] | None = None,
         validators: Mapping[str, str] | None = None,
+        error_body: bool = False,
     ) -> Response:
         host = httpx.URL(url).host
         self.client.set_rate(host, self.rate_for(host))
@@ -297,6 +298,7 @@ class Source(ABC):
             credentials=self.credentials(),
             validators=validators,
             counter=self.counter,
+            error_body=error_body,
         )
 
     async def get_json(self, url: str, *, params: Mapping[str, Any] | None = None) -> Any:
