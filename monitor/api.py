@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from monitor import __version__
 from monitor.analysis.snapshot import SERIES_DAYS, DayActivity, activity_known
 from monitor.analysis.windows import WINDOWS, WindowActivity
+from monitor.config import CommunityBase
 from monitor.service import Service
 from monitor.web.apidocs import render_api_docs
 from monitor.web.auth import BasicAuthUsers, RequireBasicAuth
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 MAX_ECHOED = 80
 """A refused value is quoted back at most this long."""
+MAX_KNOWN_LISTED = 5
+"""A 404 for an unknown community names at most this many known ones."""
 MAX_SERIES_DAYS = SERIES_DAYS
 """The snapshots hold this many complete days; ``days`` may not ask for more."""
 
@@ -284,29 +287,34 @@ def create_app(
             {"detail": _validation_message(exc), "errors": jsonable_errors(exc)}, status_code=422
         )
 
+    def view_of(community: CommunityBase, *, now: int) -> CommunityView:
+        snapshots = service.snapshots
+        return community_view(
+            community,
+            snapshots.get(community.id) if snapshots is not None else None,
+            presentation=shown,
+            now=now,
+            authors_counted_since=service.authors_counted_anew_since,
+        )
+
     def views() -> list[CommunityView]:
         now = int(clock())
-        snapshots = service.snapshots
-        return [
-            community_view(
-                community,
-                snapshots.get(community.id) if snapshots is not None else None,
-                presentation=shown,
-                now=now,
-                authors_counted_since=service.authors_counted_anew_since,
-            )
-            for community in service.active_communities()
-        ]
+        return [view_of(community, now=now) for community in service.active_communities()]
 
     def one_view(community_id: str) -> CommunityView:
-        for view in views():
-            if view.id == community_id:
-                return view
-        known = ", ".join(sorted(c.id for c in service.active_communities())) or "none"
+        """Only this community's view: the cost does not grow with the number watched."""
+        community = service.active_community(community_id)
+        if community is not None:
+            return view_of(community, now=int(clock()))
+        raise HTTPException(status_code=404, detail=unknown_community(community_id))
+
+    def unknown_community(community_id: str) -> str:
+        ids = service.active_ids()
+        known = ", ".join(ids[:MAX_KNOWN_LISTED]) or "none"
+        if len(ids) > MAX_KNOWN_LISTED:
+            known += f", ... ({len(ids)} in all)"
         shown_id = repr(community_id[:MAX_ECHOED]) + ("..." if community_id[MAX_ECHOED:] else "")
-        raise HTTPException(
-            status_code=404, detail=f"community_id: no community {shown_id}; known: {known}"
-        )
+        return f"community_id: no community {shown_id}; known: {known}"
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def status_page() -> HTMLResponse:

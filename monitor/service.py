@@ -87,6 +87,8 @@ class Service:
         self.migrated = False
         self._inflight: set[asyncio.Task[PollOutcome]] = set()
         self._running: set[str] = set()
+        self._active = {c.id: c for c in settings.communities if c.enabled}
+        self._active_ids = sorted(self._active)
 
     @property
     def ready(self) -> bool:
@@ -217,6 +219,14 @@ class Service:
 
     def active_communities(self) -> list[CommunityBase]:
         return [c for c in self.settings.communities if c.enabled]
+
+    def active_community(self, community_id: str) -> CommunityBase | None:
+        """The enabled community ``community_id``, found without a walk over the others."""
+        return self._active.get(community_id)
+
+    def active_ids(self) -> list[str]:
+        """Every enabled community's id, sorted."""
+        return self._active_ids
 
     async def poll_all(self) -> list[PollOutcome]:
         """Poll every enabled community once, a few at a time."""

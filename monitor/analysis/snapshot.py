@@ -240,9 +240,13 @@ class Snapshots:
             snapshot = compute_snapshot(
                 session, settings=self._settings, community=community, now=now
             )
-        with self._lock:
-            self._latest[community.id] = snapshot
+        self.install(snapshot)
         return snapshot
+
+    def install(self, snapshot: CommunitySnapshot) -> None:
+        """Make ``snapshot`` its community's latest."""
+        with self._lock:
+            self._latest[snapshot.community] = snapshot
 
     def all(self) -> list[CommunitySnapshot]:
         with self._lock:
