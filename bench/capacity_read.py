@@ -42,7 +42,6 @@ from monitor.analysis.rollups import DAY, day_of, refresh_days
 from monitor.analysis.snapshot import SERIES_DAYS, CommunitySnapshot, Snapshots
 from monitor.api import create_app
 from monitor.config import Settings, settings_from_mapping
-from monitor.exporter import CommunityCollector
 from monitor.ingest import AUTHORS, POSTS, THREADS
 from monitor.service import Service
 from monitor.store import db
@@ -199,10 +198,9 @@ def service_with(count: int, templates: Sequence[CommunitySnapshot]) -> Service:
     settings = settings_for([(s.community, s.source) for s in clones])
     service = Service(settings, clock=lambda: NOW)
     snapshots = Snapshots(settings=settings, engine=db.make_engine("sqlite://"))
+    service.use_snapshots(snapshots)
     for snapshot in clones:
-        snapshots._latest[snapshot.community] = snapshot
-    service.snapshots = snapshots
-    service.registry.register(CommunityCollector(snapshots))
+        snapshots.install(snapshot)
     chance = random.Random(count)
     telemetry = service.telemetry
     for n, community in enumerate(settings.communities):

@@ -19,11 +19,11 @@ from typing import Annotated, Any
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from monitor import __version__
+from monitor import __version__, exposition
 from monitor.analysis.snapshot import SERIES_DAYS, DayActivity, activity_known
 from monitor.analysis.windows import WINDOWS, WindowActivity
 from monitor.config import CommunityBase
@@ -332,8 +332,14 @@ def create_app(
         return HTMLResponse(render_api_docs(app.openapi()))
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
-        return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+    def metrics(request: Request) -> Response:
+        body, coding = exposition.encode(
+            service.exposition(), accept_encoding=request.headers.get("accept-encoding", "")
+        )
+        headers = {"Vary": "Accept-Encoding"}
+        if coding is not None:
+            headers["Content-Encoding"] = coding
+        return Response(body, media_type=CONTENT_TYPE_LATEST, headers=headers)
 
     @app.get("/healthz", summary="The process is alive")
     def healthz() -> dict[str, str]:
