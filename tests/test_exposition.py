@@ -170,7 +170,7 @@ def test_health_series_read_as_before_through_the_registry() -> None:
     for labels, name in [
         ({"community": "community-0003", "source": "reddit"}, "forum_monitor_polls_total"),
         (
-            {"community": "community-0004", "source": "discourse", "le": "2.5"},
+            {"community": "community-0004", "source": "discourse", "le": "2.0"},
             "forum_monitor_poll_duration_seconds_bucket",
         ),
         (
