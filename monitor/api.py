@@ -31,7 +31,7 @@ from monitor.service import Service
 from monitor.web.apidocs import render_api_docs
 from monitor.web.auth import BasicAuthUsers, RequireBasicAuth
 from monitor.web.headers import HeadAsGet, SecurityHeaders
-from monitor.web.status import render_status_page
+from monitor.web.status import Order, SortBy, render_community_page, render_status_page
 from monitor.web.view import CommunityView, Presentation, community_view
 
 log = logging.getLogger(__name__)
@@ -317,9 +317,25 @@ def create_app(
         return f"community_id: no community {shown_id}; known: {known}"
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def status_page() -> HTMLResponse:
+    def status_page(
+        sort: Annotated[SortBy, Query(description="the column to sort by")] = SortBy.status,
+        order: Annotated[Order | None, Query(description="asc or desc")] = None,
+    ) -> HTMLResponse:
         page = render_status_page(
             views(),
+            presentation=shown,
+            now=int(clock()),
+            version=__version__,
+            authors_counted_since=service.authors_counted_anew_since,
+            sort=sort,
+            order=order,
+        )
+        return HTMLResponse(page)
+
+    @app.get("/community/{community_id}", response_class=HTMLResponse, include_in_schema=False)
+    def community_page(community_id: str) -> HTMLResponse:
+        page = render_community_page(
+            one_view(community_id),
             presentation=shown,
             now=int(clock()),
             version=__version__,

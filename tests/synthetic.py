@@ -51,14 +51,15 @@ def source_of(number: int) -> str:
     return SOURCES[number % TEMPLATES % len(SOURCES)]
 
 
-def settings_for(count: int, **extra: Any) -> Settings:
+def settings_for(count: int, *, ids: list[str] | None = None) -> Settings:
+    """``count`` communities, their ids ``community_ids(count)`` unless ``ids`` says."""
     return settings_from_mapping(
         {
             "keywords": KEYWORDS,
             "communities": [
-                community_entry(cid, source_of(n)) for n, cid in enumerate(community_ids(count))
+                community_entry(cid, source_of(n))
+                for n, cid in enumerate(ids or community_ids(count))
             ],
-            **extra,
         }
     )
 
@@ -139,9 +140,10 @@ def snapshot_of(number: int, community_id: str) -> CommunitySnapshot:
     return dataclasses.replace(template(number % TEMPLATES), community=community_id)
 
 
-def filled_snapshots(settings: Settings) -> Snapshots:
-    """Snapshots of every community of ``settings`` (a store is never read)."""
+def filled_snapshots(settings: Settings, *, analysed: int | None = None) -> Snapshots:
+    """Snapshots of the first ``analysed`` (default: every) community of ``settings``; a
+    store is never read."""
     snapshots = Snapshots(settings=settings, engine=db.make_engine("sqlite://"))
-    for number, community in enumerate(settings.communities):
+    for number, community in enumerate(settings.communities[:analysed]):
         snapshots.install(snapshot_of(number, community.id))
     return snapshots
