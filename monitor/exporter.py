@@ -182,12 +182,12 @@ def community_families(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:
     yield from _coverage_metrics(snapshots)
 
 
-HEADERS = tuple(exposition.render(family)[0] for family in community_families([]))
+HEADERS = tuple(header for header, _ in exposition.render(list(community_families([]))))
 
 
 def render_community(snapshot: CommunitySnapshot) -> tuple[bytes, ...]:
     """One community's sample lines of every family, in the order of ``HEADERS``."""
-    return tuple(exposition.render(family)[1] for family in community_families([snapshot]))
+    return tuple(lines for _, lines in exposition.render(list(community_families([snapshot]))))
 
 
 class CommunityCollector(Collector):

@@ -21,7 +21,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 GZIP_LEVEL = 3
-"""About as small as level 6 on this text at half the CPU (bench/capacity_read.py)."""
+"""On the 8 MB of 1,000 communities: as fast as level 1 (15 ms) and a quarter smaller (0.37
+MB); level 6 is a fifth smaller again at three times the CPU."""
 
 
 class Families(Collector):
@@ -34,12 +35,20 @@ class Families(Collector):
         return iter(self._families)
 
 
-def render(family: Metric) -> tuple[bytes, bytes]:
-    """The family's HELP and TYPE lines and its sample lines, as ``generate_latest`` writes
-    them (a family here has no ``_created`` samples, which it would write after a header of
-    their own)."""
-    help_line, type_line, lines = generate_latest(Families([family])).split(b"\n", 2)
-    return help_line + b"\n" + type_line + b"\n", lines
+def render(families: Sequence[Metric]) -> list[tuple[bytes, bytes]]:
+    """Each family's HELP and TYPE lines and its sample lines, as ``generate_latest`` writes
+    them, in one call. (A family here has no ``_created`` samples, which it would write
+    after a header of their own; no sample line starts with ``#``.)"""
+    found: list[tuple[bytes, list[bytes]]] = []
+    lines = generate_latest(Families(families)).splitlines(keepends=True)
+    for number, line in enumerate(lines):
+        if line.startswith(b"# HELP "):
+            found.append((line + lines[number + 1], []))
+        elif not line.startswith(b"# TYPE "):
+            found[-1][1].append(line)
+    if len(found) != len(families):
+        raise ValueError("a family was written with more than one header")
+    return [(header, b"".join(samples)) for header, samples in found]
 
 
 def join(headers: Sequence[bytes], parts: Sequence[Sequence[bytes]]) -> bytes:

@@ -156,7 +156,8 @@ class CommunityHealth(Collector):
                 self, len(self.families), kind, name, documentation, tuple(labelnames), bounds
             )
             self.families.append(created)
-            self._headers = tuple(exposition.render(f.metric([]))[0] for f in self.families)
+            empty = [family.metric([]) for family in self.families]
+            self._headers = tuple(header for header, _ in exposition.render(empty))
         return created
 
     def series(self, family: HealthFamily, labels: tuple[str, ...]) -> Series:
@@ -207,10 +208,10 @@ class CommunityHealth(Collector):
                 if (version := self._version[community]) != self._rendered.get(community, (-1,))[0]
             ]
         for community, version, series in stale:
-            text = tuple(
-                exposition.render(family.metric(found))[1]
-                for family, found in zip(self.families, series, strict=True)
-            )
+            metrics = [
+                family.metric(found) for family, found in zip(self.families, series, strict=True)
+            ]
+            text = tuple(lines for _, lines in exposition.render(metrics))
             with self._lock:  # a scrape beside this one may have rendered a newer version
                 if version > self._rendered.get(community, (-1,))[0]:
                     self._rendered[community] = (version, text)

@@ -192,32 +192,33 @@ def test_health_refuses_what_prometheus_client_refuses() -> None:
 
 
 @pytest.fixture
-def renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The name of every family rendered from here on, one entry per render."""
-    found: list[str] = []
+def renders(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
+    """The communities in each render from here on, one entry per render."""
+    found: list[set[str]] = []
     real = exposition.render
 
-    def counting(family: Any) -> tuple[bytes, bytes]:
-        found.append(family.name)
-        return real(family)
+    def counting(families: Any) -> list[tuple[bytes, bytes]]:
+        found.append({s.labels["community"] for f in families for s in f.samples})
+        return real(families)
 
     monkeypatch.setattr(exposition, "render", counting)
     return found
 
 
-def test_health_renders_a_community_again_only_after_it_changed(renders: list[str]) -> None:
+def test_health_renders_a_community_again_only_after_it_changed(
+    renders: list[set[str]],
+) -> None:
     telemetry = Telemetry(CollectorRegistry())
     operate(telemetry, communities=30, seed=3)
-    families = len(telemetry.health.families)
     renders.clear()
     first = telemetry.exposition()
-    assert len(renders) == 30 * families
+    assert sorted(c for found in renders for c in found) == community_ids(30)
     renders.clear()
     assert telemetry.exposition() == first
     assert renders == []
     telemetry.polls.labels(community="community-0007", source="discourse").inc()
     changed = telemetry.exposition()
-    assert len(renders) == families
+    assert renders == [{"community-0007"}]
     assert changed != first and changed == generate_latest(telemetry.registry)
 
 
