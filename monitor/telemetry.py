@@ -74,7 +74,8 @@ class Series:
 
     def observe(self, value: float) -> None:
         bounds = self.family.bounds
-        bucket = next(i for i, bound in enumerate(bounds) if value <= bound)
+        # as prometheus_client: NaN is in no bucket (but in the sum)
+        bucket = next((i for i, bound in enumerate(bounds) if value <= bound), -1)
         self.family.health.change(self, add=float(value), bucket=bucket)
 
 

@@ -9,6 +9,7 @@ Gauges and Histograms they used to be; for the community families, the collector
 from __future__ import annotations
 
 import gzip
+import math
 import random
 import shutil
 import subprocess
@@ -134,7 +135,9 @@ def operate(telemetry: Any, *, communities: int, seed: int) -> None:
         for _ in range(n % 5):
             telemetry.polls.labels(community=community, source=source).inc()
             telemetry.poll_duration.labels(community=community, source=source).observe(
-                chance.choice([0.0, 0.05, 0.3, 2.5, 299.9, 300, 301, 1e6, chance.random() * 40])
+                chance.choice(
+                    [0.0, 0.05, 0.3, 0.5, 2.5, 299.9, 300, 301, 1e6, chance.random() * 40]
+                )
             )
             telemetry.items_ingested.labels(community=community, source=source, kind="reply").inc(
                 chance.randrange(0, 400)
@@ -338,3 +341,18 @@ async def test_metrics_are_gzipped_when_the_scraper_asks(metrics_get: Any) -> No
     head, head_body = await metrics_get("HEAD", **{"Accept-Encoding": "gzip"})
     assert head_body == b"" and head.headers["content-encoding"] == "gzip"
     assert head.headers["content-length"] == zipped.headers["content-length"]
+
+
+def test_a_nan_duration_lands_where_prometheus_client_puts_it() -> None:
+    before = CollectorRegistry()
+    old = old_telemetry(before)
+    telemetry = Telemetry(CollectorRegistry())
+    for one in (old, telemetry):
+        one.poll_duration.labels(community="c", source="rss").observe(1.0)
+        one.poll_duration.labels(community="c", source="rss").observe(float("nan"))
+    labels = {"community": "c", "source": "rss"}
+    name = "forum_monitor_poll_duration_seconds"
+    for suffix, extra in [("_count", {}), ("_bucket", {"le": "+Inf"}), ("_bucket", {"le": "2.0"})]:
+        found = telemetry.registry.get_sample_value(name + suffix, {**labels, **extra})
+        assert found == before.get_sample_value(name + suffix, {**labels, **extra}) == 1
+    assert math.isnan(telemetry.registry.get_sample_value(name + "_sum", labels) or 0.0)
