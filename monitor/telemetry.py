@@ -18,6 +18,7 @@ import math
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from prometheus_client import (
     CollectorRegistry,
@@ -53,6 +54,9 @@ someone fixes something; their series appear at the first failure, which those f
 do not count, and ``ForumSourceDown`` does not need them."""
 
 
+Kind = Literal["counter", "gauge", "histogram"]
+
+
 @dataclass(eq=False)
 class Series:
     """One labelled series of a ``HealthFamily``: a counter's or gauge's value, or a
@@ -85,7 +89,7 @@ class HealthFamily:
 
     health: CommunityHealth
     index: int
-    kind: str
+    kind: Kind
     name: str
     documentation: str
     labelnames: tuple[str, ...]
@@ -140,7 +144,7 @@ class CommunityHealth(Collector):
 
     def family(
         self,
-        kind: str,
+        kind: Kind,
         name: str,
         documentation: str,
         labelnames: Sequence[str],
@@ -216,8 +220,8 @@ class CommunityHealth(Collector):
             with self._lock:  # a scrape beside this one may have rendered a newer version
                 if version > self._rendered.get(community, (-1,))[0]:
                     self._rendered[community] = (version, text)
-        with self._lock:
-            parts = [self._rendered[community][1] for community in self._series]
+        with self._lock:  # a community whose first series came during this scrape waits
+            parts = [self._rendered[c][1] for c in self._series if c in self._rendered]
         return exposition.join(self._headers, parts)
 
 

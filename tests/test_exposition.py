@@ -356,3 +356,24 @@ def test_a_nan_duration_lands_where_prometheus_client_puts_it() -> None:
         found = telemetry.registry.get_sample_value(name + suffix, {**labels, **extra})
         assert found == before.get_sample_value(name + suffix, {**labels, **extra}) == 1
     assert math.isnan(telemetry.registry.get_sample_value(name + "_sum", labels) or 0.0)
+
+
+def test_a_community_that_appears_during_a_scrape_is_in_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A poller may declare a series while a scrape renders (outside the lock)."""
+    telemetry = Telemetry(CollectorRegistry())
+    operate(telemetry, communities=3, seed=5)
+    real = exposition.render
+
+    def declaring_meanwhile(families: Any) -> list[tuple[bytes, bytes]]:
+        telemetry.polls.labels(community="late", source="rss")
+        return real(families)
+
+    monkeypatch.setattr(exposition, "render", declaring_meanwhile)
+    assert b'community="late"' not in telemetry.exposition()
+    monkeypatch.setattr(exposition, "render", real)
+    assert telemetry.exposition() == generate_latest(telemetry.registry)
+    assert b'forum_monitor_polls_total{community="late",source="rss"} 0.0' in (
+        telemetry.exposition()
+    )
