@@ -198,11 +198,39 @@ class MastodonCommunity(CommunityBase):
         return value
 
 
+class LemmyCommunity(CommunityBase):
+    source: Literal["lemmy"]
+    base_url: str  # required: the instance whose API is read
+    community: str = Field(
+        description='"name" for a community of the instance, "name@host" for a federated one'
+    )
+
+    @field_validator("community")
+    @classmethod
+    def _community(cls, value: str) -> str:
+        if value.startswith("!"):
+            raise ValueError(f"{value!r}: give the community without Lemmy's leading !")
+        name, at, host = value.partition("@")
+        if re.fullmatch(r"[A-Za-z0-9_]{1,100}", name) is None:
+            raise ValueError(
+                f"{value!r}: the community's name (letters, digits and _), then optionally "
+                '"@" and its instance\'s host, e.g. "technology@lemmy.world"'
+            )
+        if at and re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?", host) is None:
+            raise ValueError(f"{value!r}: {host!r} after the @ is not a host name")
+        return value
+
+
 Community = Annotated[
-    RedditCommunity | DiscourseCommunity | HackerNewsCommunity | FeedCommunity | MastodonCommunity,
+    RedditCommunity
+    | DiscourseCommunity
+    | HackerNewsCommunity
+    | FeedCommunity
+    | MastodonCommunity
+    | LemmyCommunity,
     Field(discriminator="source"),
 ]
-SOURCE_KINDS = ("reddit", "discourse", "hackernews", "rss", "mastodon")
+SOURCE_KINDS = ("reddit", "discourse", "hackernews", "rss", "mastodon", "lemmy")
 
 
 class RedditSettings(_Strict):

@@ -6,6 +6,7 @@ from monitor.sources.base import Source
 from monitor.sources.discourse import Discourse
 from monitor.sources.feed import Feed
 from monitor.sources.hackernews import HackerNews
+from monitor.sources.lemmy import Lemmy
 from monitor.sources.mastodon import Mastodon
 from monitor.sources.reddit import Reddit
 
@@ -15,5 +16,6 @@ SOURCES: dict[str, type[Source]] = {
     "hackernews": HackerNews,
     "rss": Feed,
     "mastodon": Mastodon,
+    "lemmy": Lemmy,
 }
 """Adapter kind (the config's ``source`` key) -> adapter class."""
