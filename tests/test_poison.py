@@ -29,6 +29,7 @@ from monitor.config import settings_from_mapping
 from monitor.fakeforum.discourse import FakeDiscourse, iso
 from monitor.fakeforum.feeds import FakeFeeds
 from monitor.fakeforum.hackernews import FakeHackerNews
+from monitor.fakeforum.lemmy import FakeLemmy
 from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
@@ -57,7 +58,7 @@ def unquote_markers(body: bytes) -> bytes:
 
 
 class Forums:
-    """Reddit, Discourse, Mastodon, Hacker News (both modes) and a feed on one server."""
+    """Reddit, Discourse, Mastodon, Hacker News (both modes), a feed and Lemmy on one server."""
 
     def __init__(self) -> None:
         self.reddit = FakeReddit()
@@ -70,12 +71,18 @@ class Forums:
         self.hn = FakeHackerNews()
         self.feeds = FakeFeeds()
         self.feeds.add_feed("/feed.rss", limit=100)
+        self.lemmy = FakeLemmy(prefix="/lemmy")
+        self.lemmy_gig = self.lemmy.add_community("gig")
+        self.lemmy_post = self.lemmy.add_post(
+            self.lemmy_gig, published=NOW - 6 * HOUR, author="op", title="Gig pay"
+        )
         router = Router()
         self.reddit.register(router)
         self.mastodon.register(router)
         self.discourse.register(router)
         self.hn.register(router, prefix="/hn")
         self.feeds.register(router)
+        self.lemmy.register(router)
         self.server = FakeForumServer(router)
         self.server.rewrite = unquote_markers
         self.story = self.hn.add_story(by="op", title="Gig pay", time=NOW - 6 * HOUR)
@@ -91,6 +98,8 @@ class Forums:
             self.discourse.add_reply(topic_id=self.topic, author=f"d{n % 3}", created_at=at)
         elif community == "mastodon":
             self.mastodon.add_status("gig", created=at, author=f"m{n % 3}")
+        elif community == "lemmy":
+            self.lemmy.add_comment(self.lemmy_post, published=at, author=f"l{n % 3}")
         elif community in ("hn_site", "hn_query"):
             self.hn.add_comment(parent=self.story, by=f"h{n % 3}", text=f"gig {n}", time=at)
         else:
@@ -167,6 +176,23 @@ def discourse_raw(post_id: str) -> Callable[[Forums], None]:
     return add
 
 
+def lemmy_comment(**fields: Any) -> Callable[[Forums], None]:
+    """A comment on the community's post, listed at 90 minutes ago, ``fields`` as served."""
+
+    def add(forums: Forums) -> None:
+        comment = forums.lemmy.add_comment(forums.lemmy_post, published=NOW - 90 * 60)
+        comment.extra = dict(fields)
+
+    return add
+
+
+def lemmy_post(**fields: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        forums.lemmy.add_post(forums.lemmy_gig, published=NOW - 90 * 60).extra = dict(fields)
+
+    return add
+
+
 def far_future_status(forums: Forums) -> None:
     """A status whose id encodes the year 2286: every later id would sit below it."""
     forums.mastodon.add_status("gig", created=NOW - 90 * 60, arrived=10_000_000_000)
@@ -205,6 +231,16 @@ POISONS = [
     Poison("hn_query", "year 9999", hn_comment(time=YEAR_9999), "bad_time"),
     Poison("hn_query", "1e400 time", hn_comment(time="__1e400__"), "bad_time"),
     Poison("hn_query", "surrogates", hn_comment(by=SURROGATE, text="gig " + SURROGATE), None),
+    Poison("lemmy", "year 9999", lemmy_comment(published="9999-12-31T23:59:59Z"), "bad_time"),
+    Poison("lemmy", "before Lemmy", lemmy_post(published="2001-01-01T00:00:00Z"), "bad_time"),
+    Poison("lemmy", "unreadable time", lemmy_comment(published="yesterday"), "bad_time"),
+    Poison("lemmy", "no time", lemmy_comment(published=None), "missing_field"),
+    Poison("lemmy", "id past PostgreSQL's integer", lemmy_comment(id=2**40), "bad_id"),
+    Poison("lemmy", "id true", lemmy_post(id=True), "bad_id"),
+    Poison("lemmy", "surrogates", lemmy_comment(content=SURROGATE), None),
+    Poison("lemmy", "NUL bytes", lemmy_post(name=NUL_TITLE, body="a\x00b"), None),
+    Poison("lemmy", "long link", lemmy_comment(ap_id="https://lemmy.example" + LONG_PATH), None),
+    Poison("lemmy", "broken path", lemmy_comment(path="0.x.y"), None),
     Poison("rss", "year 9999", feed_entry(published=YEAR_9999), "bad_time"),
     Poison("rss", "control characters", feed_entry(title="Bad\x01\x1b title"), None),
     Poison("rss", "long id", feed_entry(guid="g" * 300), None),
@@ -229,6 +265,7 @@ def config(forums: Forums, tmp_path: Path, database_url: str) -> dict[str, Any]:
                 "search_base_url": base + "/hn",
             },
             {"id": "rss", "source": "rss", "url": base + "/feed.rss"},
+            {"id": "lemmy", "source": "lemmy", "base_url": base + "/lemmy", "community": "gig"},
         ],
     )
     return {**data, "database_url": database_url, "store_bodies": True}
@@ -283,9 +320,9 @@ async def test_one_bad_item_neither_blocks_nor_blinds(
         assert service.engine is not None
         with Session(service.engine) as session:
             stored = session.exec(select(Post).where(Post.community_id == name)).all()
-        # 8 good items, the story Hacker News comments (or the topic Discourse replies)
-        # answer, and the poison if made safe
-        expected = 8 + name.startswith(("hn_", "discourse")) + (poison.rejected is None)
+        # 8 good items, the story Hacker News comments (the topic Discourse replies, the
+        # post Lemmy comments) answer, and the poison if made safe
+        expected = 8 + name.startswith(("hn_", "discourse", "lemmy")) + (poison.rejected is None)
         assert stored_posts(service.engine, name) == (expected, expected)
         assert second.new_items >= 3  # not blinded: the posts after the poison came in
         if poison.rejected:
