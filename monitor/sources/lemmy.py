@@ -35,8 +35,8 @@ down until an item older than ``T - OVERLAP_SECONDS`` (the floor); an item at or
 above the floor is new unless ``seen`` has it. The overlap is there because
 Lemmy lists a federated item by the time it was published on its own
 instance, so one that federates in late lands below items read before it; one
-up to 15 minutes late is caught, a later one is not (as with Mastodon). So an
-idle poll is 1 request per list while fewer than 50 items fall in the overlap;
+up to 15 minutes late is caught, a later one is not (as with Mastodon). While
+fewer than 50 items fall in the overlap, an idle poll is 1 request per list and
 K new items cost at most ``ceil(K / 50) + 1`` on cursor pages, and on offset
 pages the same up to K = 349 and ``ceil(K / 48) + 1`` up to the page bound.
 
@@ -59,8 +59,10 @@ thread ``post/{post_id}``; its parent is the comment before it in its ``path``
 (``0.<ids>``), or the post. Ids are the instance's own (PostgreSQL integers,
 ``1..2**31-1``; anything else is ``bad_id``). Titles, bodies and comments are
 Markdown. ``updated`` marks an edit. A deleted or removed item (``deleted`` or
-``removed`` true; Lemmy blanks a removed comment's content itself) counts, with
-no author, title or text. An item of another community is skipped, and a page
+``removed`` true) counts, with no author, title or text. Lemmy lists deleted and
+removed comments (their content blanked) but no deleted or removed post to an
+anonymous reader: a post removed before a poll read it is never counted, one
+removed after stays as it was read. An item of another community is skipped, and a page
 with items of none of this community means the instance does not know it (up to
 0.18.0 Lemmy ignored an unknown ``community_name`` and listed every community):
 the poll fails as ``http_4xx``, as later versions answer ``couldnt_find_community``.
@@ -75,9 +77,10 @@ is kept instead. Nothing naming a user is stored.
 
 Rate: Lemmy allows 180 reads a minute per IP by default (the ``message``
 bucket of ``local_site_rate_limit``); the default here is 30 a minute per host,
-a sixth of it. A rate-limited request is answered 429 by Lemmy 1.0 but 400
-(``rate_limit_error``) by 0.19, which is counted as ``http_4xx``: the body of an
-error is not read.
+a sixth of it. Lemmy 1.0 sends ``X-Ratelimit-*`` headers (honoured by
+``PoliteClient``) and answers 429 when the budget is spent; 0.19 sends no headers
+and answers 400 (``rate_limit_error``), which is counted as ``http_4xx``: the
+body of an error is not read.
 """
 
 from __future__ import annotations
