@@ -241,36 +241,40 @@ async def test_cycles_return_exactly_the_new_items_at_the_request_bound(
     """Idle: 1 request per list. K new items: the first item older than the floor lies
     at index K + o of each list, o being the previous round's items within 15 minutes of
     its newest (60 s apart: min(its size, 16)); posts page by cursor (pages of 50),
-    comments by offset (windows ending at 50, 98, 144, 188)."""
+    comments by offset (windows ending at 50, 98, 144, 188, 230, 270, 308, 350, 392, 432)."""
     first = instance.add_round(5, start=NOW - 10 * DAY)
     assert ids(await poller.poll()) == set(first)
     expected = {
-        # K: requests (posts + comments)
-        1: 1 + 1,  # o = 5: index 6, but the lists hold 6 items: one short page each
-        39: 1 + 1,  # o = 1: index 40 (an item of the first round) on page 1
-        49: 2 + 2,  # o = 16: index 65: posts page 2; comments window 2 (49-97)
-        50: 2 + 2,  # index 66
-        51: 2 + 2,  # index 67
-        120: 3 + 3,  # index 136: posts page 3 (100-149); comments window 3 (96-143)
-        150: 4 + 4,  # index 166: posts page 4 (150-199); comments window 4 (141-187)
+        # K: (post requests, comment requests)
+        1: (1, 1),  # o = 5: index 6, but the lists hold 6 items: one short page each
+        39: (1, 1),  # o = 1: index 40 (an item of the first round) on page 1
+        49: (2, 2),  # o = 16: index 65: posts page 2 (50-99); comments window 2 (49-97)
+        50: (2, 2),  # index 66
+        51: (2, 2),  # index 67
+        120: (3, 3),  # index 136: posts page 3 (100-149); comments window 3 (96-143)
+        150: (4, 4),  # index 166: posts page 4 (150-199); comments window 4 (141-187)
+        400: (9, 10),  # index 416: posts page 9 (400-449); comments window 10 (384-431)
     }
-    for day, (count, requests) in enumerate(expected.items()):
+    for day, (count, (posts, comments)) in enumerate(expected.items()):
         made = instance.add_round(count, start=NOW - (9 - day) * DAY)
+        before = len(instance.requests("post")), len(instance.requests("comment"))
         batch = await poller.poll()
         assert ids(batch) == set(made) and len(batch.envelopes) == 2 * count
-        assert (batch.requests, batch.complete) == (requests, True)
-        per_list = -(-count // 50) + 1  # ceil(K / 50) + 1
-        assert requests <= 2 * per_list
+        assert (batch.requests, batch.complete) == (posts + comments, True)
+        assert len(instance.requests("post")) - before[0] == posts
+        assert posts <= -(-count // 50) + 1  # ceil(K / 50) + 1
+        # offset pages overlap, so past K = 349 they hold 48 new items a page or more
+        assert comments <= -(-count // (50 if count < 350 else 48)) + 1
         idle = await poller.poll()
         assert (ids(idle), idle.requests) == (set(), 2)
-    walk = instance.requests("comment")[-5:-1]  # the 150-round's comment pages
+    walk = instance.requests("comment")[-11:-7]  # the 400-round's first comment pages
     assert [(r.query.get("page"), r.query["limit"]) for r in walk] == [
         (None, ["50"]),
         (["2"], ["49"]),
         (["3"], ["48"]),
         (["4"], ["47"]),
     ]
-    cursors = [r.query.get("page_cursor") for r in instance.requests("post")[-5:-1]]
+    cursors = [r.query.get("page_cursor") for r in instance.requests("post")[-10:-1]]
     assert cursors[0] is None and all(c and c[0].startswith("P") for c in cursors[1:])
 
 
