@@ -241,6 +241,8 @@ POISONS = [
     Poison("lemmy", "NUL bytes", lemmy_post(name=NUL_TITLE, body="a\x00b"), None),
     Poison("lemmy", "long link", lemmy_comment(ap_id="https://lemmy.example" + LONG_PATH), None),
     Poison("lemmy", "broken path", lemmy_comment(path="0.x.y"), None),
+    Poison("lemmy", "path of odd digits", lemmy_comment(path="0.\u00b2." + "9" * 5000), None),
+    Poison("lemmy", "unsplittable link", lemmy_comment(ap_id="http://[lemmy.example/1"), None),
     Poison("rss", "year 9999", feed_entry(published=YEAR_9999), "bad_time"),
     Poison("rss", "control characters", feed_entry(title="Bad\x01\x1b title"), None),
     Poison("rss", "long id", feed_entry(guid="g" * 300), None),

@@ -90,7 +90,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import httpx
 
@@ -152,11 +152,19 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _split(link: str) -> SplitResult | None:
+    """``link`` split, or None when it cannot be (``http://[x``: no IPv6 address)."""
+    try:
+        return urlsplit(link)
+    except ValueError:
+        return None
+
+
 def names_no_user(link: str, creator: Mapping[str, Any]) -> bool:
     """Whether ``link`` (an ``ap_id``) is an http(s) URL that names no user: no ``/u/``,
     ``/users/``, ``/@name`` or ``/~name`` segment, and nowhere the creator's name."""
-    parts = urlsplit(link)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    parts = _split(link)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         return False
     segments = [unquote(s).casefold() for s in parts.path.split("/") if s]
     if any(s in USER_SEGMENTS or s.startswith(("@", "~")) for s in segments):
@@ -195,7 +203,9 @@ def parent_in_path(path: object, comment_id: int) -> int | None:
     if len(parts) < 3 or parts[0] != "0" or parts[-1] != str(comment_id):
         return None
     parent = parts[-2]
-    return int(parent) if parent.isdigit() and lemmy_id(int(parent)) is not None else None
+    if not (parent.isascii() and parent.isdigit() and len(parent) <= 10):
+        return None  # "²" is a digit to str.isdigit, and int() refuses 5000 digits
+    return int(parent) if lemmy_id(int(parent)) is not None else None
 
 
 def view_problem(view: Mapping[str, Any], kind: Kind) -> str | None:
@@ -270,8 +280,8 @@ def of_community(view: Mapping[str, Any], *, name: str, host: str | None) -> boo
         return False
     if host is None:
         return community.get("local") is True
-    actor = urlsplit(_text(community.get("actor_id")))
-    return actor.netloc.casefold() == host.casefold()
+    actor = _split(_text(community.get("actor_id")))
+    return actor is not None and actor.netloc.casefold() == host.casefold()
 
 
 def view_id(view: Mapping[str, Any], kind: Kind) -> int | None:

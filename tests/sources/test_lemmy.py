@@ -93,6 +93,8 @@ def test_recorded_posts_by_community(real_samples: Path) -> None:
     assert sum(of_community(v, name="Europe", host="FEDDIT.org") for v in views) == 1
     assert sum(of_community(v, name="europe", host=None) for v in views) == 0
     assert sum(of_community(v, name="fuck_ai", host="feddit.org") for v in views) == 0
+    odd = {**views[0], "community": {**views[0]["community"], "actor_id": "https://[x/c/fuck_ai"}}
+    assert not of_community(odd, name="fuck_ai", host="lemmy.world")  # hand-made: no URL
 
 
 def test_recorded_comments_and_their_parents(real_samples: Path) -> None:
@@ -213,6 +215,7 @@ def test_the_same_name_on_two_instances_is_two_people() -> None:
         ("https://blog.example/2026/ALICE-writes", False),  # the name, in any case
         ("https://bad%2Fexample/%75sers/x", False),  # an escaped /users/ is still one
         ("ftp://lemmy.world/post/99", False),
+        ("http://[lemmy.world/post/99", False),  # urlsplit refuses it
         ("not a link", False),
     ],
 )
@@ -240,6 +243,8 @@ def test_a_creator_named_only_in_the_actor_id() -> None:
         ("1.5.70", None),
         ("0.x.70", None),
         ("0.4294967296.70", None),  # no Lemmy id
+        ("0.\u00b2.70", None),  # a digit to str.isdigit, not to int()
+        ("0." + "9" * 5000 + ".70", None),  # more digits than int() reads
         ("", None),
         (None, None),
     ],
