@@ -265,6 +265,29 @@ class StackExchangeCommunity(CommunityBase):
         return tags
 
 
+class LemmyCommunity(CommunityBase):
+    source: Literal["lemmy"]
+    base_url: str  # required: the instance whose API is read
+    community: str = Field(
+        description='"name" for a community of the instance, "name@host" for a federated one'
+    )
+
+    @field_validator("community")
+    @classmethod
+    def _community(cls, value: str) -> str:
+        if value.startswith("!"):
+            raise ValueError(f"{value!r}: give the community without Lemmy's leading !")
+        name, at, host = value.partition("@")
+        if re.fullmatch(r"[A-Za-z0-9_]{1,100}", name) is None:
+            raise ValueError(
+                f"{value!r}: the community's name (letters, digits and _), then optionally "
+                '"@" and its instance\'s host, e.g. "technology@lemmy.world"'
+            )
+        if at and re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?", host) is None:
+            raise ValueError(f"{value!r}: {host!r} after the @ is not a host name")
+        return value
+
+
 Community = Annotated[
     RedditCommunity
     | DiscourseCommunity
@@ -272,10 +295,20 @@ Community = Annotated[
     | FeedCommunity
     | MastodonCommunity
     | GitHubCommunity
-    | StackExchangeCommunity,
+    | StackExchangeCommunity
+    | LemmyCommunity,
     Field(discriminator="source"),
 ]
-SOURCE_KINDS = ("reddit", "discourse", "hackernews", "rss", "mastodon", "github", "stackexchange")
+SOURCE_KINDS = (
+    "reddit",
+    "discourse",
+    "hackernews",
+    "rss",
+    "mastodon",
+    "github",
+    "stackexchange",
+    "lemmy",
+)
 
 
 class RedditSettings(_Strict):

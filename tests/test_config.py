@@ -83,6 +83,28 @@ MALFORMED: list[tuple[str, str, list[tuple[str, str]]]] = [
         [("stackexchange.key", "one word")],
     ),
     (
+        "lemmy without instance or community",
+        '[[communities]]\nid = "a"\nsource = "lemmy"\n',
+        [
+            ("communities[0].base_url", "field required"),
+            ("communities[0].community", "field required"),
+        ],
+    ),
+    (
+        "lemmy community as a mention, a link and a bad host",
+        '[[communities]]\nid = "a"\nsource = "lemmy"\nbase_url = "https://lemmy.world"\n'
+        'community = "!technology@lemmy.world"\n'
+        '[[communities]]\nid = "b"\nsource = "lemmy"\nbase_url = "https://lemmy.world"\n'
+        'community = "https://lemmy.world/c/technology"\n'
+        '[[communities]]\nid = "c"\nsource = "lemmy"\nbase_url = "https://lemmy.world"\n'
+        'community = "technology@lemmy world"\n',
+        [
+            ("communities[0].community", "without Lemmy's leading !"),
+            ("communities[1].community", "the community's name"),
+            ("communities[2].community", "not a host name"),
+        ],
+    ),
+    (
         "interval in parsecs",
         f'[[communities]]\n{GOOD_COMMUNITY}interval = "5 parsecs"\n',
         [("communities[0].interval", "not a duration")],

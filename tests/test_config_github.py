@@ -114,4 +114,4 @@ def test_the_example_configs_github_parts_are_valid_once_uncommented(tmp_path: P
     text = text[:block] + "\n".join(line[2:] for line in text[block:].splitlines()) + "\n"
     run = check_config(tmp_path, text)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip().endswith(": ok (7 communities)")
+    assert run.stdout.strip().endswith(": ok (8 communities)")

@@ -28,12 +28,13 @@ from monitor.fakeforum.discourse import FakeDiscourse
 from monitor.fakeforum.feeds import FakeFeeds
 from monitor.fakeforum.github import FakeGitHub
 from monitor.fakeforum.hackernews import FakeHackerNews
+from monitor.fakeforum.lemmy import FakeLemmy, Version
 from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
 from monitor.fakeforum.stackexchange import FakeStackExchange
 from monitor.service import Service
-from monitor.sources import discourse, github, hackernews, mastodon, reddit, stackexchange
+from monitor.sources import discourse, github, hackernews, lemmy, mastodon, reddit, stackexchange
 from monitor.store.models import Post
 from tests.support import service_config
 
@@ -163,6 +164,32 @@ def hn_platform(router: Router, base: str, *, query: bool) -> Platform:
     )
 
 
+def lemmy_platform(router: Router, base: str, *, version: Version) -> Platform:
+    fake = FakeLemmy(prefix="/lemmy", version=version)
+    gig = fake.add_community("gig")
+    fake.register(router)
+    posts: list[Any] = []
+
+    def add(at: int) -> None:
+        if not posts or at % 3 == 0:
+            posts.append(fake.add_post(gig, published=at, author=f"l{at % 7}"))
+        else:
+            fake.add_comment(posts[-1], published=at, author=f"k{at % 9}", host="other.example")
+
+    def tune(monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(lemmy.Lemmy, "page_size", 20)
+        monkeypatch.setattr(lemmy.Lemmy, "max_pages", 3)
+
+    def truth() -> dict[str, int]:
+        return {
+            **{f"post/{n}": int(post.published) for n, post in fake.posts.items()},
+            **{f"comment/{n}": int(c.published) for n, c in fake.comments.items()},
+        }
+
+    community = {"id": "lemmy", "source": "lemmy", "base_url": base + "/lemmy", "community": "gig"}
+    return Platform(community, add, truth, tune, resumes=False)
+
+
 def feed_platform(router: Router, base: str) -> Platform:
     feeds = FakeFeeds()
     feeds.add_feed("/feed.rss", limit=30)
@@ -270,6 +297,8 @@ PLATFORMS: dict[str, Callable[[Router, str], Platform]] = {
     "github": github_platform,
     "stackexchange": lambda router, base: stackexchange_platform(router, base, tagged=False),
     "stackexchange-tagged": lambda router, base: stackexchange_platform(router, base, tagged=True),
+    "lemmy": lambda router, base: lemmy_platform(router, base, version="0.19"),
+    "lemmy-1.0": lambda router, base: lemmy_platform(router, base, version="1.0"),
 }
 
 

@@ -30,6 +30,7 @@ from monitor.fakeforum.discourse import FakeDiscourse, iso
 from monitor.fakeforum.feeds import FakeFeeds
 from monitor.fakeforum.github import FakeGitHub
 from monitor.fakeforum.hackernews import FakeHackerNews
+from monitor.fakeforum.lemmy import FakeLemmy
 from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
@@ -60,8 +61,8 @@ def unquote_markers(body: bytes) -> bytes:
 
 
 class Forums:
-    """Reddit, Discourse, Mastodon, Hacker News (both modes), a feed, GitHub Discussions
-    and a Stack Exchange site on one server."""
+    """Reddit, Discourse, Mastodon, Hacker News (both modes), a feed, GitHub Discussions,
+    a Stack Exchange site and Lemmy on one server."""
 
     def __init__(self) -> None:
         self.reddit = FakeReddit()
@@ -82,6 +83,11 @@ class Forums:
         self.stackexchange = FakeStackExchange(prefix="/se")
         self.stackexchange.rewrite = unquote_markers  # its bodies are gzipped on the wire
         self.se_question = self.stackexchange.add_question(created=NOW - 6 * HOUR)
+        self.lemmy = FakeLemmy(prefix="/lemmy")
+        self.lemmy_gig = self.lemmy.add_community("gig")
+        self.lemmy_post = self.lemmy.add_post(
+            self.lemmy_gig, published=NOW - 6 * HOUR, author="op", title="Gig pay"
+        )
         router = Router()
         self.stackexchange.register(router)
         self.reddit.register(router)
@@ -90,6 +96,7 @@ class Forums:
         self.hn.register(router, prefix="/hn")
         self.feeds.register(router)
         self.github.register(router)
+        self.lemmy.register(router)
         self.server = FakeForumServer(router)
         self.server.rewrite = unquote_markers
         self.story = self.hn.add_story(by="op", title="Gig pay", time=NOW - 6 * HOUR)
@@ -109,6 +116,8 @@ class Forums:
             self.github.add_comment(self.gh_thread, created=at, author=f"g{n % 3}")
         elif community == "stackexchange":
             self.stackexchange.add_answer(self.se_question, created=at, author=f"s{n % 3}")
+        elif community == "lemmy":
+            self.lemmy.add_comment(self.lemmy_post, published=at, author=f"l{n % 3}")
         elif community in ("hn_site", "hn_query"):
             self.hn.add_comment(parent=self.story, by=f"h{n % 3}", text=f"gig {n}", time=at)
         else:
@@ -195,6 +204,16 @@ def github_comment(**fields: Any) -> Callable[[Forums], None]:
     return add
 
 
+def lemmy_comment(**fields: Any) -> Callable[[Forums], None]:
+    """A comment on the community's post, listed at 90 minutes ago, ``fields`` as served."""
+
+    def add(forums: Forums) -> None:
+        comment = forums.lemmy.add_comment(forums.lemmy_post, published=NOW - 90 * 60)
+        comment.extra = dict(fields)
+
+    return add
+
+
 def se_answer(**extra: Any) -> Callable[[Forums], None]:
     def add(forums: Forums) -> None:
         site = forums.stackexchange
@@ -224,6 +243,13 @@ def se_comment(**extra: Any) -> Callable[[Forums], None]:
         site = forums.stackexchange
         comment = site.add_comment(forums.se_question, created=NOW - 90 * 60)
         site.comments[comment].extra = dict(extra)
+
+    return add
+
+
+def lemmy_post(**fields: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        forums.lemmy.add_post(forums.lemmy_gig, published=NOW - 90 * 60).extra = dict(fields)
 
     return add
 
@@ -298,6 +324,18 @@ POISONS = [
         se_question(link="https://stackoverflow.com" + LONG_PATH),
         None,
     ),
+    Poison("lemmy", "year 9999", lemmy_comment(published="9999-12-31T23:59:59Z"), "bad_time"),
+    Poison("lemmy", "before Lemmy", lemmy_post(published="2001-01-01T00:00:00Z"), "bad_time"),
+    Poison("lemmy", "unreadable time", lemmy_comment(published="yesterday"), "bad_time"),
+    Poison("lemmy", "no time", lemmy_comment(published=None), "missing_field"),
+    Poison("lemmy", "id past PostgreSQL's integer", lemmy_comment(id=2**40), "bad_id"),
+    Poison("lemmy", "id true", lemmy_post(id=True), "bad_id"),
+    Poison("lemmy", "surrogates", lemmy_comment(content=SURROGATE), None),
+    Poison("lemmy", "NUL bytes", lemmy_post(name=NUL_TITLE, body="a\x00b"), None),
+    Poison("lemmy", "long link", lemmy_comment(ap_id="https://lemmy.example" + LONG_PATH), None),
+    Poison("lemmy", "broken path", lemmy_comment(path="0.x.y"), None),
+    Poison("lemmy", "path of odd digits", lemmy_comment(path="0.\u00b2." + "9" * 5000), None),
+    Poison("lemmy", "unsplittable link", lemmy_comment(ap_id="http://[lemmy.example/1"), None),
     Poison("rss", "year 9999", feed_entry(published=YEAR_9999), "bad_time"),
     Poison("rss", "control characters", feed_entry(title="Bad\x01\x1b title"), None),
     Poison("rss", "long id", feed_entry(guid="g" * 300), None),
@@ -334,6 +372,7 @@ def config(forums: Forums, tmp_path: Path, database_url: str) -> dict[str, Any]:
                 "site": "stackoverflow",
                 "base_url": base + "/se",
             },
+            {"id": "lemmy", "source": "lemmy", "base_url": base + "/lemmy", "community": "gig"},
         ],
     )
     return {**data, "database_url": database_url, "store_bodies": True}
@@ -389,9 +428,9 @@ async def test_one_bad_item_neither_blocks_nor_blinds(
         with Session(service.engine) as session:
             stored = session.exec(select(Post).where(Post.community_id == name)).all()
         # 8 good items, the story Hacker News comments (the topic Discourse replies, the
-        # discussion GitHub comments, the question Stack Exchange answers) answer, and the
-        # poison if made safe
-        expected = 8 + name.startswith(("hn_", "discourse", "github", "stackexchange"))
+        # discussion GitHub comments, the question Stack Exchange answers, the post Lemmy
+        # comments) answer, and the poison if made safe
+        expected = 8 + name.startswith(("hn_", "discourse", "github", "stackexchange", "lemmy"))
         expected += poison.rejected is None
         assert stored_posts(service.engine, name) == (expected, expected)
         assert second.new_items >= 3  # not blinded: the posts after the poison came in

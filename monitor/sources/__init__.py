@@ -7,6 +7,7 @@ from monitor.sources.discourse import Discourse
 from monitor.sources.feed import Feed
 from monitor.sources.github import GitHub
 from monitor.sources.hackernews import HackerNews
+from monitor.sources.lemmy import Lemmy
 from monitor.sources.mastodon import Mastodon
 from monitor.sources.reddit import Reddit
 from monitor.sources.stackexchange import StackExchange
@@ -19,5 +20,6 @@ SOURCES: dict[str, type[Source]] = {
     "mastodon": Mastodon,
     "github": GitHub,
     "stackexchange": StackExchange,
+    "lemmy": Lemmy,
 }
 """Adapter kind (the config's ``source`` key) -> adapter class."""
