@@ -117,7 +117,7 @@ def x_tick_days(days: Sequence[int], *, room: int) -> list[int]:
         if count <= room * every:
             return [d for d in days if (d // DAY_SECONDS) % every == 0]
     weeks = 1
-    while math.ceil(count / (7 * weeks)) > room:
+    while count / (7 * weeks) > room:
         weeks *= 2
     return [
         d
@@ -256,16 +256,17 @@ def day_chart(
         f'<line class="x-axis" x1="{left}" x2="{size.width - right}" y1="{bottom}" '
         f'y2="{bottom}" stroke="{COLOURS["axis"]}" stroke-width="1"/>'
     )
-    room = max(1, int(plot_width // (_text_width("2024-01-01", font) + 14)))
+    tick_font = font - 1
+    label_width = _text_width("2024-01-01", tick_font)
+    room = max(1, int(plot_width // (label_width + 8)))
     for day in x_tick_days(days, room=room):
         tx = x((day - days[0]) // DAY_SECONDS)
-        half = _text_width("2024-01-01", font) / 2
-        text_x = min(max(tx, half), size.width - half)
+        text_x = min(max(tx, label_width / 2), size.width - label_width / 2)
         parts.append(
             f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{bottom}" y2="{bottom + 4}" '
             f'stroke="{COLOURS["axis"]}"/>'
             f'<text class="x-tick" x="{text_x:.1f}" y="{size.height - 4}" text-anchor="middle" '
-            f'fill="{COLOURS["axis"]}">{iso_day(day)}</text>'
+            f'font-size="{tick_font}" fill="{COLOURS["axis"]}">{iso_day(day)}</text>'
         )
     parts.extend(_line(values, coverage, x=x, y=y))
     for marker, row, anchor in zip(shown, rows, anchors, strict=True):
