@@ -362,3 +362,31 @@ def test_cli_an_invalid_config_exits_2_naming_the_field(tmp_path: Path) -> None:
         "report", "--config", str(config), "--community", "gig", "--out", str(tmp_path / "r.html")
     )
     assert code == 2 and "communities[0]" in stderr and "subreddit" in stderr
+
+
+def test_status_page_charts_mark_each_change_point_on_its_own_chart(
+    store: tuple[Engine, Path],
+) -> None:
+    from monitor.analysis.snapshot import compute_snapshot
+    from monitor.web.status import render_community_page
+    from monitor.web.view import Presentation, community_view
+
+    settings = rs.settings(Path("unused.db"))
+    community = settings.communities[0]
+    with Session(store[0]) as session:
+        snapshot = compute_snapshot(
+            session, settings=settings, community=community, now=rs.TODAY + 1800
+        )
+    view = community_view(community, snapshot, presentation=Presentation(), now=rs.TODAY + 1800)
+    page = render_community_page(
+        view, presentation=Presentation(), now=rs.TODAY + 1800, version="test"
+    )
+    charts = figures(page)
+    assert set(charts) == {"posts", "active_participants", "sentiment_mean"}
+    for signal, svg in charts.items():
+        shift = next(p for p in snapshot.changepoints if p.signal == signal).shift_ratio
+        labels = re.findall(
+            r'<g class="marker changepoint" data-day="([^"]+)">.*?>([^<]+)</text>', svg
+        )
+        assert labels == [("2024-05-12", f"shift 05-12: {shift:.0%} of before")], signal
+        assert ">2024-04-15</text>" in svg and 'data-gap="2024-04-12/2024-04-14"' in svg

@@ -147,7 +147,8 @@ SIGNAL_UNITS = {s.signal: s.unit.replace(" per UTC day", "/day") for s in SERIES
 def _shift(change: ChangeFound) -> str:
     if change.shift_ratio == float("inf"):
         return "from a zero level"
-    return f"{change.shift_ratio:.0%} of the level before"
+    scale = " on the 1 + score scale" if change.signal == "sentiment_mean" else ""
+    return f"{change.shift_ratio:.0%} of the level before{scale}"
 
 
 def change_label(change: ChangeFound) -> str:
