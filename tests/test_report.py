@@ -103,6 +103,13 @@ def test_a_period_inside_the_outage_has_no_change_point_and_says_so(
     assert [d.coverage for d in evidence.daily] == [0.0, 0.0, 0.0]
     assert evidence.changes == [] and evidence.declines == []  # withheld, not "declining"
     assert evidence.posts_per_day is None
+    with Session(store[0]) as session:
+        page = render_report(ReportContext(evidence, session, "test"))
+    assert "the decline score is withheld at its end" in page
+    assert "0 of them covered well enough to count" in page
+    # the period has no counted day, but the detector's baseline before it has: its size
+    assert evidence.baseline_posts_per_day is not None
+    assert f"had {evidence.baseline_posts_per_day:.1f} posts a day" in page
 
 
 def day(number: int, coverage: float) -> DayActivity:

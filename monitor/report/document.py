@@ -213,8 +213,14 @@ def summary_section(context: ReportContext) -> Section:
             )
     if findings:
         lines.append(f'<ul class="findings">{"".join(findings)}</ul>')
-    else:
+    elif evidence.declines:
         lines.append("<p>No level shift in the period and no signal declining at its end.</p>")
+    else:
+        lines.append(
+            "<p>No level shift in the period; the decline score is withheld at its end (the "
+            "last day or too much of the baseline was not covered), so nothing is said about "
+            "a decline.</p>"
+        )
     if evidence.gaps:
         listed = ", ".join(_gap_text(g.first, g.last) for g in evidence.gaps)
         lines.append(f"<p>Not covered (drawn as gaps, never as zero): {listed}.</p>")
