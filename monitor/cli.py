@@ -114,6 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--days", type=int, default=90, help="complete UTC days (default 90)")
     export.add_argument("--job", default="forum-monitor", help="job label ('' for none)")
     export.add_argument("--instance", help="instance label (default: the listen address)")
+
+    report = commands.add_parser(
+        "report",
+        help="one community's evidence report: a self-contained HTML file, from the store",
+    )
+    report.add_argument("--config", help="config file (or FORUM_MONITOR_CONFIG)")
+    report.add_argument("--community", required=True, metavar="ID", help="a configured community")
+    report.add_argument(
+        "--since", metavar="DATE", help="first UTC day, YYYY-MM-DD (default: 90 days to --until)"
+    )
+    report.add_argument(
+        "--until", metavar="DATE", help="last UTC day included, YYYY-MM-DD (default: yesterday)"
+    )
+    report.add_argument("--out", required=True, metavar="FILE.html", help="HTML file to write")
     return parser
 
 
@@ -379,6 +393,126 @@ def cmd_export_openmetrics(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+REPORT_DEFAULT_DAYS = 90
+MAX_REPORT_DAYS = 3650
+
+
+def _utc_day(value: str, option: str, problems: list[str]) -> int | None:
+    """UTC midnight of a ``YYYY-MM-DD`` argument; a problem line when it is not one."""
+    from datetime import UTC, datetime
+
+    try:
+        parsed = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        problems.append(f"{option}: {value!r} is not a date; use YYYY-MM-DD (UTC)")
+        return None
+    return int(parsed.timestamp())
+
+
+def report_period(*, since: str | None, until: str | None, now: int) -> tuple[int, int]:
+    """``[first day, day after the last)`` in epoch seconds; ConfigError for bad dates."""
+    from monitor.analysis.rollups import DAY, day_of
+
+    today = day_of(now)
+    problems: list[str] = []
+    last = today - DAY if until is None else _utc_day(until, "--until", problems)
+    first = None if since is None else _utc_day(since, "--since", problems)
+    if last is not None and last >= today:
+        problems.append(
+            f"--until: {_day(last)} is not over yet (today is {_day(today)} UTC); "
+            "a report covers complete days only"
+        )
+    if last is not None and first is None and since is None:
+        first = last - (REPORT_DEFAULT_DAYS - 1) * DAY
+    if first is not None and last is not None:
+        if first >= last:
+            problems.append(f"--since: {_day(first)} must be before --until {_day(last)}")
+        elif (last - first) // DAY + 1 > MAX_REPORT_DAYS:
+            problems.append(f"--since: the period is longer than {MAX_REPORT_DAYS} days")
+    if problems:
+        raise ConfigError(problems)
+    assert first is not None and last is not None
+    return first, last + DAY
+
+
+def _day(epoch: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d")
+
+
+def report_command(*, config: str | None, community: str, since: int, until: int, out: str) -> str:
+    """The command line that writes the same report again (explicit dates, absolute paths)."""
+    import shlex
+    from pathlib import Path
+
+    from monitor.analysis.rollups import DAY
+
+    words = ["forum-monitor", "report"]
+    if config is not None:
+        words += ["--config", str(Path(config).resolve())]
+    words += [
+        "--community",
+        community,
+        "--since",
+        _day(since),
+        "--until",
+        _day(until - DAY),
+        "--out",
+        str(Path(out).resolve()),
+    ]
+    return shlex.join(words)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from monitor.report import write_report
+
+    path = config_path(args.config)
+    settings = load_settings(path)
+    known = [community.id for community in settings.communities]
+    problems = []
+    if args.community not in known:
+        problems.append(
+            f"--community: unknown community {args.community!r} "
+            f"(configured: {', '.join(known) or 'none'})"
+        )
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        problems.append(f"--out: {str(out.parent)!r} is not a directory")
+    now = int(time.time())
+    try:
+        since, until = report_period(since=args.since, until=args.until, now=now)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    summary = write_report(
+        settings=settings,
+        community_id=args.community,
+        since=since,
+        until=until,
+        out=out,
+        now=now,
+        command=report_command(
+            config=None if path is None else str(path),
+            community=args.community,
+            since=since,
+            until=until,
+            out=args.out,
+        ),
+        version=__version__,
+    )
+    print(
+        f"{args.out}: {args.community}, {_day(since)} to {_day(until - 86400)}: "
+        f"{summary.counted_days} of {summary.days} days counted, {summary.gaps} gaps, "
+        f"{summary.changes} change points ({summary.size} bytes)"
+    )
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from monitor.demo import DemoOptions, run_demo
 
@@ -401,6 +535,7 @@ COMMANDS = {
     "db": cmd_db,
     "export-openmetrics": cmd_export_openmetrics,
     "demo": cmd_demo,
+    "report": cmd_report,
 }
 
 

@@ -55,7 +55,7 @@ def test_a_wheel_carries_the_migrations_and_migrates_a_store(tmp_path: Path) -> 
     assert migrations, "no migrations in the checkout"
     for name in [*(f"versions/{m}" for m in migrations), "env.py", "script.py.mako"]:
         assert f"monitor/_alembic/{name}" in names
-    assert "monitor/web/status.css" in names
+    assert {"monitor/web/status.css", "monitor/report/report.css"} <= names
 
     # The extracted wheel first on the path, run from a directory with no alembic/ in it.
     script = (

@@ -19,20 +19,28 @@ from urllib.parse import quote
 
 from monitor.analysis.conditions import describe_duration
 from monitor.analysis.snapshot import CommunitySnapshot, DayActivity
+from monitor.analysis.trends import GOOD_COVERAGE
 from monitor.analysis.windows import WindowActivity
-from monitor.web.sparkline import Marker, sparkline
+from monitor.web.charts import STATUS_SIZE, Marker, day_chart
 from monitor.web.view import CommunityView, Presentation
 
 CHART_DAYS = 90
-CHARTS: list[tuple[str, str, Callable[[DayActivity], float | None], bool]] = [
-    ("posts", "Posts per day", lambda d: float(d.posts), True),
+CHARTS: list[tuple[str, str, str, Callable[[DayActivity], float | None], bool]] = [
+    ("posts", "Posts per day", "posts/day", lambda d: float(d.posts), True),
     (
         "active_participants",
         "Active participants per day",
+        "authors/day",
         lambda d: float(d.active_participants),
         True,
     ),
-    ("sentiment_mean", "Mean sentiment per day (-1..1)", lambda d: d.sentiment_mean, False),
+    (
+        "sentiment_mean",
+        "Mean sentiment per day",
+        "mean score, -1..1",
+        lambda d: d.sentiment_mean,
+        False,
+    ),
 ]
 VERDICT_WORDS = {
     "down": "source down",
@@ -135,16 +143,21 @@ def _conditions(view: CommunityView) -> str:
     return f'<ul class="conditions">{items}</ul>'
 
 
-def _markers(view: CommunityView, snap: CommunitySnapshot) -> list[Marker]:
+def changepoint_label(shift_ratio: float, onset: int) -> str:
+    """A change point's marker label: its onset day and the new level's share of the old."""
+    shift = "from zero" if shift_ratio == float("inf") else f"{shift_ratio:.0%} of before"
+    return f"shift {_date(onset)[5:]}: {shift}"
+
+
+def chart_markers(view: CommunityView, snap: CommunitySnapshot, signal: str) -> list[Marker]:
+    """The events (on every chart) and the change points of ``signal`` only."""
     markers = [Marker(a.at // 86400 * 86400, a.label, "event") for a in view.annotations]
     for point in snap.changepoints:
-        markers.append(
-            Marker(
-                point.onset // 86400 * 86400,
-                f"change point in {point.signal}: {point.shift_ratio:.0%} of the level before",
-                "changepoint",
+        if point.signal == signal:
+            onset = point.onset // 86400 * 86400
+            markers.append(
+                Marker(onset, changepoint_label(point.shift_ratio, onset), "changepoint")
             )
-        )
     return markers
 
 
@@ -154,36 +167,43 @@ def _charts(view: CommunityView, snap: CommunitySnapshot) -> str:
         return ""
     days = [d.day for d in daily]
     coverage = [d.coverage for d in daily]
-    markers = _markers(view, snap)
     figures = []
-    for signal, title, pick, floor_zero in CHARTS:
+    for signal, title, unit, pick, floor_zero in CHARTS:
         values = [pick(d) for d in daily]
-        known = [v for v, c in zip(values, coverage, strict=True) if v is not None and c >= 0.9]
+        known = [
+            v for v, c in zip(values, coverage, strict=True) if v is not None and c >= GOOD_COVERAGE
+        ]
         latest = _number(known[-1]) if known else "n/a"
-        svg = sparkline(
+        markers = chart_markers(view, snap, signal)
+        svg = day_chart(
             days=days,
             values=values,
             coverage=coverage,
-            title=f"{title}, {view.id}, last {len(daily)} days",
+            title=f"{title}, {view.id}",
+            unit=unit,
             markers=markers,
             floor_zero=floor_zero,
+            size=STATUS_SIZE,
         )
         scale = "no data"
         if known:
             scale = f"min {_number(min(known))}, max {_number(max(known))}, last {latest}"
+        notes = "".join(
+            f'<li class="{m.kind}"><span class="key {m.kind}"></span>{escape(m.label)} '
+            f"({_date(m.day)})</li>"
+            for m in markers
+            if days[0] <= m.day <= days[-1]
+        )
+        notes = f'<ul class="marker-notes">{notes}</ul>' if notes else ""
         figures.append(
             f'<figure class="chart" data-signal="{signal}">{svg}'
             f"<figcaption><strong>{escape(title)}</strong> "
-            f'<span class="muted">{scale}</span></figcaption></figure>'
+            f'<span class="muted">{scale}</span>{notes}</figcaption></figure>'
         )
-    legend = [f"{_date(days[0])} – {_date(days[-1])}"]
-    for marker in markers:
-        css = "event" if marker.kind == "event" else "changepoint"
-        legend.append(
-            f'<span class="key {css}"></span>{escape(marker.label)} ({_date(marker.day)})'
-        )
-    if any(c < 0.9 for c in coverage):
-        legend.append('<span class="key gap"></span>not covered by successful polls')
+    legend = [f"{_date(days[0])} – {_date(days[-1])}, UTC days"]
+    if any(c < GOOD_COVERAGE for c in coverage):
+        legend.append('<span class="key gap"></span>no data: not covered by successful polls')
+    legend.append('<span class="key changepoint"></span>level shift of that chart\'s signal')
     return f'<div class="charts">{"".join(figures)}</div><p class="legend">{" · ".join(legend)}</p>'
 
 
