@@ -41,7 +41,7 @@ from sqlalchemy import Engine, text
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_SECONDS = 60.0
+DEFAULT_LEASE_SECONDS = 30.0
 """How long a lease lasts without renewal: the longest a dead replica's communities go
 unclaimed (the issue allows at most 60 s; configurable as ``[replicas] lease``)."""
 RENEWALS_PER_LEASE = 3

@@ -54,7 +54,8 @@ RESUME_OVERLAP_SECONDS = 3600
 
 @dataclass(frozen=True)
 class PollOutcome:
-    """What one poll did; ``outcome`` is "ok", "not_modified", "deferred" or a failure reason."""
+    """What one poll did; ``outcome`` is "ok", "not_modified", "deferred", "lease_lost" (another
+    replica holds the community now) or a failure reason."""
 
     community: str
     source: str
@@ -125,8 +126,12 @@ class Poller:
         telemetry: Telemetry,
         ingestor: Ingestor,
         clock: Callable[[], float] = time.time,
+        may_commit: Callable[[str], bool] = lambda community: True,
     ) -> None:
         self._settings = settings
+        self._may_commit = may_commit
+        """Whether a poll's result may still be written: a replica that lost the
+        community's lease meanwhile leaves it to the new holder (``monitor.replicas``)."""
         self._engine = engine
         self._client = client
         self._telemetry = telemetry
@@ -212,6 +217,9 @@ class Poller:
             finally:
                 requests = adapter.counter.requests
                 self._count_rejections(community, adapter.intake.rejected)
+            if not self._may_commit(community.id):
+                log.info("%s: its lease ran out during the poll; nothing written", community.id)
+                return PollOutcome(community.id, source, "lease_lost", requests=requests)
             result = await asyncio.to_thread(self._write, community, batch, started)
         except Exception as exc:  # a bug is logged too; the other communities go on
             reason, message = failure_of(exc, what="poll", community=community.id)
