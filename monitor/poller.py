@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 from sqlalchemy import Engine, func
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from monitor.analysis.rollups import refresh_days
 from monitor.config import CommunityBase, Settings
@@ -37,7 +37,7 @@ from monitor.ingest import (
 )
 from monitor.sources import SOURCES
 from monitor.sources.base import Batch, Rejection, Source
-from monitor.store.db import session_scope
+from monitor.store.db import session_scope, write_retrying_conflicts
 from monitor.store.models import PollState, Post
 from monitor.telemetry import Telemetry
 from monitor.untrusted import for_log
@@ -144,7 +144,8 @@ class Poller:
         """The cursor, the validators and the time before which the host asked not to be
         polled: at most ``MAX_SERVER_WAIT`` after the poll that was told so, whatever an
         older release stored."""
-        with session_scope(self._engine) as session:
+
+        def load(session: Session) -> tuple[dict[str, object], dict[str, object], int]:
             now = int(self._clock())
             ensure_community(session, community=community, now=now)
             cursor, validators = load_poll_state(session, community.id)
@@ -153,6 +154,8 @@ class Poller:
                 return cursor, validators, 0
             told_at = state.last_attempt_at if state.last_attempt_at is not None else now
             return cursor, validators, min(state.not_before, told_at + int(MAX_SERVER_WAIT))
+
+        return write_retrying_conflicts(self._engine, load)
 
     def _resume_from(self, community: CommunityBase) -> int | None:
         """Where a poll with an empty cursor starts: just before the newest stored post."""
@@ -165,7 +168,7 @@ class Poller:
         return min(int(newest), int(self._clock())) - RESUME_OVERLAP_SECONDS
 
     def _write(self, community: CommunityBase, batch: Batch, started: int) -> IngestResult:
-        with session_scope(self._engine) as session:
+        def write(session: Session) -> IngestResult:
             now = int(self._clock())
             result = self._ingestor.ingest(
                 session, community=community, batch=batch, started_at=started, now=now
@@ -173,6 +176,8 @@ class Poller:
             # the daily rollups of the days this poll touched, in the same transaction
             refresh_days(session, community_id=community.id, days=result.touched_days, now=now)
             return result
+
+        return write_retrying_conflicts(self._engine, write)
 
     def _write_failure(
         self,
@@ -184,7 +189,7 @@ class Poller:
         requests: int,
         not_before: int | None,
     ) -> None:
-        with session_scope(self._engine) as session:
+        def write(session: Session) -> None:
             record_failure(
                 session,
                 community=community,
@@ -195,6 +200,8 @@ class Poller:
                 requests=requests,
                 not_before=not_before,
             )
+
+        write_retrying_conflicts(self._engine, write)
 
     async def poll(self, community: CommunityBase) -> PollOutcome:
         """Poll ``community`` once; never raises except on cancellation."""

@@ -207,7 +207,7 @@ MALFORMED: list[tuple[str, str, list[tuple[str, str]]]] = [
     ),
     (
         "replica lease too short to renew",
-        '[replicas]\nlease = 1\n',
+        "[replicas]\nlease = 1\n",
         [("replicas.lease", "at least 3s")],
     ),
     (
