@@ -91,6 +91,7 @@ class Service:
         the tests that poll by hand poll every community)."""
         self.migrated = False
         self._inflight: set[asyncio.Task[PollOutcome]] = set()
+        self._followups: set[asyncio.Task[None]] = set()
         self._running: set[str] = set()
         self._active = {c.id: c for c in settings.communities if c.enabled}
         self._active_ids = sorted(self._active)
@@ -305,11 +306,17 @@ class Service:
         if self.replicas is None:
             return
         gained = await self.replicas.round()
+        if gained:  # in a task of its own: analysis must not delay the next renewal
+            task = asyncio.ensure_future(self._taken_over(gained))
+            self._followups.add(task)
+            task.add_done_callback(self._followups.discard)
+
+    async def _taken_over(self, gained: frozenset[str]) -> None:
         for community_id in sorted(gained):
             community = self.active_community(community_id)
             if community is not None:
                 await self.refresh(community)
-        if gained and self.snapshots is not None:
+        if self.snapshots is not None:
             self._restore_health(only=gained)
 
     def share_work(self) -> Replicas:
@@ -390,6 +397,8 @@ class Service:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=2.0)
+        for followup in set(self._followups):
+            followup.cancel()
         if self.replicas is not None:
             await self.replicas.release()  # the others take over at their next round
         if self.client is not None:
