@@ -319,6 +319,12 @@ class Service:
         if self.snapshots is not None:
             self._restore_health(only=gained)
 
+    async def _scheduled_refresh_all(self) -> None:
+        try:
+            await self.refresh_all()
+        except asyncio.CancelledError:
+            return  # the scheduler is shutting down: the next start recomputes everything
+
     def share_work(self) -> Replicas:
         """Divide the communities with the other replicas of a shared store (PostgreSQL);
         this process polls, and exports the series of, only the ones it holds."""
@@ -368,7 +374,7 @@ class Service:
                 misfire_grace_time=max(1, int(community.interval)),
             )
         self.scheduler.add_job(
-            self.refresh_all,
+            self._scheduled_refresh_all,
             "interval",
             id="analysis",
             seconds=ANALYSIS_INTERVAL_SECONDS,
