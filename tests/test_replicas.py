@@ -201,7 +201,9 @@ def test_three_replicas_share_fail_over_and_rebalance(
         )
         assert sorted(held) == [6, 7, 7]
         assert sorted(c for part in exported for c in part) == COMMUNITIES  # each once
-        assert all(0.6 <= rate <= 1.25 for rate in rates.values()), rates  # a busy host skips some
+        # a poll still running at its next turn skips that turn: a busy host polls less
+        assert all(0.4 <= rate <= 1.25 for rate in rates.values()), rates
+        assert sum(rates.values()) / len(rates) >= 0.7
         assert most <= 2  # two polls straddling a bucket's edge at most, never three
 
         # -- SIGKILL the replica with the most leases --------------------------------------
@@ -249,7 +251,7 @@ def test_three_replicas_share_fail_over_and_rebalance(
         assert sorted(held_rebalanced) == [6, 7, 7]
         # a newcomer's first polls and analyses queue behind each other on a busy host
         assert all(0.4 <= rate <= 1.25 for rate in rates.values()), rates
-        assert sum(rates.values()) / len(rates) >= 0.75
+        assert sum(rates.values()) / len(rates) >= 0.7
         assert most <= 2
 
         # -- the whole run: gaps, duplicates, losses ----------------------------------------
