@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from monitor.analysis.rollups import refresh_days
 from monitor.config import CommunityBase, Settings
@@ -46,7 +47,7 @@ from monitor.http import PoliteClient
 from monitor.ingest import Ingestor, IngestResult, record_backfill
 from monitor.poller import PollOutcome, adapter_for, failure_of, source_of
 from monitor.sources.base import Batch, Cursor
-from monitor.store.db import session_scope
+from monitor.store.db import session_scope, write_retrying_conflicts
 
 log = logging.getLogger(__name__)
 
@@ -236,11 +237,13 @@ class Backfiller:
         return covered_from, stopped
 
     def _write(self, community: CommunityBase, batch: Batch) -> IngestResult:
-        with session_scope(self._engine) as session:
+        def write(session: Session) -> IngestResult:
             now = int(self._clock())
             result = self._ingestor.write_items(session, community=community, batch=batch, now=now)
             refresh_days(session, community_id=community.id, days=result.touched_days, now=now)
             return result
+
+        return write_retrying_conflicts(self._engine, write)
 
     def _record(
         self, community: CommunityBase, started: int, covered_from: int, tally: _Tally

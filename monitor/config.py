@@ -430,6 +430,26 @@ class ServerSettings(_Strict):
         return seconds
 
 
+class ReplicaSettings(_Strict):
+    """Replicas sharing one PostgreSQL store (see ``monitor.leases``); unused on SQLite."""
+
+    lease: Duration = Field(
+        default=30.0,
+        description="how long a replica's claim on a community lasts without renewal: the "
+        "longest a killed replica's communities wait for another (renewed every third)",
+    )
+
+    @field_validator("lease", mode="before")
+    @classmethod
+    def _lease(cls, value: object) -> float:
+        seconds = parse_duration(value)
+        if seconds < 3:
+            raise ValueError("must be at least 3s")
+        if seconds > 60:
+            raise ValueError("must be at most 60s")
+        return seconds
+
+
 class Settings(_Strict):
     database_url: str | None = None
     listen: str = DEFAULT_LISTEN
@@ -447,6 +467,7 @@ class Settings(_Strict):
     keywords: KeywordGroups = Field(default_factory=KeywordGroups)
     http: HttpSettings = Field(default_factory=HttpSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    replicas: ReplicaSettings = Field(default_factory=ReplicaSettings)
     reddit: RedditSettings = Field(default_factory=RedditSettings)
     discourse: DiscourseSettings = Field(default_factory=DiscourseSettings)
     github: GitHubSettings = Field(default_factory=GitHubSettings)

@@ -199,10 +199,19 @@ class CommunityCollector(Collector):
         self._snapshots = snapshots
         self._lock = threading.Lock()
         self._rendered: dict[str, tuple[CommunitySnapshot, tuple[bytes, ...]]] = {}
+        self.exported: Callable[[str], bool] = lambda community: True
+        """Whose gauges are written: a replica writes those of the communities it holds
+        (``monitor.replicas``), so ``without(instance)`` sees each community once."""
         snapshots.on_install(self._render)
 
+    def _shown(self) -> list[CommunitySnapshot]:
+        return sorted(
+            (s for s in self._snapshots.all() if self.exported(s.community)),
+            key=lambda s: s.community,
+        )
+
     def collect(self) -> Iterator[Metric]:
-        yield from community_families(sorted(self._snapshots.all(), key=lambda s: s.community))
+        yield from community_families(self._shown())
 
     def _render(self, snapshot: CommunitySnapshot) -> tuple[bytes, ...]:
         text = render_community(snapshot)
@@ -212,7 +221,8 @@ class CommunityCollector(Collector):
 
     def exposition(self) -> bytes:
         """The text ``generate_latest`` would write of ``collect()``."""
-        snapshots = sorted(self._snapshots.all(), key=lambda s: s.community)
+        every = self._snapshots.all()
+        snapshots = self._shown()
         with self._lock:
             rendered = dict(self._rendered)
         parts = []
@@ -220,8 +230,8 @@ class CommunityCollector(Collector):
             found = rendered.get(snapshot.community)
             # installed before this collector subscribed, or swapped in since this read
             parts.append(found[1] if found and found[0] is snapshot else self._render(snapshot))
-        if len(rendered) > len(snapshots):
-            self._forget({s.community for s in snapshots})
+        if len(rendered) > len(every):
+            self._forget({s.community for s in every})
         return exposition.join(HEADERS, parts)
 
     def _forget(self, keep: set[str]) -> None:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 from sqlalchemy import Engine, func
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from monitor.analysis.rollups import refresh_days
 from monitor.config import CommunityBase, Settings
@@ -37,7 +37,7 @@ from monitor.ingest import (
 )
 from monitor.sources import SOURCES
 from monitor.sources.base import Batch, Rejection, Source
-from monitor.store.db import session_scope
+from monitor.store.db import session_scope, write_retrying_conflicts
 from monitor.store.models import PollState, Post
 from monitor.telemetry import Telemetry
 from monitor.untrusted import for_log
@@ -54,7 +54,8 @@ RESUME_OVERLAP_SECONDS = 3600
 
 @dataclass(frozen=True)
 class PollOutcome:
-    """What one poll did; ``outcome`` is "ok", "not_modified", "deferred" or a failure reason."""
+    """What one poll did; ``outcome`` is "ok", "not_modified", "deferred", "lease_lost" (another
+    replica holds the community now) or a failure reason."""
 
     community: str
     source: str
@@ -125,8 +126,12 @@ class Poller:
         telemetry: Telemetry,
         ingestor: Ingestor,
         clock: Callable[[], float] = time.time,
+        may_commit: Callable[[str], bool] = lambda community: True,
     ) -> None:
         self._settings = settings
+        self._may_commit = may_commit
+        """Whether a poll's result may still be written: a replica that lost the
+        community's lease meanwhile leaves it to the new holder (``monitor.replicas``)."""
         self._engine = engine
         self._client = client
         self._telemetry = telemetry
@@ -139,7 +144,8 @@ class Poller:
         """The cursor, the validators and the time before which the host asked not to be
         polled: at most ``MAX_SERVER_WAIT`` after the poll that was told so, whatever an
         older release stored."""
-        with session_scope(self._engine) as session:
+
+        def load(session: Session) -> tuple[dict[str, object], dict[str, object], int]:
             now = int(self._clock())
             ensure_community(session, community=community, now=now)
             cursor, validators = load_poll_state(session, community.id)
@@ -148,6 +154,8 @@ class Poller:
                 return cursor, validators, 0
             told_at = state.last_attempt_at if state.last_attempt_at is not None else now
             return cursor, validators, min(state.not_before, told_at + int(MAX_SERVER_WAIT))
+
+        return write_retrying_conflicts(self._engine, load)
 
     def _resume_from(self, community: CommunityBase) -> int | None:
         """Where a poll with an empty cursor starts: just before the newest stored post."""
@@ -160,7 +168,7 @@ class Poller:
         return min(int(newest), int(self._clock())) - RESUME_OVERLAP_SECONDS
 
     def _write(self, community: CommunityBase, batch: Batch, started: int) -> IngestResult:
-        with session_scope(self._engine) as session:
+        def write(session: Session) -> IngestResult:
             now = int(self._clock())
             result = self._ingestor.ingest(
                 session, community=community, batch=batch, started_at=started, now=now
@@ -168,6 +176,8 @@ class Poller:
             # the daily rollups of the days this poll touched, in the same transaction
             refresh_days(session, community_id=community.id, days=result.touched_days, now=now)
             return result
+
+        return write_retrying_conflicts(self._engine, write)
 
     def _write_failure(
         self,
@@ -179,7 +189,7 @@ class Poller:
         requests: int,
         not_before: int | None,
     ) -> None:
-        with session_scope(self._engine) as session:
+        def write(session: Session) -> None:
             record_failure(
                 session,
                 community=community,
@@ -190,6 +200,8 @@ class Poller:
                 requests=requests,
                 not_before=not_before,
             )
+
+        write_retrying_conflicts(self._engine, write)
 
     async def poll(self, community: CommunityBase) -> PollOutcome:
         """Poll ``community`` once; never raises except on cancellation."""
@@ -212,6 +224,9 @@ class Poller:
             finally:
                 requests = adapter.counter.requests
                 self._count_rejections(community, adapter.intake.rejected)
+            if not self._may_commit(community.id):
+                log.info("%s: its lease ran out during the poll; nothing written", community.id)
+                return PollOutcome(community.id, source, "lease_lost", requests=requests)
             result = await asyncio.to_thread(self._write, community, batch, started)
         except Exception as exc:  # a bug is logged too; the other communities go on
             reason, message = failure_of(exc, what="poll", community=community.id)

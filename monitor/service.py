@@ -25,6 +25,7 @@ from monitor.http import HttpPolicy, PoliteClient
 from monitor.ingest import Ingestor
 from monitor.poller import Poller, PollOutcome, brief, source_of
 from monitor.privacy import key_file, key_fingerprint, load_or_create_key
+from monitor.replicas import Replicas
 from monitor.store import db, keys, retention
 from monitor.telemetry import Telemetry
 
@@ -85,8 +86,12 @@ class Service:
         self.community_collector: CommunityCollector | None = None
         self.key: bytes | None = None
         self.key_state: keys.KeyState | None = None
+        self.replicas: Replicas | None = None
+        """This replica's share of the communities, from ``schedule`` on (``poll-once`` and
+        the tests that poll by hand poll every community)."""
         self.migrated = False
         self._inflight: set[asyncio.Task[PollOutcome]] = set()
+        self._followups: set[asyncio.Task[None]] = set()
         self._running: set[str] = set()
         self._active = {c.id: c for c in settings.communities if c.enabled}
         self._active_ids = sorted(self._active)
@@ -164,6 +169,7 @@ class Service:
             telemetry=self.telemetry,
             ingestor=self.ingestor,
             clock=self._clock,
+            may_commit=self.may_poll,
         )
         self.use_snapshots(Snapshots(settings=self.settings, engine=self.engine))
         for community in self.active_communities():
@@ -188,10 +194,17 @@ class Service:
             body += self.community_collector.exposition()
         return body
 
-    def _restore_health(self) -> None:
-        """Carry the last poll outcomes over a restart, so staleness rules see real ages."""
+    def may_poll(self, community_id: str) -> bool:
+        """Whether this replica polls ``community_id`` now (it holds its lease)."""
+        return self.replicas is None or self.replicas.may_poll(community_id)
+
+    def _restore_health(self, only: frozenset[str] | None = None) -> None:
+        """Carry the last poll outcomes over a restart (or from the replica that polled a
+        community before this one), so staleness rules see real ages."""
         assert self.snapshots is not None
         for snapshot in self.snapshots.all():
+            if only is not None and snapshot.community not in only:
+                continue
             if snapshot.last_success_at is not None:
                 self.telemetry.last_success.labels(community=snapshot.community).set(
                     snapshot.last_success_at
@@ -280,15 +293,72 @@ class Service:
         return outcome
 
     async def _scheduled_poll(self, community: CommunityBase) -> None:
+        if not self.may_poll(community.id):
+            return  # another replica holds it
         try:
             await self.poll(community)
         except asyncio.CancelledError:
             return  # the scheduler is shutting down; stop() looks after the poll in flight
 
+    async def lease_round(self) -> None:
+        """Renew and rebalance the leases; a community taken over gets a fresh snapshot and
+        the last success the store knows of before its series are exported here."""
+        if self.replicas is None:
+            return
+        gained = await self.replicas.round()
+        if gained:  # in a task of its own: analysis must not delay the next renewal
+            task = asyncio.ensure_future(self._taken_over(gained))
+            self._followups.add(task)
+            task.add_done_callback(self._followups.discard)
+
+    async def _taken_over(self, gained: frozenset[str]) -> None:
+        for community_id in sorted(gained):
+            community = self.active_community(community_id)
+            if community is not None:
+                await self.refresh(community)
+        if self.snapshots is not None:
+            self._restore_health(only=gained)
+
+    async def _scheduled_refresh_all(self) -> None:
+        try:
+            await self.refresh_all()
+        except asyncio.CancelledError:
+            return  # the scheduler is shutting down: the next start recomputes everything
+
+    def share_work(self) -> Replicas:
+        """Divide the communities with the other replicas of a shared store (PostgreSQL);
+        this process polls, and exports the series of, only the ones it holds."""
+        assert self.engine is not None, "open() first"
+        replicas = Replicas(
+            engine=self.engine,
+            communities=self.active_ids(),
+            lease_seconds=self.settings.replicas.lease,
+            telemetry=self.telemetry,
+        )
+        self.replicas = replicas
+        self.telemetry.health.exported = replicas.exported
+        if self.community_collector is not None:
+            self.community_collector.exported = replicas.exported
+        return replicas
+
     def schedule(self) -> None:
-        """One interval job per community, with jitter; misfires coalesce into one run."""
+        """One interval job per community, with jitter; misfires coalesce into one run. On a
+        shared store a lease round runs first and every third of a lease; a community's job
+        polls only while this replica holds the community."""
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         now = datetime.now(UTC)
+        replicas = self.share_work()
+        if replicas.renew_every is not None:
+            self.scheduler.add_job(
+                self.lease_round,
+                "interval",
+                id="leases",
+                seconds=replicas.renew_every,
+                next_run_time=now,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(replicas.renew_every)),
+            )
         for community in self.active_communities():
             first = now + timedelta(seconds=random.uniform(0, min(5.0, community.interval)))
             self.scheduler.add_job(
@@ -304,7 +374,7 @@ class Service:
                 misfire_grace_time=max(1, int(community.interval)),
             )
         self.scheduler.add_job(
-            self.refresh_all,
+            self._scheduled_refresh_all,
             "interval",
             id="analysis",
             seconds=ANALYSIS_INTERVAL_SECONDS,
@@ -333,6 +403,10 @@ class Service:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=2.0)
+        for followup in set(self._followups):
+            followup.cancel()
+        if self.replicas is not None:
+            await self.replicas.release()  # the others take over at their next round
         if self.client is not None:
             await self.client.aclose()
         if self.engine is not None:

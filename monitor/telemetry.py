@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -141,6 +141,9 @@ class CommunityHealth(Collector):
         self._rendered: dict[str, tuple[int, tuple[bytes, ...]]] = {}
         """Per community: its part of every family, and the version it was rendered at."""
         self._headers: tuple[bytes, ...] = ()
+        self.exported: Callable[[str], bool] = _everything
+        """Whose series /metrics carries: a replica's are those of the communities it polls
+        (``monitor.replicas``); the series of the others are kept, only not written."""
 
     def family(
         self,
@@ -196,7 +199,8 @@ class CommunityHealth(Collector):
                 family.metric(
                     [
                         _copy(one)
-                        for by_family in self._series.values()
+                        for community, by_family in self._series.items()
+                        if self.exported(community)
                         for one in by_family[family.index].values()
                     ]
                 )
@@ -221,8 +225,16 @@ class CommunityHealth(Collector):
                 if version > self._rendered.get(community, (-1,))[0]:
                     self._rendered[community] = (version, text)
         with self._lock:  # a community whose first series came during this scrape waits
-            parts = [self._rendered[c][1] for c in self._series if c in self._rendered]
+            parts = [
+                self._rendered[c][1]
+                for c in self._series
+                if c in self._rendered and self.exported(c)
+            ]
         return exposition.join(self._headers, parts)
+
+
+def _everything(community: str) -> bool:
+    return True
 
 
 def _copy(series: Series) -> Series:
@@ -308,7 +320,23 @@ class Telemetry:
             ["host"],
             registry=registry,
         )
-        self._per_host = _Collectors(self.http_requests, self.rate_limit_remaining)
+        self.leases_held = Gauge(
+            "forum_monitor_leases_held",
+            "Communities this replica holds and polls (on SQLite, the one process: all).",
+            registry=registry,
+        )
+        self.communities_unheld = Gauge(
+            "forum_monitor_communities_unheld",
+            "Enabled communities no replica holds a live lease on, as this replica last read "
+            "the shared store (max without(instance) over the replicas).",
+            registry=registry,
+        )
+        self._per_host = _Collectors(
+            self.http_requests,
+            self.rate_limit_remaining,
+            self.leases_held,
+            self.communities_unheld,
+        )
 
     def exposition(self) -> bytes:
         """Every family of this Telemetry in the text format, as ``generate_latest`` of

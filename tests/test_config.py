@@ -201,6 +201,16 @@ MALFORMED: list[tuple[str, str, list[tuple[str, str]]]] = [
         ],
     ),
     (
+        "replica lease over a minute",
+        '[replicas]\nlease = "2m"\n',
+        [("replicas.lease", "at most 60s")],
+    ),
+    (
+        "replica lease too short to renew",
+        "[replicas]\nlease = 1\n",
+        [("replicas.lease", "at least 3s")],
+    ),
+    (
         "reddit user agent in the wrong form",
         '[reddit]\nuser_agent = "my bot"\n',
         [("reddit.user_agent", "(by /u/<user>)")],

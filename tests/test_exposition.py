@@ -101,6 +101,18 @@ def old_telemetry(registry: CollectorRegistry) -> Any:
             ["host"],
             registry=registry,
         )
+        # replicas' share (monitor.replicas), added since: plain gauges, as they are
+        leases_held = Gauge(
+            "forum_monitor_leases_held",
+            "Communities this replica holds and polls (on SQLite, the one process: all).",
+            registry=registry,
+        )
+        communities_unheld = Gauge(
+            "forum_monitor_communities_unheld",
+            "Enabled communities no replica holds a live lease on, as this replica last read "
+            "the shared store (max without(instance) over the replicas).",
+            registry=registry,
+        )
         source_up = Gauge(
             "forum_monitor_source_up",
             "1 if the last poll of the community succeeded, else 0.",

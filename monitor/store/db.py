@@ -12,15 +12,16 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
@@ -241,3 +242,26 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+T = TypeVar("T")
+
+CONFLICT_ATTEMPTS = 3
+"""Transactions tried when a concurrent writer keeps inserting the same keys first."""
+
+
+def write_retrying_conflicts(engine: Engine, work: Callable[[Session], T]) -> T:
+    """``work`` in a ``session_scope``, tried again from the start when it hits a unique
+    key another writer inserted since it read (two replicas writing one community's first
+    authors, threads or posts during a handover, or ``poll-once`` beside ``serve``): the
+    next try reads that writer's rows as existing ones, so nothing is stored twice and
+    neither poll fails."""
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            with session_scope(engine) as session:
+                return work(session)
+        except IntegrityError:
+            if attempt == CONFLICT_ATTEMPTS:
+                raise
+            log.info("a concurrent writer stored the same rows first; reading them again")
+    raise AssertionError("unreachable")

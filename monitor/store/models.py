@@ -7,7 +7,7 @@ pseudonyms (see ``monitor.privacy``); bodies only when ``store_bodies`` is on.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Float, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -151,3 +151,26 @@ class PseudonymKey(SQLModel, table=True):
     fingerprint: str = Field(max_length=64, description="HMAC(key, a fixed label), hex")
     first_used_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     counts_anew: bool = False
+
+
+class Lease(SQLModel, table=True):
+    """Which replica polls a community, until when (PostgreSQL's clock, epoch seconds).
+
+    A replica renews its leases while it lives; one that stops (SIGKILL, a lost host)
+    loses them when they expire, and another claims them (``monitor.leases``).
+    """
+
+    __tablename__ = "leases"
+
+    community_id: str = Field(primary_key=True, max_length=63)
+    holder: str = Field(max_length=96, index=True)
+    expires_at: float = Field(sa_column=Column(Float, nullable=False))
+
+
+class Replica(SQLModel, table=True):
+    """A live ``serve`` process sharing the store: its last heartbeat (epoch seconds)."""
+
+    __tablename__ = "replicas"
+
+    id: str = Field(primary_key=True, max_length=96)
+    seen_at: float = Field(sa_column=Column(Float, nullable=False))
