@@ -22,9 +22,9 @@ k-anonymity (``flow_min_authors``, k): a count is shown only when at least k dis
 authors are behind it. departed(A) and shared(A, B) below k are left out. A ratio needs
 departed(A) >= k; with moved(A, B) >= k it is moved/departed; with fewer than k movers it
 is shown as 0 (read: "fewer than k") only when k - 1 movers would be at most
-``ZERO_TOLERANCE`` of departed(A), so that 0 is never more than 5 points below the truth,
-and is left out otherwise. No count below k is ever shown, so no value points at fewer
-than k people.
+``ZERO_TOLERANCE`` of departed(A), so that 0 is never more than 10 points below the
+share, and is left out otherwise (with k = 5: from 40 departed up). No count below k
+is ever shown, so no value points at fewer than k people.
 
 At most ``TOP_DESTINATIONS`` destinations per community and window are kept (the ones
 with most movers, then most shared authors), which bounds the series per community.
@@ -46,9 +46,9 @@ DAY = 86_400
 FLOW_WINDOWS = {"28d": 28 * DAY}
 """Window name -> seconds; departed authors were active in the window before it."""
 DEFAULT_MIN_AUTHORS = 5
-ZERO_TOLERANCE = 0.05
+ZERO_TOLERANCE = 0.10
 """A ratio with fewer than k movers is shown as 0 only when k - 1 movers are at most this
-share of the departed (so the 0 is at most 5 points off)."""
+share of the departed (so the 0 is at most 10 points off)."""
 TOP_DESTINATIONS = 10
 """Destinations kept per community and window: bounds the series at 1,000 communities."""
 
