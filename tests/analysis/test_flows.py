@@ -315,3 +315,68 @@ def test_a_known_share_of_movers_is_measured_within_5_points(share: float) -> No
         assert found.control_measured is not None, found
         assert abs(found.control_measured - found.control_truth) <= 0.05, found
         assert 0.1 <= found.control_truth <= 0.3, found
+
+
+def test_the_exporter_shows_what_k_allows_and_promtool_agrees(engine: Engine) -> None:
+    """Through the snapshots and the collector, as /metrics serves them (k = 2)."""
+    import shutil
+    import subprocess
+
+    from prometheus_client import CollectorRegistry
+
+    from monitor.analysis.snapshot import Snapshots
+    from monitor.exporter import CommunityCollector
+
+    config = settings(flow_min_authors=2)
+    snapshots = Snapshots(settings=config, engine=engine)
+    collector = CommunityCollector(snapshots)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    snapshots.refresh_flows(namespaces=namespaces(config), now=NOW)
+    for community in config.communities:
+        snapshots.refresh(community, now=NOW)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"window": "28d", **labels})
+
+    assert value("forum_departed_participants", community="a") == 7
+    assert value("forum_departed_participants", community="b") == 2
+    assert value("forum_departed_participants", community="c") is None  # 1 < k
+    assert value("forum_participant_flow_ratio", community="a", to_community="b") == 3 / 7
+    assert value("forum_participant_flow_ratio", community="a", to_community="c") is None
+    assert value("forum_participants_shared", community="a", to_community="b") == 2
+    assert value("forum_participants_shared", community="b", to_community="a") == 2
+    text = collector.exposition().decode()
+    pairs = {
+        (line.split('community="')[1].split('"')[0], line.split('to_community="')[1].split('"')[0])
+        for line in text.splitlines()
+        if "to_community=" in line and not line.startswith("#")
+    }
+    assert pairs == {("a", "b"), ("b", "a")}
+    for name in ("u1", "alice", "bob"):  # no name, ever, in a label
+        assert f'"{name}' not in text
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        check = subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+        )
+        assert check.returncode == 0 and not check.stdout.strip(), check.stdout + check.stderr
+
+
+def test_namespace_pseudonyms_link_one_account_and_nothing_else() -> None:
+    from monitor.privacy import namespace_pseudonym, pseudonym
+
+    same = namespace_pseudonym(KEY, namespace="reddit", name="u1")
+    assert same == namespace_pseudonym(KEY, namespace="reddit", name="u1")
+    assert same != namespace_pseudonym(KEY, namespace="hackernews", name="u1")
+    assert same != namespace_pseudonym(
+        b"another-key-0123456789abcdefghij", namespace="reddit", name="u1"
+    )
+    assert same not in {
+        pseudonym(KEY, source="reddit", community=c, name="u1") for c in ("a", "b", "reddit")
+    }
+    # they would for a source kind "namespace": there is none, so they never coincide
+    assert pseudonym(KEY, source="namespace", community="reddit", name="u1") == same
+    from monitor.config import SOURCE_KINDS
+
+    assert "namespace" not in SOURCE_KINDS
