@@ -9,10 +9,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import decline_detection, ingest_throughput, scale
+from bench import decline_detection, flows, ingest_throughput, scale
 
 BENCHMARKS: dict[str, Callable[[], bool]] = {
     "decline": decline_detection.main,
+    "flows": flows.main,
     "ingest": ingest_throughput.main,
     "scale": scale.main,
 }

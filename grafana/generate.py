@@ -11,7 +11,8 @@ datasource provisioned with the fixed uid ``PROVISIONED_DATASOURCE_UID``
 Grafana picks its default (or first) Prometheus.
 
 - Overview: every community side by side;
-- Community: one community (``$community``) in depth, with change-point markers;
+- Community: one community (``$community``) in depth, with change-point markers and
+  where its departed participants went;
 - Collector health: is the service polling, and how politely.
 
 Queries use only the metric contract (README, "Metrics"). Edit this file, run it,
@@ -595,6 +596,31 @@ def community_drilldown() -> builders.Dashboard:
             description="How long ago the newest stored post was written.",
         ),
     ]
+    flows = [
+        bars(
+            "Where departed participants went (28 days)",
+            query(
+                f'topk(5, forum_participant_flow_ratio{{{C}, window="28d"}})',
+                "{{to_community}}",
+            ),
+            unit="percentunit",
+            max_value=1,
+            description="Share of the participants of the 4 weeks before who did not post "
+            "here in the last 4 weeks and posted in another watched community of the same "
+            "platform since (never across platforms). Counted by keyed pseudonyms; a count "
+            "under flow_min_authors is never shown, and 0 may mean fewer than that.",
+        ),
+        graph(
+            "Departed and shared participants",
+            query(f"forum_departed_participants{{{C}}}", "departed ({{window}})"),
+            query(
+                f"forum_participants_shared{{{C}}}",
+                "also active in {{to_community}} ({{window}})",
+            ),
+            description="Participants active in the previous window and not in this one, and "
+            "participants active both here and in another community of the same platform.",
+        ),
+    ]
     return add_rows(
         board,
         [
@@ -602,6 +628,7 @@ def community_drilldown() -> builders.Dashboard:
             ("Threads", threads),
             ("Mood and topics", mood),
             ("Change points and coverage", shifts),
+            ("Where participants went", flows),
         ],
     )
 

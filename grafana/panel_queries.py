@@ -12,7 +12,7 @@ Grafana would, and runs each query against a real Prometheus::
 ``conditional`` marks queries that may rightly return nothing on a healthy, young
 installation (no alert firing, no change point yet, no keyword groups configured,
 a baseline still too short for change ratios, a host without rate-limit headers,
-no failed poll yet).
+no failed poll yet, fewer than k departed or shared participants).
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ CONDITIONAL_METRICS = (
     "forum_unanswered_threads_ratio",
     "forum_first_reply_median_seconds",
     "forum_returning_participants_ratio",
+    # Shown only with at least flow_min_authors authors behind them, and only between
+    # communities of one platform namespace.
+    "forum_participant_flow_ratio",
+    "forum_participants_shared",
+    "forum_departed_participants",
 )
 
 _VARIABLE = re.compile(r"\$\{(?P<braced>\w+)(?::\w+)?\}|\[\[(?P<old>\w+)\]\]|\$(?P<plain>\w+)")

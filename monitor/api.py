@@ -153,6 +153,38 @@ class SeriesModel(BaseModel):
     points: list[SeriesPoint]
 
 
+class DestinationModel(BaseModel):
+    community: str = Field(description="a watched community of the same platform namespace")
+    ratio: float | None = Field(
+        description="share of the departed participants active here in the window; 0 may "
+        "mean fewer than min_authors; null when not even that can be said"
+    )
+    moved: int | None = Field(description="departed participants active here (>= min_authors)")
+    shared: int | None = Field(
+        description="participants active in both in the window (>= min_authors)"
+    )
+
+
+class FlowWindowModel(BaseModel):
+    window: str
+    namespace: str = Field(description="the platform namespace the pairs are drawn from")
+    departed: int | None = Field(
+        description="participants active in the previous window and not in this one; null "
+        "when fewer than min_authors"
+    )
+    destinations: list[DestinationModel] = Field(description="most movers first")
+
+
+class FlowsModel(BaseModel):
+    community: str
+    simulated: bool
+    min_authors: int = Field(description="k: no count below it is shown (flow_min_authors)")
+    windows: list[FlowWindowModel] = Field(
+        description="empty when the community's source has no namespace (feeds) or it is "
+        "not analysed yet"
+    )
+
+
 class ErrorModel(BaseModel):
     detail: str
 
@@ -434,6 +466,41 @@ def create_app(
                     coverage=d.coverage,
                 )
                 for d in daily
+            ],
+        )
+
+    @app.get(
+        "/api/v1/communities/{community_id}/flows",
+        response_model=FlowsModel,
+        responses={404: {"model": ErrorModel, "description": "Unknown community"}},
+        summary="Where a community's departed participants went",
+        description="Per window: participants active in the previous window and silent in "
+        "this one, and the share of them active in each other watched community of the same "
+        "platform namespace (never across platforms). Counted by keyed pseudonyms; no count "
+        "below `min_authors` is shown.",
+    )
+    def flows(
+        community_id: Annotated[str, Path(description="the community's configured id")],
+    ) -> FlowsModel:
+        view = one_view(community_id)
+        found = view.snapshot.flows if view.snapshot is not None else []
+        return FlowsModel(
+            community=view.id,
+            simulated=shown.simulated,
+            min_authors=service.settings.flow_min_authors,
+            windows=[
+                FlowWindowModel(
+                    window=f.window,
+                    namespace=f.namespace,
+                    departed=f.departed,
+                    destinations=[
+                        DestinationModel(
+                            community=d.community, ratio=d.ratio, moved=d.moved, shared=d.shared
+                        )
+                        for d in f.destinations
+                    ],
+                )
+                for f in found
             ],
         )
 

@@ -464,6 +464,13 @@ class Settings(_Strict):
     retention_days: int = Field(default=30, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_concurrent_polls: int = Field(default=4, ge=1, le=64)
+    flow_min_authors: int = Field(
+        default=5,
+        ge=2,
+        le=1000,
+        description="k: a participant-flow count is shown only with at least k distinct "
+        "authors behind it (monitor.analysis.flows)",
+    )
     keywords: KeywordGroups = Field(default_factory=KeywordGroups)
     http: HttpSettings = Field(default_factory=HttpSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)

@@ -1,9 +1,10 @@
 """``forum-monitor demo``: the real service watching simulated forums, fully offline.
 
 Starts a fake forum on 127.0.0.1 that speaks the Reddit and Discourse APIs,
-loads 120 days of generated history for three communities
+loads 120 days of generated history for four communities
 (``monitor.fakeforum.scenario.DEMO_PLANS``: a gig-work community declining
-after a labelled event 30 days ago, a rival that grows, a steady control),
+after a labelled event 30 days ago, a rival forum that grows, a rival subreddit
+some of its departing members move to, a steady control),
 then runs the real service against it: the real adapters over real HTTP, the
 real store (SQLite in a temporary directory), analysis, /metrics, the status
 page and the API. A live poster keeps the forums posting at an accelerated

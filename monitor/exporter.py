@@ -174,12 +174,50 @@ def _coverage_metrics(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:
     yield last_post
 
 
+def _flow_metrics(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:
+    """Participant flows, only as ``monitor.analysis.flows`` lets them be shown (k-anonymous,
+    at most ``TOP_DESTINATIONS`` destinations per community)."""
+    ratio = GaugeMetricFamily(
+        "forum_participant_flow_ratio",
+        "Share of the community's departed authors (active in the previous window, not in "
+        "this one) active in to_community in this window; same platform only; 0 may mean "
+        "fewer than flow_min_authors.",
+        labels=["community", "to_community", "window"],
+    )
+    shared = GaugeMetricFamily(
+        "forum_participants_shared",
+        "Authors active in both the community and to_community in the window (at least "
+        "flow_min_authors, else absent).",
+        labels=["community", "to_community", "window"],
+    )
+    departed = GaugeMetricFamily(
+        "forum_departed_participants",
+        "Authors active in the previous window and not in this one (at least "
+        "flow_min_authors, else absent); authors seen since namespace pseudonyms exist only.",
+        labels=["community", "window"],
+    )
+    for snapshot in snapshots:
+        for flows in snapshot.flows:
+            if flows.departed is not None:
+                departed.add_metric([snapshot.community, flows.window], flows.departed)
+            for destination in flows.destinations:
+                key = [snapshot.community, destination.community, flows.window]
+                if destination.ratio is not None:
+                    ratio.add_metric(key, destination.ratio)
+                if destination.shared is not None:
+                    shared.add_metric(key, destination.shared)
+    yield ratio
+    yield shared
+    yield departed
+
+
 def community_families(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:
     """Every community family over ``snapshots``, in a fixed order, empty ones included."""
     yield from _window_metrics(snapshots)
     yield from _keyword_metrics(snapshots)
     yield from _trend_metrics(snapshots)
     yield from _coverage_metrics(snapshots)
+    yield from _flow_metrics(snapshots)
 
 
 HEADERS = tuple(header for header, _ in exposition.render(list(community_families([]))))

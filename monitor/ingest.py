@@ -23,7 +23,8 @@ from monitor.analysis.coverage import BACKFILL_OUTCOME
 from monitor.analysis.rollups import day_of
 from monitor.analysis.text import KeywordMatcher, sentiment, strip_markup
 from monitor.config import CommunityBase, Settings
-from monitor.privacy import pseudonym
+from monitor.privacy import namespace_pseudonym, pseudonym
+from monitor.sources import account_name, author_namespace
 from monitor.sources.base import Batch, Envelope, Item
 from monitor.store.bulk import bulk_insert, bulk_update
 from monitor.store.models import Author, Community, PollRun, PollState, Post, Thread
@@ -158,7 +159,9 @@ class Ingestor:
         """Author ids by source name (the name is only a key here, never stored), and the
         days whose new-participant count changes because an author's first post moved."""
         source = str(getattr(community, "source", ""))
+        namespace = author_namespace(community)
         by_name: dict[str, str] = {}
+        linkable: dict[str, str | None] = {}  # pseudonym -> namespace pseudonym
         span: dict[str, tuple[int, int]] = {}
         for envelope in envelopes:
             name = envelope.item.author
@@ -169,21 +172,41 @@ class Ingestor:
                 alias = by_name[name] = pseudonym(
                     self._key, source=source, community=community.id, name=name
                 )
+                linkable[alias] = (
+                    None
+                    if namespace is None
+                    else namespace_pseudonym(
+                        self._key, namespace=namespace, name=account_name(community, name)
+                    )
+                )
             created = envelope.item.created_at
             low, high = span.get(alias, (created, created))
             span[alias] = (min(low, created), max(high, created))
         found = self._author_rows(session, community.id, list(span))
         moved_days: set[int] = set()
         fresh = [
-            {"community_id": community.id, "pseudonym": alias, "first_seen": low, "last_seen": high}
+            {
+                "community_id": community.id,
+                "pseudonym": alias,
+                "namespace_pseudonym": linkable[alias],
+                "first_seen": low,
+                "last_seen": high,
+            }
             for alias, (low, high) in span.items()
             if alias not in found
         ]
         widened = []
+        # rows written before namespace pseudonyms existed get theirs when seen again
+        linked = [
+            {"id": found[alias][0], "namespace_pseudonym": linkable[alias]}
+            for alias in span
+            if alias in found and found[alias][3] is None and linkable[alias] is not None
+        ]
+        bulk_update(session, AUTHORS, linked)
         for alias, (low, high) in span.items():
             if alias not in found:
                 continue
-            author_id, first_seen, last_seen = found[alias]
+            author_id, first_seen, last_seen, _ = found[alias]
             if low < first_seen or high > last_seen:
                 if low < first_seen:
                     moved_days.update((day_of(first_seen), day_of(low)))
@@ -204,14 +227,18 @@ class Ingestor:
     @staticmethod
     def _author_rows(
         session: Session, community_id: str, aliases: Sequence[str]
-    ) -> dict[str, tuple[int, int, int]]:
-        rows: dict[str, tuple[int, int, int]] = {}
+    ) -> dict[str, tuple[int, int, int, str | None]]:
+        rows: dict[str, tuple[int, int, int, str | None]] = {}
         for part in chunked(aliases):
             query = select(
-                AUTHORS.c.pseudonym, AUTHORS.c.id, AUTHORS.c.first_seen, AUTHORS.c.last_seen
+                AUTHORS.c.pseudonym,
+                AUTHORS.c.id,
+                AUTHORS.c.first_seen,
+                AUTHORS.c.last_seen,
+                AUTHORS.c.namespace_pseudonym,
             ).where(AUTHORS.c.community_id == community_id, AUTHORS.c.pseudonym.in_(part))
-            for alias, author_id, first_seen, last_seen in session.execute(query):
-                rows[alias] = (author_id, first_seen, last_seen)
+            for alias, author_id, first_seen, last_seen, linked in session.execute(query):
+                rows[alias] = (author_id, first_seen, last_seen, linked)
         return rows
 
     def _existing_posts(

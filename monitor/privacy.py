@@ -4,6 +4,13 @@ A pseudonym is HMAC-SHA256(key, source + community + name): stable for one
 community, unlinkable across communities, and not reversible by hashing a list
 of known user names unless the key leaks (a plain hash would be).
 
+A namespace pseudonym is HMAC-SHA256(key, "namespace" + namespace + name): the same for
+one account in every community of one platform namespace (all of Reddit, one Discourse
+host, Mastodon accounts by ``acct@instance``; see ``Source.author_namespace``), so
+participant flows between those communities can be counted, and never equal across
+namespaces, where equal names are not the same person. Its message starts with the word
+``namespace``, which no source kind is, so it never equals a per-community pseudonym.
+
 The key is the configured ``pseudonym_key``, else the file ``data_dir/pseudonym.key``,
 else a new random key written there. A key file is refused, never silently used,
 when it is empty, shorter than ``MIN_PSEUDONYM_KEY_BYTES`` or open to group or
@@ -38,6 +45,15 @@ pseudonym, and without the key it says nothing about the key."""
 
 def pseudonym(key: bytes, *, source: str, community: str, name: str) -> str:
     message = "\x1f".join((source, community, name)).encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+NAMESPACE_TAG = "namespace"
+
+
+def namespace_pseudonym(key: bytes, *, namespace: str, name: str) -> str:
+    """One account's pseudonym across every community of ``namespace`` (flows only)."""
+    message = "\x1f".join((NAMESPACE_TAG, namespace, name)).encode("utf-8")
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 

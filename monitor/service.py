@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from monitor.ingest import Ingestor
 from monitor.poller import Poller, PollOutcome, brief, source_of
 from monitor.privacy import key_file, key_fingerprint, load_or_create_key
 from monitor.replicas import Replicas
+from monitor.sources import author_namespace
 from monitor.store import db, keys, retention
 from monitor.telemetry import Telemetry
 
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 
 ANALYSIS_INTERVAL_SECONDS = 60
 """Windows end "now", so every snapshot is recomputed this often even without polls."""
+FLOWS_REFRESH_SECONDS = 15
+"""After a poll brings new posts, its namespace's participant flows are recomputed at most
+this often (and every namespace's at each analysis run)."""
 PRUNE_INTERVAL_SECONDS = 3600
 SHUTDOWN_GRACE_SECONDS = 6.0
 """How long a poll in flight may take to commit or roll back when the service stops."""
@@ -93,6 +98,9 @@ class Service:
         self._inflight: set[asyncio.Task[PollOutcome]] = set()
         self._followups: set[asyncio.Task[None]] = set()
         self._running: set[str] = set()
+        self._flows_at: dict[str, float] = {}
+        self._flows_stale: set[str] = set()
+        """When each namespace's participant flows were last computed (service clock)."""
         self._active = {c.id: c for c in settings.communities if c.enabled}
         self._active_ids = sorted(self._active)
 
@@ -213,9 +221,42 @@ class Service:
                 self.telemetry.source_up.labels(community=snapshot.community).set(up)
 
     async def refresh_all(self) -> None:
-        """Recompute every community's snapshot (windows slide even when nothing is posted)."""
+        """Recompute participant flows, then every community's snapshot (windows slide even
+        when nothing is posted)."""
+        await self.refresh_flows()
         for community in self.active_communities():
             await self.refresh(community)
+
+    async def refresh_flows(self, namespace: str | None = None) -> None:
+        """Recompute participant flows: of every namespace, or of ``namespace`` only."""
+        if self.snapshots is None:
+            return
+        namespaces = {c.id: author_namespace(c) for c in self.active_communities()}
+        if namespace is not None:
+            namespaces = {c: n for c, n in namespaces.items() if n == namespace}
+        now = int(self._clock())
+        try:
+            await asyncio.to_thread(self.snapshots.refresh_flows, namespaces=namespaces, now=now)
+        except SQLAlchemyError as exc:
+            log.error("participant flows failed: %s", brief(exc))
+            return
+        for name in set(namespaces.values()):
+            if name is not None:
+                self._flows_at[name] = self._clock()
+                self._flows_stale.discard(name)
+
+    async def _refresh_flows_after_poll(self, community: CommunityBase, *, new: bool) -> None:
+        """New posts move flows: recompute the community's namespace once they came, at most
+        every ``FLOWS_REFRESH_SECONDS`` (a later poll of the namespace, or the analysis run,
+        catches up)."""
+        namespace = author_namespace(community)
+        if namespace is None:
+            return
+        if new:
+            self._flows_stale.add(namespace)
+        due = self._clock() - self._flows_at.get(namespace, -math.inf) >= FLOWS_REFRESH_SECONDS
+        if namespace in self._flows_stale and due:
+            await self.refresh_flows(namespace)
 
     async def refresh(self, community: CommunityBase) -> None:
         if self.snapshots is None:
@@ -289,6 +330,7 @@ class Service:
             log.info("poll of %s stopped by shutdown; nothing of it was written", community.id)
             return PollOutcome(community.id, source_of(community), "cancelled")
         if outcome.outcome in ("ok", "not_modified"):
+            await self._refresh_flows_after_poll(community, new=bool(outcome.new_items))
             await self.refresh(community)
         return outcome
 

@@ -39,7 +39,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
             while True:
                 try:
                     body = http.get("/api/v1/communities").json()
-                    if len(body["communities"]) == 3 and all(
+                    if len(body["communities"]) == 4 and all(
                         c["last_success_at"] for c in body["communities"]
                     ):
                         break
@@ -58,7 +58,7 @@ def test_communities_lists_every_community_with_its_state(client: httpx.Client) 
     body = client.get("/api/v1/communities").json()
     assert body["simulated"] is True
     ids = [c["id"] for c in body["communities"]]
-    assert ids == ["gigwork", "rival", "control"]
+    assert ids == ["gigwork", "rival", "rivalsub", "control"]
     gig = body["communities"][0]
     assert gig["source"] == "reddit" and gig["last_error"] is None
     assert gig["last_success_at"] is not None
@@ -94,7 +94,7 @@ def test_series_has_daily_values_with_coverage(client: httpx.Client) -> None:
         ("/api/v1/communities/nope/series?signal=posts", 404, "community_id: no community 'nope'"),
         ("/api/v1/communities/" + "x" * 500, 404, "community_id: no community 'xxx"),
         ("/api/v1/nothing-here", 404, "path: nothing at '/api/v1/nothing-here'"),
-        ("/api/v1/communities/nope", 404, "known: control, gigwork, rival"),
+        ("/api/v1/communities/nope", 404, "known: control, gigwork, rival, rivalsub"),
         ("/api/v1/communities/gigwork/series?days=-1", 422, "days: Input should be greater"),
         ("/api/v1/communities/gigwork/series?days=0", 422, "days:"),
         ("/api/v1/communities/gigwork/series?days=100000", 422, f"equal to {MAX_SERIES_DAYS}"),
@@ -143,3 +143,46 @@ def test_the_status_table_links_each_community_to_its_page_of_charts(client: htt
     assert gig.count("<svg") == 3  # posts, participants, sentiment
     assert "Platform cut pay rates" in gig
     assert 'data-community="rival"' not in gig
+
+
+def _flows_when_counted(client: httpx.Client, community: str) -> dict:  # type: ignore[type-arg]
+    """The community's flows once its namespace was counted with every poll's posts."""
+    deadline = time.monotonic() + 40
+    while True:
+        body = client.get(f"/api/v1/communities/{community}/flows").json()
+        windows = body["windows"]
+        if windows and any(d["moved"] for d in windows[0]["destinations"]):
+            return body  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"no flows after 40 s: {body}"
+        time.sleep(0.5)
+
+
+def test_departed_gig_workers_show_up_in_the_rival_subreddit(client: httpx.Client) -> None:
+    """The demo's six gig-work members who move to the rival subreddit (of some nine who
+    fell silent) are found by their namespace pseudonyms, on the same platform only."""
+    body = _flows_when_counted(client, "gigwork")
+    assert body["simulated"] is True and body["min_authors"] == 5
+    (window,) = body["windows"]
+    assert (window["window"], window["namespace"]) == ("28d", "reddit")
+    departed = window["departed"]
+    assert 8 <= departed <= 10
+    by_id = {d["community"]: d for d in window["destinations"]}
+    assert "rival" not in by_id  # the rival forum is another platform: never paired
+    sub = by_id["rivalsub"]
+    assert sub["moved"] == 6 and sub["ratio"] == pytest.approx(6 / departed)
+    assert window["destinations"][0]["community"] == "rivalsub"
+    # nobody of the control moved anywhere; the discourse rival has no reddit partner
+    rival = client.get("/api/v1/communities/rival/flows").json()["windows"]
+    assert [w["destinations"] for w in rival] == [[]]
+    assert client.get("/api/v1/communities/nope/flows").status_code == 404
+    page = client.get("/community/gigwork").text
+    assert "Where departed participants went" in page
+    went = page[page.index('<ul class="flows"') :].split("</ul>")[0]
+    assert 'href="/community/rivalsub"' in went and f"(6 of {departed})" in went
+    metrics = client.get("/metrics").text
+    line = 'forum_participant_flow_ratio{community="gigwork",to_community="rivalsub",window="28d"}'
+    assert line in metrics
+    assert f'forum_departed_participants{{community="gigwork",window="28d"}} {departed}.0' in (
+        metrics
+    )
+    assert 'to_community="rival"' not in metrics

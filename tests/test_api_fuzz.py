@@ -1,5 +1,5 @@
 """The JSON API under a property-based fuzzer (schemathesis, driven by /openapi.json) against
-the real service of the demo on 127.0.0.1, with three communities of data: no server error,
+the real service of the demo on 127.0.0.1, with four communities of data: no server error,
 every answer as the schema says, and every 4xx naming the parameter it refuses."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             assert process.poll() is None, log.read_text()
             try:
                 body = httpx.get(base_url + "/api/v1/communities", timeout=2).json()
-                if len(body["communities"]) == 3 and all(
+                if len(body["communities"]) == 4 and all(
                     c["last_success_at"] for c in body["communities"]
                 ):
                     break

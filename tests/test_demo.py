@@ -62,7 +62,7 @@ def test_history_is_deterministic_per_seed() -> None:
     assert [p.created for p in first] == sorted(p.created for p in first)
 
 
-@pytest.mark.parametrize("plan_id", ["gigwork", "rival", "control"])
+@pytest.mark.parametrize("plan_id", ["gigwork", "rival", "rivalsub", "control"])
 def test_history_fits_one_first_poll(plan_id: str) -> None:
     plan = PLANS[plan_id]
     posts = history(plan, now=NOW, days=120, seed=7)

@@ -52,7 +52,7 @@ def wait_for_analysis(base_url: str, *, timeout: float = 45.0) -> dict[str, str]
             body = httpx.get(base_url + "/api/v1/communities", timeout=2).json()
             last = body
             communities = body["communities"]
-            if len(communities) == 3 and all(
+            if len(communities) == 4 and all(
                 c["last_success_at"] and c["trends"] for c in communities
             ):
                 return {c["id"]: c["status"] for c in communities}
@@ -71,7 +71,12 @@ def verdict_of(dom: str, community: str) -> str:
 def test_demo_status_page_in_headless_chromium(demo: Demo, tmp_path: Path) -> None:
     started = time.monotonic()
     statuses = wait_for_analysis(demo.base_url)
-    assert statuses == {"gigwork": "declining", "rival": "growing", "control": "steady"}
+    assert statuses == {
+        "gigwork": "declining",
+        "rival": "growing",
+        "rivalsub": "growing",
+        "control": "steady",
+    }
     assert time.monotonic() - started < 45
 
     screenshot = tmp_path / "status-page.png"
@@ -107,6 +112,7 @@ def test_demo_status_page_in_headless_chromium(demo: Demo, tmp_path: Path) -> No
     assert "simulated data" in gig
     assert "ForumParticipationDrop" in gig and "Platform cut pay rates" in gig
     assert gig.count("<svg") == 3
+    assert "Where departed participants went" in gig
     control = chromium(tmp_path, "--dump-dom", demo.base_url + "/community/control").stdout
     assert "Nothing out of line." in control
 

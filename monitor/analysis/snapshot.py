@@ -7,8 +7,9 @@ community and swaps the result in; the exporter and the API only read it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, func
@@ -18,6 +19,7 @@ from monitor.analysis import coverage as cov
 from monitor.analysis import trends
 from monitor.analysis.changepoints import decline_onset, latest_changepoint
 from monitor.analysis.cusum import decline_score
+from monitor.analysis.flows import CommunityFlows, compute_flows
 from monitor.analysis.rollups import DAY, daily_rows, day_of
 from monitor.analysis.windows import WINDOWS, WindowActivity, window_activity
 from monitor.config import CommunityBase, Settings
@@ -105,6 +107,8 @@ class CommunitySnapshot:
     trends: list[Trend] = field(default_factory=list)
     changepoints: list[ChangePointResult] = field(default_factory=list)
     declines: list[DeclineResult] = field(default_factory=list)
+    flows: list[CommunityFlows] = field(default_factory=list)
+    """Where its departed participants went, per window (``monitor.analysis.flows``)."""
 
 
 def community_spans(
@@ -234,6 +238,7 @@ class Snapshots:
         self._engine = engine
         self._lock = threading.Lock()
         self._latest: dict[str, CommunitySnapshot] = {}
+        self._flows: dict[str, list[CommunityFlows]] = {}
         self._listeners: list[Callable[[CommunitySnapshot], object]] = []
 
     def on_install(self, listener: Callable[[CommunitySnapshot], object]) -> None:
@@ -241,11 +246,31 @@ class Snapshots:
         latest (the exporter renders its text then, rather than at each scrape)."""
         self._listeners.append(listener)
 
+    def refresh_flows(self, *, namespaces: Mapping[str, str | None], now: int) -> None:
+        """Recompute participant flows between the communities of ``namespaces`` (id ->
+        platform namespace): one query per namespace; each community's next ``refresh``
+        carries its part."""
+        with Session(self._engine) as session:
+            flows = compute_flows(
+                session,
+                namespaces=namespaces,
+                now=now,
+                min_authors=self._settings.flow_min_authors,
+            )
+        with self._lock:
+            # communities of the namespaces recomputed are replaced; the others kept
+            recomputed = {c for c, n in namespaces.items() if n is not None}
+            kept = {c: f for c, f in self._flows.items() if c not in recomputed}
+            self._flows = {**kept, **flows}
+
     def refresh(self, community: CommunityBase, *, now: int) -> CommunitySnapshot:
         with Session(self._engine) as session:
             snapshot = compute_snapshot(
                 session, settings=self._settings, community=community, now=now
             )
+        with self._lock:
+            flows = self._flows.get(community.id, [])
+        snapshot = dataclasses.replace(snapshot, flows=flows)
         self.install(snapshot)
         return snapshot
 

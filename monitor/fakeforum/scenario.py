@@ -147,6 +147,17 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Newcomers:
+    """Members of another plan on the same platform who post here from this plan's event on,
+    under the same names (so participant flows can link them): the ones numbered ``first``
+    to ``first + count - 1`` there take the places this plan's growth opens."""
+
+    plan_id: str
+    first: int
+    count: int
+
+
+@dataclass(frozen=True)
 class CommunityPlan:
     id: str
     title: str
@@ -163,6 +174,7 @@ class CommunityPlan:
     noise: float = 0.08
     """Relative standard deviation of the daily counts."""
     event: Event | None = None
+    newcomers: Newcomers | None = None
 
 
 @dataclass(frozen=True)
@@ -257,6 +269,17 @@ def author_name(plan: CommunityPlan, number: int) -> str:
     return f"{plan.id}_member_{number:04d}"
 
 
+def member_name(plan: CommunityPlan, number: int, *, day: int, now: int) -> str:
+    """The name of member ``number`` on ``day``: from the plan's event on, the places beyond
+    its base pool go to its newcomers (``Newcomers``) first."""
+    joined, event = plan.newcomers, plan.event
+    if joined is not None and event is not None and day >= event_day(event, now=now):
+        extra = number - round(3 * plan.participants_per_day)
+        if 0 <= extra < joined.count:
+            return f"{joined.plan_id}_member_{joined.first + extra:04d}"
+    return author_name(plan, number)
+
+
 def history(plan: CommunityPlan, *, now: int, days: int, seed: int) -> list[SimPost]:
     """Posts of the ``days`` days before ``now`` (and of today so far), oldest first."""
     rng = random.Random(f"{seed}:{plan.id}")
@@ -291,7 +314,7 @@ def _one_day(
             SimPost(
                 start_index + number,
                 int(day + offset),
-                author_name(plan, authors[number]),
+                member_name(plan, authors[number], day=day, now=now),
                 text,
                 title=text,
             )
@@ -311,7 +334,7 @@ def _one_day(
             SimPost(
                 start_index + number,
                 thread.created + int(delay),
-                author_name(plan, authors[number]),
+                member_name(plan, authors[number], day=day, now=now),
                 pick_text(rng, mood, groups[number]),
                 thread=thread.index,
             )
@@ -365,6 +388,28 @@ DEMO_PLANS: tuple[CommunityPlan, ...] = (
         ),
     ),
     CommunityPlan(
+        id="rivalsub",
+        title="A rival platform's subreddit (simulated)",
+        source="reddit",
+        forum="rivalwork_demo",
+        threads_per_day=2,
+        replies_per_day=3,
+        participants_per_day=3,
+        mood=MoodMix(positive=0.45, negative=0.1),
+        keywords={"pay": 0.04},
+        event=Event(
+            days_ago=DEMO_EVENT_DAYS_AGO,
+            label="Members of the gig-work subreddit join",
+            threads=2.0,
+            replies=2.2,
+            participants=3.0,
+            step=0.5,
+        ),
+        # six of the gig-work members who fall silent after its event (its pool shrinks
+        # from 27 members to about 8) post here instead, under the same Reddit names
+        newcomers=Newcomers(plan_id="gigwork", first=20, count=6),
+    ),
+    CommunityPlan(
         id="control",
         title="Steady control community (simulated)",
         source="reddit",
@@ -376,7 +421,7 @@ DEMO_PLANS: tuple[CommunityPlan, ...] = (
         keywords={"pay": 0.03},
     ),
 )
-"""The demo's three communities; each 120-day history fits one first poll."""
+"""The demo's four communities; each 120-day history fits one first poll."""
 
 
 class Simulation:
@@ -511,7 +556,8 @@ class LivePoster:
             if rng.random() < share:
                 group = name
         text = pick_text(rng, mood, group)
-        author = author_name(plan, rng.randrange(max(1, round(3 * current.participants))))
+        number = rng.randrange(max(1, round(3 * current.participants)))
+        author = member_name(plan, number, day=now // DAY * DAY, now=self.now0)
         post = SimPost(index=-1, created=now, author=author, text=text, title=text)
         recent = self.simulation.recent_threads(plan.id)
         share_threads = current.threads / max(1e-9, current.threads + current.replies)

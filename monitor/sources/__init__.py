@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from monitor.config import CommunityBase
 from monitor.sources.base import Source
 from monitor.sources.discourse import Discourse
 from monitor.sources.feed import Feed
@@ -23,3 +24,15 @@ SOURCES: dict[str, type[Source]] = {
     "lemmy": Lemmy,
 }
 """Adapter kind (the config's ``source`` key) -> adapter class."""
+
+
+def author_namespace(community: CommunityBase) -> str | None:
+    """The platform namespace of ``community``'s authors (``Source.author_namespace``)."""
+    adapter = SOURCES.get(str(getattr(community, "source", "")))
+    return None if adapter is None else adapter.author_namespace(community)
+
+
+def account_name(community: CommunityBase, name: str) -> str:
+    """``name`` as its namespace writes it (``Source.account_name``)."""
+    adapter = SOURCES.get(str(getattr(community, "source", "")))
+    return name if adapter is None else adapter.account_name(community, name)

@@ -33,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -265,6 +266,21 @@ class Source(ABC):
         self.intake = Intake(community=community.id, earliest=self.earliest, now=int(time.time()))
         self.deadline = time.monotonic() + settings.http.poll_deadline
         self.base_url = community.url_root(self.default_base_url)
+
+    @classmethod
+    def author_namespace(cls, community: CommunityBase) -> str | None:
+        """Where one author name is one account: communities of one namespace can share
+        people, so participant flows are counted between them (``monitor.analysis.flows``);
+        None when names do not identify accounts at all. The default: this kind at its API
+        root (one Discourse forum, one GitHub host)."""
+        split = urlsplit(community.url_root(cls.default_base_url))
+        root = (split.netloc.lower() + split.path).rstrip("/")
+        return f"{cls.kind}:{root}"
+
+    @classmethod
+    def account_name(cls, community: CommunityBase, name: str) -> str:
+        """``name`` as it is written throughout this community's namespace."""
+        return name
 
     def url(self, path: str) -> str:
         return self.base_url + path

@@ -90,7 +90,7 @@ import feedparser
 import httpx
 from feedparser.exceptions import ThingsNobodyCaresAboutButMe
 
-from monitor.config import FeedCommunity, Settings
+from monitor.config import CommunityBase, FeedCommunity, Settings
 from monitor.errors import MalformedResponse
 from monitor.http import PoliteClient, Response
 from monitor.sources.base import Cursor, FetchResult, Item, PollInput, Source, bounded_id
@@ -339,6 +339,12 @@ class Feed(Source):
 
     kind = "rss"
     rate_per_minute = 30.0
+
+    @classmethod
+    def author_namespace(cls, community: CommunityBase) -> str | None:
+        """None: a feed's author is a display name, not an account; equal names in two
+        feeds are not known to be one person, so feeds take part in no flow."""
+        return None
 
     def __init__(
         self, community: FeedCommunity, *, settings: Settings, client: PoliteClient

@@ -249,6 +249,12 @@ class HackerNews(Source):
     default_base_url = FIREBASE_URL
     earliest = EARLIEST
     rate_per_minute = 1200.0
+
+    @classmethod
+    def author_namespace(cls, community: CommunityBase) -> str | None:
+        """All of Hacker News (the Firebase and the Algolia API name the same accounts)."""
+        return "hackernews"
+
     root_cache: ClassVar[RootCache[int]] = ROOT_CACHE
 
     max_items_per_poll = 500

@@ -465,6 +465,12 @@ class Lemmy(Source):
     kind = "lemmy"
     earliest = EARLIEST
     rate_per_minute = 30.0
+
+    @classmethod
+    def author_namespace(cls, community: CommunityBase) -> str | None:
+        """All of Lemmy: an author is its ``actor_id``, a URL on its home instance."""
+        return "lemmy"
+
     page_size = PAGE_SIZE
     max_pages = MAX_PAGES
     """Pages one walk of one list reads at most."""

@@ -67,6 +67,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -204,6 +205,21 @@ class Mastodon(Source):
     kind = "mastodon"
     earliest = EARLIEST
     rate_per_minute = 60.0
+
+    @classmethod
+    def author_namespace(cls, community: CommunityBase) -> str | None:
+        """All of Mastodon, its accounts written ``acct@instance`` (``account_name``)."""
+        return "mastodon"
+
+    @classmethod
+    def account_name(cls, community: CommunityBase, name: str) -> str:
+        """``acct`` with its instance: a local account (``alice``) of the instance read gets
+        that instance's host, so ``alice`` of two instances stay two people."""
+        if "@" in name:
+            return name.lower()
+        host = urlsplit(community.url_root("")).hostname or ""
+        return f"{name}@{host}".lower()
+
     max_pages = 10
     """Pages one poll may read (400 statuses); a longer backlog continues next poll."""
     root_cache: ClassVar[RootCache[str]] = ROOT_CACHE

@@ -299,6 +299,12 @@ class Reddit(Source):
     default_base_url = WWW_BASE
     earliest = EARLIEST
     rate_per_minute = 10.0
+
+    @classmethod
+    def author_namespace(cls, community: CommunityBase) -> str | None:
+        """All of Reddit: one user name is one account, whichever host serves it."""
+        return "reddit"
+
     _tokens: ClassVar[dict[tuple[str, str], _Token]] = {}
     """Tokens shared by every instance: (token URL, client id) -> token."""
 

@@ -522,6 +522,13 @@ class StackExchange(Source):
     default_base_url = DEFAULT_BASE_URL
     earliest = EARLIEST
     rate_per_minute = 30.0
+
+    @classmethod
+    def author_namespace(cls, community: CommunityBase) -> str | None:
+        """One site: a user id names an account of that site only."""
+        site = community.site if isinstance(community, StackExchangeCommunity) else ""
+        return f"stackexchange:{site}"
+
     max_pages = 10
     """Pages of each endpoint one poll may read (1000 items)."""
     max_lookups = 20

@@ -20,17 +20,25 @@ class Community(SQLModel, table=True):
 
 
 class Author(SQLModel, table=True):
-    """A pseudonymous author, per community (the same person in two communities is two rows)."""
+    """A pseudonymous author, per community (the same person in two communities is two rows).
+
+    ``pseudonym`` is unlinkable across communities; ``namespace_pseudonym`` is the same for
+    one account in every community of one platform namespace (``monitor.privacy``), so
+    participant flows can follow a person from one community to another without a name.
+    It is None on rows last written before it existed.
+    """
 
     __tablename__ = "authors"
     __table_args__ = (
         UniqueConstraint("community_id", "pseudonym"),
         Index("ix_authors_community_first_seen", "community_id", "first_seen"),
+        Index("ix_authors_community_namespace_pseudonym", "community_id", "namespace_pseudonym"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     community_id: str = Field(foreign_key="communities.id", max_length=63)
     pseudonym: str = Field(max_length=64)
+    namespace_pseudonym: str | None = Field(default=None, max_length=64)
     first_seen: int = Field(sa_column=Column(BigInteger, nullable=False))
     last_seen: int = Field(sa_column=Column(BigInteger, nullable=False))
 

@@ -207,6 +207,47 @@ def _charts(view: CommunityView, snap: CommunitySnapshot) -> str:
     return f'<div class="charts">{"".join(figures)}</div><p class="legend">{" · ".join(legend)}</p>'
 
 
+FLOW_DESTINATIONS_SHOWN = 5
+
+
+def _flows(snap: CommunitySnapshot) -> str:
+    """Where its departed participants went: the top destinations of the 28-day window."""
+    found = next((f for f in snap.flows if f.window == "28d"), None)
+    if found is None:
+        return (
+            '<p class="muted">Not counted: this source\'s authors are not accounts that can '
+            "be followed to another community (a feed), or flows are not computed yet.</p>"
+        )
+    k = found.min_authors
+    if found.departed is None:
+        return (
+            f'<p class="muted">Fewer than {k} participants of the 4 weeks before went '
+            "silent in the last 4 weeks (nothing smaller than that is shown).</p>"
+        )
+    went = [d for d in found.destinations if d.moved is not None][:FLOW_DESTINATIONS_SHOWN]
+    lead = (
+        f"<p>{found.departed} participants of the 4 weeks before did not post here in the "
+        "last 4 weeks. "
+    )
+    if not went:
+        return (
+            lead + f"Fewer than {k} of them are active in another watched community of the "
+            "same platform.</p>"
+        )
+    rows = "".join(
+        f'<li><a href="{community_path(d.community)}">{escape(d.community)}</a> '
+        f'<span class="share">{_percent(d.ratio)}</span> '
+        f'<span class="muted">({d.moved} of {found.departed})</span></li>'
+        for d in went
+    )
+    return (
+        lead
+        + "Active since in:</p>"
+        + f'<ul class="flows" data-window="{escape(found.window)}">{rows}</ul>'
+        + f'<p class="muted">Same platform only; counts under {k} are not shown.</p>'
+    )
+
+
 def _not_analysed(view: CommunityView) -> str:
     rows = [
         ("Source", escape(view.source)),
@@ -229,7 +270,8 @@ def _section(view: CommunityView, *, now: int, simulated: bool) -> str:
     else:
         body = (
             f'<div class="body"><div class="left">{_facts(view.snapshot, now=now)}'
-            f"<h3>Out of line now</h3>{_conditions(view)}</div>"
+            f"<h3>Out of line now</h3>{_conditions(view)}"
+            f"<h3>Where departed participants went</h3>{_flows(view.snapshot)}</div>"
             f'<div class="right">{_charts(view, view.snapshot)}</div></div>'
         )
     return (

@@ -142,3 +142,47 @@ def test_a_migration_waits_for_the_one_under_way(pg_url: str, tmp_path: Path) ->
         holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
         _, err = run.communicate(timeout=120)
         assert run.returncode == 0, err
+
+
+def _namespace_column_up_and_down(url: str) -> None:
+    """0007 adds ``authors.namespace_pseudonym`` (nullable, indexed with the community);
+    going back to 0004 drops both and keeps the rows."""
+    from sqlalchemy import text
+
+    engine = db.make_engine(url)
+    try:
+        db.upgrade(engine)
+        columns = {c["name"]: c for c in inspect(engine).get_columns("authors")}
+        assert columns["namespace_pseudonym"]["nullable"] is True
+        indexes = {i["name"] for i in inspect(engine).get_indexes("authors")}
+        assert "ix_authors_community_namespace_pseudonym" in indexes
+        with engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO communities (id, source, created_at) VALUES ('a', 'reddit', 1)")
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO authors (community_id, pseudonym, namespace_pseudonym, "
+                    "first_seen, last_seen) VALUES ('a', 'p', 'n', 1, 2)"
+                )
+            )
+        db.downgrade(engine, "0004")
+        inspector = inspect(engine)
+        assert "namespace_pseudonym" not in {c["name"] for c in inspector.get_columns("authors")}
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT pseudonym FROM authors")).all() == [("p",)]
+        db.upgrade(engine)
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT namespace_pseudonym FROM authors")).all()
+        assert rows == [(None,)]
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_namespace_pseudonyms_up_and_down(tmp_path: Path) -> None:
+    _namespace_column_up_and_down(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+@pytest.mark.postgres
+def test_postgres_namespace_pseudonyms_up_and_down(pg_url: str) -> None:
+    _namespace_column_up_and_down(pg_url)
