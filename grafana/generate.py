@@ -17,6 +17,12 @@ Grafana picks its default (or first) Prometheus.
 
 Queries use only the metric contract (README, "Metrics"). Edit this file, run it,
 and commit the JSON with it; tests/deploy/test_dashboards.py checks they agree.
+
+Replicas (README, "Deploy") export each community's series from whichever one holds it,
+so a series moves to another ``instance`` when its community changes hands, and both may
+lie within the lookback for a scrape or two. Every query of a community series therefore
+drops ``instance``: gauges through ``max without (instance)`` (``replicas_max``), counters
+by summing each replica's rate(), so a community is one line and one bar, not two.
 """
 
 from __future__ import annotations
@@ -63,6 +69,11 @@ CW = 'community="$community", window="$window"'
 
 
 # ---------------------------------------------------------------- building blocks
+
+
+def replicas_max(selector: str) -> str:
+    """A gauge once per community, whichever replica exports it (see the module doc)."""
+    return f"max without (instance) ({selector})"
 
 
 def query(
@@ -331,7 +342,11 @@ def overview() -> builders.Dashboard:
     now = [
         bars(
             "Active participants, last 7 days",
-            query('forum_active_participants{window="7d"}', "{{community}}", instant=True),
+            query(
+                replicas_max('forum_active_participants{window="7d"}'),
+                "{{community}}",
+                instant=True,
+            ),
             unit="short",
             description="Distinct authors who posted in the last 7 days.",
             width=8,
@@ -339,7 +354,9 @@ def overview() -> builders.Dashboard:
         bars(
             "Participation vs. 4-week baseline",
             query(
-                'forum_activity_change_ratio{signal="active_participants", window="7d"}',
+                replicas_max(
+                    'forum_activity_change_ratio{signal="active_participants", window="7d"}'
+                ),
                 "{{community}}",
                 instant=True,
             ),
@@ -364,42 +381,46 @@ def overview() -> builders.Dashboard:
     trends = [
         graph(
             "Active participants (7d window)",
-            query('forum_active_participants{window="7d"}', "{{community}}"),
+            query(replicas_max('forum_active_participants{window="7d"}'), "{{community}}"),
         ),
         graph(
             "Change vs. baseline (7d window)",
-            query('forum_activity_change_ratio{window="7d"}', "{{community}} {{signal}}"),
+            query(
+                replicas_max('forum_activity_change_ratio{window="7d"}'), "{{community}} {{signal}}"
+            ),
             unit="percentunit",
             description="Dashed line: the alert threshold for posts and participants.",
             alert_line=ratio_thresholds(),
         ),
         graph(
             "Decline score (participants)",
-            query('forum_decline_score{signal="active_participants"}', "{{community}}"),
+            query(
+                replicas_max('forum_decline_score{signal="active_participants"}'), "{{community}}"
+            ),
             description="How far the last 3 and 10 days sit below the baseline, in alarm "
             "units: above 1 is a decline (the ForumDecline alert).",
         ),
         graph(
             "Threads started (7d window)",
-            query('forum_threads_started{window="7d"}', "{{community}}"),
+            query(replicas_max('forum_threads_started{window="7d"}'), "{{community}}"),
         ),
         graph(
             "Unanswered threads (7d window)",
-            query('forum_unanswered_threads_ratio{window="7d"}', "{{community}}"),
+            query(replicas_max('forum_unanswered_threads_ratio{window="7d"}'), "{{community}}"),
             unit="percentunit",
             min_value=0,
             max_value=1,
         ),
         graph(
             "Mean sentiment (7d window)",
-            query('forum_sentiment_mean{window="7d"}', "{{community}}"),
+            query(replicas_max('forum_sentiment_mean{window="7d"}'), "{{community}}"),
             description="VADER compound score, -1 (negative) .. 1 (positive).",
             min_value=-1,
             max_value=1,
         ),
         graph(
             "Poll coverage (7d window)",
-            query('forum_coverage_ratio{window="7d"}', "{{community}}"),
+            query(replicas_max('forum_coverage_ratio{window="7d"}'), "{{community}}"),
             unit="percentunit",
             description="Share of the last 7 days covered by successful polls. Under 90% "
             "(dashed) no decline alert fires for the community.",
@@ -449,7 +470,7 @@ def community_drilldown() -> builders.Dashboard:
     board = board.annotation(
         PrometheusAnnotation(
             name="Change points",
-            expr=f"forum_changepoint_timestamp_seconds{{{C}}} * 1000",
+            expr=f"{replicas_max(f'forum_changepoint_timestamp_seconds{{{C}}}')} * 1000",
             color="purple",
             title_format="Change point: {{signal}}",
             use_value_for_time=True,
@@ -466,11 +487,13 @@ def community_drilldown() -> builders.Dashboard:
     participation = [
         graph(
             "Active participants",
-            query(f"forum_active_participants{{{CW}}}", "active participants ($window)"),
+            query(
+                replicas_max(f"forum_active_participants{{{CW}}}"), "active participants ($window)"
+            ),
         ),
         graph(
             "Change vs. baseline",
-            query(f"forum_activity_change_ratio{{{C}}}", "{{signal}} ({{window}})"),
+            query(replicas_max(f"forum_activity_change_ratio{{{C}}}"), "{{signal}} ({{window}})"),
             unit="percentunit",
             description="Recent value over the preceding 4 weeks; 1d compares the same "
             "weekday. Absent while the baseline is short or coverage under 90%.",
@@ -478,18 +501,20 @@ def community_drilldown() -> builders.Dashboard:
         ),
         graph(
             "Decline score",
-            query(f"forum_decline_score{{{C}}}", "{{signal}}"),
+            query(replicas_max(f"forum_decline_score{{{C}}}"), "{{signal}}"),
             description="How far the last 3 and 10 days sit below the baseline, in alarm "
             "units: above 1 is a decline. Absent while coverage is low.",
         ),
         graph(
             "New participants",
-            query(f"forum_new_participants{{{CW}}}", "new ($window)"),
+            query(replicas_max(f"forum_new_participants{{{CW}}}"), "new ($window)"),
             description="Authors whose first seen post falls in the window.",
         ),
         graph(
             "Returning participants",
-            query(f"forum_returning_participants_ratio{{{CW}}}", "returning ($window)"),
+            query(
+                replicas_max(f"forum_returning_participants_ratio{{{CW}}}"), "returning ($window)"
+            ),
             unit="percentunit",
             description="Share of the previous window's authors who posted again.",
             min_value=0,
@@ -499,56 +524,66 @@ def community_drilldown() -> builders.Dashboard:
     threads = [
         graph(
             "Posts and threads started",
-            query(f"forum_posts{{{CW}}}", "posts ($window)"),
-            query(f"forum_threads_started{{{CW}}}", "threads started ($window)"),
+            query(replicas_max(f"forum_posts{{{CW}}}"), "posts ($window)"),
+            query(replicas_max(f"forum_threads_started{{{CW}}}"), "threads started ($window)"),
             width=8,
         ),
         graph(
             "Replies per thread",
-            query(f"forum_thread_replies_avg{{{CW}}}", "replies per thread ($window)"),
+            query(
+                replicas_max(f"forum_thread_replies_avg{{{CW}}}"), "replies per thread ($window)"
+            ),
             width=8,
         ),
         graph(
             "Participants per thread",
-            query(f"forum_thread_participants_avg{{{CW}}}", "participants per thread ($window)"),
+            query(
+                replicas_max(f"forum_thread_participants_avg{{{CW}}}"),
+                "participants per thread ($window)",
+            ),
             width=8,
         ),
         graph(
             "Unanswered threads",
-            query(f"forum_unanswered_threads_ratio{{{CW}}}", "unanswered ($window)"),
+            query(replicas_max(f"forum_unanswered_threads_ratio{{{CW}}}"), "unanswered ($window)"),
             unit="percentunit",
             min_value=0,
             max_value=1,
         ),
         graph(
             "Time to first reply (median)",
-            query(f"forum_first_reply_median_seconds{{{CW}}}", "median first reply ($window)"),
+            query(
+                replicas_max(f"forum_first_reply_median_seconds{{{CW}}}"),
+                "median first reply ($window)",
+            ),
             unit="s",
         ),
     ]
     mood = [
         graph(
             "Mean sentiment",
-            query(f"forum_sentiment_mean{{{CW}}}", "mean ($window)"),
+            query(replicas_max(f"forum_sentiment_mean{{{CW}}}"), "mean ($window)"),
             description="VADER compound score, -1 (negative) .. 1 (positive).",
             min_value=-1,
             max_value=1,
         ),
         graph(
             "Negative posts",
-            query(f"forum_sentiment_negative_ratio{{{CW}}}", "negative share ($window)"),
+            query(
+                replicas_max(f"forum_sentiment_negative_ratio{{{CW}}}"), "negative share ($window)"
+            ),
             unit="percentunit",
             min_value=0,
             max_value=1,
         ),
         graph(
             "Posts by keyword group",
-            query(f"forum_keyword_posts{{{CW}}}", "{{keyword_group}}"),
+            query(replicas_max(f"forum_keyword_posts{{{CW}}}"), "{{keyword_group}}"),
             description="Posts matching each configured keyword group ([keywords] in the config).",
         ),
         graph(
             "Sentiment by keyword group",
-            query(f"forum_keyword_sentiment_mean{{{CW}}}", "{{keyword_group}}"),
+            query(replicas_max(f"forum_keyword_sentiment_mean{{{CW}}}"), "{{keyword_group}}"),
             min_value=-1,
             max_value=1,
         ),
@@ -557,11 +592,15 @@ def community_drilldown() -> builders.Dashboard:
         grid(
             "Latest change points",
             query(
-                f"forum_changepoint_timestamp_seconds{{{C}}} * 1000",
+                f"{replicas_max(f'forum_changepoint_timestamp_seconds{{{C}}}')} * 1000",
                 instant=True,
                 table_format=True,
             ),
-            query(f"forum_changepoint_shift_ratio{{{C}}}", instant=True, table_format=True),
+            query(
+                replicas_max(f"forum_changepoint_shift_ratio{{{C}}}"),
+                instant=True,
+                table_format=True,
+            ),
             description="Onset and size (level after / level before) of each signal's latest "
             "level shift.",
             transformations=[
@@ -573,7 +612,6 @@ def community_drilldown() -> builders.Dashboard:
                             "Time": True,
                             "__name__": True,
                             "job": True,
-                            "instance": True,
                         },
                         "renameByName": {"Value #A": "onset", "Value #B": "shift ratio"},
                     },
@@ -582,7 +620,7 @@ def community_drilldown() -> builders.Dashboard:
         ),
         graph(
             "Poll coverage",
-            query(f"forum_coverage_ratio{{{C}}}", "{{window}}"),
+            query(replicas_max(f"forum_coverage_ratio{{{C}}}"), "{{window}}"),
             unit="percentunit",
             description="Share of each window covered by successful polls.",
             min_value=0,
@@ -591,7 +629,11 @@ def community_drilldown() -> builders.Dashboard:
         ),
         single(
             "Newest post",
-            query(f"time() - forum_last_post_timestamp_seconds{{{C}}}", "age", instant=True),
+            query(
+                f"time() - {replicas_max(f'forum_last_post_timestamp_seconds{{{C}}}')}",
+                "age",
+                instant=True,
+            ),
             unit="s",
             description="How long ago the newest stored post was written.",
         ),
@@ -600,7 +642,9 @@ def community_drilldown() -> builders.Dashboard:
         bars(
             "Where departed participants went (28 days)",
             query(
-                f'topk(5, forum_participant_flow_ratio{{{C}, window="28d"}})',
+                "topk(5, "
+                + replicas_max(f'forum_participant_flow_ratio{{{C}, window="28d"}}')
+                + ")",
                 "{{to_community}}",
             ),
             unit="percentunit",
@@ -612,9 +656,9 @@ def community_drilldown() -> builders.Dashboard:
         ),
         graph(
             "Departed and shared participants",
-            query(f"forum_departed_participants{{{C}}}", "departed ({{window}})"),
+            query(replicas_max(f"forum_departed_participants{{{C}}}"), "departed ({{window}})"),
             query(
-                f"forum_participants_shared{{{C}}}",
+                replicas_max(f"forum_participants_shared{{{C}}}"),
                 "also active in {{to_community}} ({{window}})",
             ),
             description="Participants active in the previous window and not in this one, and "
@@ -651,7 +695,7 @@ def collector_health() -> builders.Dashboard:
     status = [
         single(
             "Source up",
-            query("forum_monitor_source_up", "{{community}}", instant=True),
+            query(replicas_max("forum_monitor_source_up"), "{{community}}", instant=True),
             description="1 if the community's last poll succeeded.",
             width=8,
             steps=thresholds((None, "red"), (1, "green")),
@@ -660,8 +704,8 @@ def collector_health() -> builders.Dashboard:
         bars(
             "Polls missed",
             query(
-                "(time() - forum_monitor_last_success_timestamp_seconds)"
-                " / forum_monitor_poll_interval_seconds",
+                f"(time() - {replicas_max('forum_monitor_last_success_timestamp_seconds')})"
+                f" / {replicas_max('forum_monitor_poll_interval_seconds')}",
                 "{{community}}",
                 instant=True,
             ),
@@ -747,8 +791,9 @@ def collector_health() -> builders.Dashboard:
         ),
         graph(
             "Rate-limit headroom",
-            query("forum_monitor_rate_limit_remaining", "{{host}}"),
-            description="Requests the host says are left in its window (X-Ratelimit-Remaining).",
+            query("min without (instance) (forum_monitor_rate_limit_remaining)", "{{host}}"),
+            description="Requests the host says are left in its window (X-Ratelimit-Remaining); "
+            "with several replicas, the least any of them was told.",
             min_value=0,
         ),
     ]
