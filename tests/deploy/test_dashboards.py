@@ -173,6 +173,25 @@ def test_community_dashboard_variable_and_change_point_markers(boards: dict) -> 
             assert 'community="gigchat"' in found.expr, found
 
 
+def test_queries_show_a_community_once_whichever_replica_exports_it(boards: dict) -> None:
+    """Replicas (README, "Deploy"): a series moves to another `instance` with its community,
+    so every query drops `instance`: gauges through an aggregation without it, counters
+    rated per replica and summed (tests/e2e/test_replica_dashboards.py runs them)."""
+    read = 0
+    for board in boards.values():
+        for found in panel_queries(board, variables={"community": "c"}):
+            for metric in re.finditer(r"\bforum_\w+", found.expr):
+                before = found.expr[: metric.start()]
+                if rated := re.search(r"(rate|increase)\($", before):
+                    assert re.search(r"sum by \([^)]*\) \($", before[: rated.start()]), found
+                else:
+                    assert before.endswith(
+                        ("max without (instance) (", "min without (instance) (")
+                    ), found
+                read += 1
+    assert read >= 40
+
+
 def test_overview_shows_firing_alerts(boards: dict) -> None:
     exprs = [q.expr for q in panel_queries(boards["forum-monitor-overview"])]
     assert any("ALERTS{" in expr for expr in exprs)

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.deploy.rule_durations import (
     RULES_FILE,
@@ -92,6 +93,32 @@ def test_decline_alerts_require_trusted_coverage() -> None:
     for name in set(declines) - {"ForumCollectorErrors", "ForumDeclineDetected"}:
         gate = "and on (community, source) community_source:forum_coverage_ratio_7d:trusted"
         assert gate in blocks[name], name
+
+
+def test_rules_read_community_series_whichever_replica_exports_them() -> None:
+    """A community's series move from one `instance` to another when it changes replicas
+    (README, "Deploy"): rules read gauges through max without (instance), counters through
+    rate() (summed), so no alert restarts or doubles on a handover."""
+    rules = [
+        rule
+        for group in yaml.safe_load(RULES_FILE.read_text())["groups"]
+        for rule in group["rules"]
+    ]
+    read = 0
+    for rule in rules:
+        expr = " ".join(rule["expr"].split())
+        for found in re.finditer(r"(?<![\w:])forum_\w+", expr):
+            before = expr[: found.start()]
+            # `unless` keeps the left side's series: its right side only says which
+            assert before.endswith(
+                ("max without (instance) (", "rate(", "unless on (community) ")
+            ), (rule.get("alert") or rule.get("record"), found[0])
+            if before.endswith("rate("):
+                assert re.match(
+                    r"sum (by \(community|without \(instance)", before.split("/")[-1].strip()
+                )
+            read += 1
+    assert read >= 20
 
 
 def test_test_sized_copy_changes_only_for_lines(tmp_path: Path) -> None:
