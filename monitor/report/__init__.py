@@ -7,6 +7,7 @@ script), ``power`` holds the decline benchmark's measured rows that the methods 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from sqlmodel import Session
 from monitor.config import Settings
 from monitor.errors import ForumMonitorError
 from monitor.report.document import ReportContext, render_report
-from monitor.report.evidence import gather, has_polls
+from monitor.report.evidence import gather, has_polls, present_flows
 from monitor.store import db
 
 
@@ -70,6 +71,11 @@ def write_report(
                 now=now,
                 store=db.describe_url(url),
                 command=command,
+            )
+            evidence = dataclasses.replace(
+                evidence,
+                flows=present_flows(session, settings=settings, community=community, now=now),
+                flows_at=now,
             )
             page = render_report(ReportContext(evidence, session, version))
     finally:

@@ -332,6 +332,48 @@ def decline_section(context: ReportContext) -> Section:
     return Section("decline", "Decline score", body)
 
 
+def flows_section(context: ReportContext) -> Section | None:
+    """Where departed participants went: only for a community with a platform namespace."""
+    evidence = context.evidence
+    flows = evidence.flows
+    if flows is None or evidence.flows_at is None:
+        return None
+    k = flows.min_authors
+    as_of = iso_day(evidence.flows_at)
+    intro = (
+        f"<p>As of {as_of}, over the last 28 days: an author <em>departed</em> when they "
+        "posted here in the 28 days before and not since; a destination's share is the part "
+        "of them who posted in that community in the last 28 days. Authors are matched by a "
+        "keyed pseudonym shared by the communities of one platform "
+        f"({escape(flows.namespace)}) only, never across platforms, and no number resting "
+        f"on fewer than {k} authors is shown (a share of 0 may mean fewer than {k} moved). "
+        "Flows read each author's latest activity, so they describe the present, "
+        f"whatever the report's period.</p>"
+    )
+    if flows.departed is None:
+        return Section(
+            "flows",
+            "Where departed participants went",
+            intro + f"<p>Fewer than {k} participants departed: nothing is shown.</p>",
+        )
+    rows = "".join(
+        f"<tr><td>{escape(d.community)}</td>"
+        f"<td>{'–' if d.ratio is None else percent(d.ratio)}</td>"
+        f"<td>{'–' if d.moved is None else d.moved}</td>"
+        f"<td>{'–' if d.shared is None else d.shared}</td></tr>"
+        for d in flows.destinations
+    )
+    table = (
+        '<table class="data"><thead><tr><th>to community</th><th>share of the departed'
+        "</th><th>departed authors active there</th><th>authors active in both</th></tr>"
+        f"</thead><tbody>{rows}</tbody></table>"
+        if rows
+        else "<p>No watched community of the same platform received any of them.</p>"
+    )
+    body = intro + f"<p>{flows.departed} participants departed.</p>" + table
+    return Section("flows", "Where departed participants went", body)
+
+
 def coverage_section(context: ReportContext) -> Section:
     evidence = context.evidence
     if not evidence.gaps:
@@ -469,6 +511,7 @@ SECTIONS: list[SectionRenderer] = [
     series_section,
     changes_section,
     decline_section,
+    flows_section,
     coverage_section,
     methods_section,
     provenance_section,

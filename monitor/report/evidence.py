@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 from monitor.analysis.changepoints import decline_onset, latest_changepoint
 from monitor.analysis.coverage import BACKFILL_OUTCOME, SUCCESS
 from monitor.analysis.cusum import DECLINE_SCORE_THRESHOLD, RECENT_DAYS, decline_score
+from monitor.analysis.flows import CommunityFlows, compute_flows
 from monitor.analysis.rollups import DAY
 from monitor.analysis.snapshot import (
     CHANGEPOINT_SIGNALS,
@@ -30,7 +31,8 @@ from monitor.analysis.snapshot import (
     daily_series,
 )
 from monitor.analysis.trends import GOOD_COVERAGE, DailyPoint
-from monitor.config import CommunityBase, FeedCommunity, HackerNewsCommunity
+from monitor.config import CommunityBase, FeedCommunity, HackerNewsCommunity, Settings
+from monitor.sources import author_namespace
 from monitor.store.models import Community, PollRun, PollState
 from monitor.untrusted import without_userinfo
 
@@ -119,6 +121,10 @@ class Evidence:
     baseline_posts_per_day: float | None = None
     """Mean posts per counted day of the decline score's baseline (the 92 days before the
     last 28 of the 120 the detectors see): the size the detector judges against."""
+    flows: CommunityFlows | None = None
+    """Where the community's departed participants went, as of ``flows_at`` (None when the
+    community has no platform namespace, e.g. a feed)."""
+    flows_at: int | None = None
 
     @property
     def counted_days(self) -> list[DayActivity]:
@@ -291,3 +297,25 @@ def gather(
         command=command,
         baseline_posts_per_day=mean_posts(baseline),
     )
+
+
+def present_flows(
+    session: Session, *, settings: Settings, community: CommunityBase, now: int
+) -> CommunityFlows | None:
+    """``community``'s participant flows over the 28 days to ``now``, computed as the service
+    does (k-anonymous, between enabled communities of its platform namespace only); None
+    when its source has no namespace. Flows read each author's latest activity, so they
+    exist for the present only, never for a past period."""
+    namespace = author_namespace(community)
+    if namespace is None:
+        return None
+    members = {
+        c.id: namespace
+        for c in settings.communities
+        if c.enabled and author_namespace(c) == namespace
+    }
+    members[community.id] = namespace
+    found = compute_flows(
+        session, namespaces=members, now=now, min_authors=settings.flow_min_authors
+    )
+    return next((f for f in found.get(community.id, []) if f.window == "28d"), None)

@@ -28,6 +28,7 @@ but are other platforms: never paired. The feed has no namespace: no flows at al
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from monitor.analysis.flows import (
 from monitor.config import Settings, settings_from_mapping
 from monitor.errors import ConfigError
 from monitor.ingest import Ingestor
+from monitor.report import write_report
 from monitor.sources import author_namespace
 from monitor.sources.base import Batch, Envelope, Item
 from monitor.store import db
@@ -380,3 +382,50 @@ def test_namespace_pseudonyms_link_one_account_and_nothing_else() -> None:
     from monitor.config import SOURCE_KINDS
 
     assert "namespace" not in SOURCE_KINDS
+
+
+def test_the_evidence_report_shows_where_departed_participants_went(tmp_path: Path) -> None:
+    """The hand count above at k = 2, as the report's section prints it: 7 departed from a,
+    3 of them (43 %) active in b, 2 authors active in both; nothing about d or h."""
+    engine = fx.make_store(tmp_path)
+    config = settings(flow_min_authors=2, database_url=f"sqlite:///{tmp_path / 'forum.db'}")
+    load(engine, config, POSTS)
+    engine.dispose()
+    out = tmp_path / "a.html"
+    write_report(
+        settings=config,
+        community_id="a",
+        since=NOW - 60 * DAY - NOW % DAY,
+        until=NOW - NOW % DAY,
+        out=out,
+        now=NOW,
+        command="forum-monitor report",
+        version="test",
+    )
+    page = out.read_text()
+    section = re.search(r'<section id="flows">(.*?)</section>', page, re.S)
+    assert section is not None
+    text = section.group(1)
+    assert "<p>7 participants departed.</p>" in text
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", text)
+    assert rows == [("b", "43%", "3", "2")]
+    assert "fewer than 2 authors" in text
+
+
+def test_the_evidence_report_of_a_feed_says_nothing_of_flows(tmp_path: Path) -> None:
+    engine = fx.make_store(tmp_path)
+    config = settings(database_url=f"sqlite:///{tmp_path / 'forum.db'}")
+    load(engine, config, POSTS)
+    engine.dispose()
+    out = tmp_path / "f.html"
+    write_report(
+        settings=config,
+        community_id="f",
+        since=NOW - 60 * DAY - NOW % DAY,
+        until=NOW - NOW % DAY,
+        out=out,
+        now=NOW,
+        command="forum-monitor report",
+        version="test",
+    )
+    assert 'id="flows"' not in out.read_text()
