@@ -430,6 +430,47 @@ class ServerSettings(_Strict):
         return seconds
 
 
+class TermSettings(_Strict):
+    """Rising terms (``monitor.analysis.terms``): counted at ingest, k-author rule, ranking."""
+
+    enabled: bool = True
+    min_authors: int = Field(
+        default=5,
+        ge=2,
+        le=100,
+        description="k: a term's day count is kept only when at least this many distinct "
+        "authors used the term in the author pool ending that day",
+    )
+    author_pool_days: int = Field(
+        default=7, ge=1, le=28, description="days ending with a day over which k is counted"
+    )
+    open_days: int = Field(
+        default=2,
+        ge=1,
+        le=7,
+        description="days (today included) still open to late posts before their counts settle",
+    )
+    retention_days: int | None = Field(
+        default=None, ge=1, description="days of term counts kept; unset: retention_days"
+    )
+    baseline_days: int = Field(default=28, ge=7, le=90)
+    min_count: int = Field(
+        default=3, ge=1, description="posts a term needs in the recent window to rank"
+    )
+    common_share: float = Field(
+        default=0.02,
+        gt=0.0,
+        le=1.0,
+        description="terms in at least this share of the baseline's posts are not rising",
+    )
+    exported: int = Field(
+        default=10,
+        ge=0,
+        le=10,
+        description="rising terms per community exported as forum_term_rising_score (at most 10)",
+    )
+
+
 class Settings(_Strict):
     database_url: str | None = None
     listen: str = DEFAULT_LISTEN
@@ -447,6 +488,7 @@ class Settings(_Strict):
     keywords: KeywordGroups = Field(default_factory=KeywordGroups)
     http: HttpSettings = Field(default_factory=HttpSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    terms: TermSettings = Field(default_factory=TermSettings)
     reddit: RedditSettings = Field(default_factory=RedditSettings)
     discourse: DiscourseSettings = Field(default_factory=DiscourseSettings)
     github: GitHubSettings = Field(default_factory=GitHubSettings)
@@ -482,6 +524,10 @@ class Settings(_Strict):
             # read as is, the password's tail would be taken for the host and shown in errors
             raise ValueError("the password holds an unescaped '@': write it as %40")
         return value
+
+    def term_retention_days(self) -> int:
+        """Days of term counts kept: ``terms.retention_days``, else ``retention_days``."""
+        return self.terms.retention_days or self.retention_days
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{Path(self.data_dir) / 'forum-monitor.db'}"

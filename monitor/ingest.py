@@ -21,12 +21,14 @@ from sqlmodel import Session
 
 from monitor.analysis.coverage import BACKFILL_OUTCOME
 from monitor.analysis.rollups import day_of
+from monitor.analysis.terms import post_terms
 from monitor.analysis.text import KeywordMatcher, sentiment, strip_markup
 from monitor.config import CommunityBase, Settings
 from monitor.privacy import pseudonym
 from monitor.sources.base import Batch, Envelope, Item
 from monitor.store.bulk import bulk_insert, bulk_update
 from monitor.store.models import Author, Community, PollRun, PollState, Post, Thread
+from monitor.store.terms import TermUse, record_uses
 
 CHUNK = 500
 _NOTHING_TO_SCORE = {"", "[deleted]", "[removed]"}
@@ -85,6 +87,14 @@ def scoring_text(item: Item) -> str:
     return f"{item.title}\n{text}".strip() if item.title else text.strip()
 
 
+def item_terms(item: Item) -> frozenset[str]:
+    """The terms the item's text holds (``monitor.analysis.terms``); none for a deleted one."""
+    if item.deleted:
+        return frozenset()
+    text = scoring_text(item)
+    return frozenset() if text in _NOTHING_TO_SCORE else post_terms(text)
+
+
 class Ingestor:
     """Writes batches for the communities of one ``Settings``."""
 
@@ -130,12 +140,16 @@ class Ingestor:
         existing = self._existing_posts(session, community.id, batch.envelopes)
         new_rows: list[dict[str, Any]] = []
         changed_rows: list[dict[str, Any]] = []
+        term_uses: Counter[TermUse] = Counter()
         for envelope in batch.envelopes:
             item = envelope.item
             author_id = authors.get(item.author) if item.author else None
             known = existing.get(item.external_id)
             if known is None:
                 new_rows.append(self._new_post(community, envelope, author_id))
+                if author_id is not None and self._settings.terms.enabled:
+                    day = day_of(item.created_at)
+                    term_uses.update((day, term, author_id) for term in item_terms(item))
                 result.new_items += 1
                 result.new_by_kind[item.kind] += 1
                 result.touched_days.add(day_of(item.created_at))
@@ -149,6 +163,7 @@ class Ingestor:
             post_id = row.pop("post_id")
             session.execute(update(POSTS).where(POSTS.c.id == post_id).values(**row))
         self._update_threads(session, community.id, new_rows)
+        record_uses(session, community_id=community.id, uses=term_uses)
         session.flush()
         return result
 

@@ -151,3 +151,39 @@ class PseudonymKey(SQLModel, table=True):
     fingerprint: str = Field(max_length=64, description="HMAC(key, a fixed label), hex")
     first_used_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     counts_anew: bool = False
+
+
+TERM_CHARS = 65
+"""Longest term (``monitor.analysis.terms.MAX_TERM_CHARS``: two words of 32 and a space)."""
+
+
+class TermAuthor(SQLModel, table=True):
+    """Which pseudonymous authors used a term on a day: short-lived, for the k-author rule.
+
+    Rows live while their day is open or in the author pool of an open day
+    (``terms.open_days + terms.author_pool_days`` days); ``pending`` posts are folded
+    into ``term_counts`` when the day closes, then the row only serves as pool.
+    """
+
+    __tablename__ = "term_authors"
+
+    community_id: str = Field(primary_key=True, foreign_key="communities.id", max_length=63)
+    day: int = Field(sa_column=Column(BigInteger, primary_key=True, comment="UTC midnight"))
+    term: str = Field(primary_key=True, max_length=TERM_CHARS)
+    author_id: int = Field(primary_key=True, foreign_key="authors.id")
+    pending: int = 0
+    """Posts of this author with this term not yet folded into ``term_counts``."""
+    folded: bool = False
+    """The author was counted into ``term_counts.authors`` already."""
+
+
+class TermCount(SQLModel, table=True):
+    """Posts per community, UTC day and term, for terms at least k distinct authors used."""
+
+    __tablename__ = "term_counts"
+
+    community_id: str = Field(primary_key=True, foreign_key="communities.id", max_length=63)
+    day: int = Field(sa_column=Column(BigInteger, primary_key=True, comment="UTC midnight"))
+    term: str = Field(primary_key=True, max_length=TERM_CHARS)
+    posts: int = 0
+    authors: int = 0
