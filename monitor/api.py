@@ -24,7 +24,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitor import __version__, exposition
-from monitor.analysis.snapshot import SERIES_DAYS, DayActivity, activity_known
+from monitor.analysis.snapshot import SERIES_DAYS, DayActivity, activity_known, ranking_rules
+from monitor.analysis.terms import MAX_RECENT_DAYS, term_label
 from monitor.analysis.windows import WINDOWS, WindowActivity
 from monitor.config import CommunityBase
 from monitor.service import Service
@@ -155,6 +156,42 @@ class SeriesModel(BaseModel):
 
 class ErrorModel(BaseModel):
     detail: str
+
+
+MAX_TERMS_LISTED = 50
+
+
+class TermModel(BaseModel):
+    term: str = Field(description="a word or two-word phrase, lower-case")
+    count: int = Field(description="posts holding the term in the last `days` days")
+    baseline_rate: float = Field(
+        description="share of the baseline's posts that held it (0 when unseen, or used by "
+        "fewer than k authors)"
+    )
+    expected: float = Field(description="posts expected to hold it at the baseline rate")
+    score: float = Field(description="Poisson log-likelihood surprise; larger rises more")
+
+
+class TermsModel(BaseModel):
+    community: str
+    days: int
+    baseline_days: int = Field(description="days before the recent window compared against")
+    simulated: bool
+    terms: list[TermModel] = Field(description="rising terms, best first")
+
+
+def _bounded_int(name: str, raw: str | None, *, default: int, low: int, high: int) -> int:
+    """``raw`` as a whole number in [low, high], or a 400 naming the parameter."""
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+        shown = repr(raw[:MAX_ECHOED])
+        raise HTTPException(
+            status_code=400,
+            detail=f"{name}: must be a whole number from {low} to {high}; got {shown}",
+        )
+    return int(text)
 
 
 def _window_model(window: WindowActivity) -> WindowModel:
@@ -434,6 +471,55 @@ def create_app(
                     coverage=d.coverage,
                 )
                 for d in daily
+            ],
+        )
+
+    @app.get(
+        "/api/v1/communities/{community_id}/terms",
+        response_model=TermsModel,
+        responses={
+            400: {"model": ErrorModel, "description": "Bad parameter (days or limit)"},
+            404: {"model": ErrorModel, "description": "Unknown community"},
+        },
+        summary="What a community talks about more than before: its rising terms",
+        description=f"Words and two-word phrases whose count in the last `days` days (today "
+        f"included, at most {MAX_RECENT_DAYS}) rises most against the baseline before them, "
+        "best first. Only terms at least k distinct authors used are ever counted, so no term "
+        "points to one person; terms already common in the baseline are left out. Empty "
+        "while terms are off or the community has no baseline yet.",
+    )
+    def terms(
+        community_id: Annotated[str, Path(description="the community's configured id")],
+        days: Annotated[
+            str | None, Query(description=f"recent window in days, 1 to {MAX_RECENT_DAYS}")
+        ] = None,
+        limit: Annotated[
+            str | None, Query(description=f"terms listed at most, 1 to {MAX_TERMS_LISTED}")
+        ] = None,
+    ) -> TermsModel:
+        recent = _bounded_int("days", days, default=7, low=1, high=MAX_RECENT_DAYS)
+        most = _bounded_int("limit", limit, default=20, low=1, high=MAX_TERMS_LISTED)
+        view = one_view(community_id)
+        history = view.snapshot.terms if view.snapshot is not None else None
+        found = (
+            history.rising(days=recent, limit=most, rules=ranking_rules(service.settings))
+            if history is not None
+            else []
+        )
+        return TermsModel(
+            community=view.id,
+            days=recent,
+            baseline_days=service.settings.terms.baseline_days,
+            simulated=shown.simulated,
+            terms=[
+                TermModel(
+                    term=term_label(t.term),
+                    count=t.count,
+                    baseline_rate=t.baseline_rate,
+                    expected=t.expected,
+                    score=t.score,
+                )
+                for t in found
             ],
         )
 

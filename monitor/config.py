@@ -439,16 +439,14 @@ class TermSettings(_Strict):
         ge=2,
         le=100,
         description="k: a term's day count is kept only when at least this many distinct "
-        "authors used the term in the author pool ending that day",
+        "authors used the term in the author pool around that day",
     )
     author_pool_days: int = Field(
-        default=7, ge=1, le=28, description="days ending with a day over which k is counted"
-    )
-    open_days: int = Field(
-        default=2,
+        default=7,
         ge=1,
-        le=7,
-        description="days (today included) still open to late posts before their counts settle",
+        le=14,
+        description="k is counted over the days this close to a day (the day itself is 1), on "
+        "either side; a day's counts settle once its pool has closed",
     )
     retention_days: int | None = Field(
         default=None, ge=1, description="days of term counts kept; unset: retention_days"

@@ -111,6 +111,8 @@ class CommunitySnapshot:
     """Daily term counts for rankings (None when terms are off)."""
     rising_terms: list[RisingTerm] = field(default_factory=list)
     """The last 7 days' rising terms, best first (the status page and the gauge read it)."""
+    terms_exported: int = 0
+    """How many of ``rising_terms`` the gauge exports (``terms.exported``)."""
 
 
 def community_spans(
@@ -196,6 +198,7 @@ def compute_snapshot(
         declines=declines,
         terms=history,
         rising_terms=rising,
+        terms_exported=settings.terms.exported,
     )
 
 

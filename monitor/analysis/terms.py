@@ -13,8 +13,8 @@ grows with evidence, not with a ratio alone, so three uses of a never-seen term 
 a large community do not outrank forty uses in a small one by accident.
 
 ``pooled_counts`` is the privacy rule (see the README): a day's count of a term is
-kept only when at least ``k`` distinct authors used the term in the pool of days
-ending that day, so no kept count can point to one person.
+kept only when at least ``k`` distinct authors used the term within a few days of
+that day (its author pool), so no kept count can point to one person.
 """
 
 from __future__ import annotations
@@ -130,6 +130,8 @@ class RankingRules:
     """Terms in at least this share of the baseline's posts are already common: not rising."""
     prior_posts: float = 0.5
     """Pseudo-count added to a term's baseline posts, so an unseen term's rate is not 0."""
+    phrase_share: float = 0.8
+    """A rising word is left out when a rising phrase with it has this share of its count."""
 
 
 def rising_terms(
@@ -163,7 +165,18 @@ def rising_terms(
         score = count * math.log(count / expected) - (count - expected)
         found.append(RisingTerm(term, count, rate, expected, score))
     found.sort(key=lambda t: (-t.score, t.term))
-    return found[:limit]
+    return _without_words_of_phrases(found, rules.phrase_share)[:limit]
+
+
+def _without_words_of_phrases(found: list[RisingTerm], share: float) -> list[RisingTerm]:
+    """Drop a rising word when a rising phrase holding it accounts for at least ``share`` of
+    its count: "pay cut" rising says it, and "pay" and "cut" would only crowd the list."""
+    phrases = [t for t in found if " " in t.term]
+    said: set[str] = set()
+    for word in (t for t in found if " " not in t.term):
+        if any(word.term in p.term.split(" ") and p.count >= share * word.count for p in phrases):
+            said.add(word.term)
+    return [t for t in found if t.term not in said]
 
 
 TermUses = Mapping[str, Mapping[str, int]]
@@ -174,16 +187,21 @@ def pooled_counts(
     days: Mapping[int, TermUses], *, day: int, k: int, pool_days: int, day_seconds: int = 86400
 ) -> dict[str, tuple[int, int]]:
     """Term -> (posts, distinct authors) of ``day``, for the terms at least ``k`` distinct
-    authors used over the ``pool_days`` days ending with ``day``; the others are dropped."""
-    pool: dict[str, set[str]] = {}
-    for offset in range(pool_days):
-        for term, authors in days.get(day - offset * day_seconds, {}).items():
-            pool.setdefault(term, set()).update(authors)
-    kept: dict[str, tuple[int, int]] = {}
-    for term, authors in days.get(day, {}).items():
-        if len(pool.get(term, ())) >= k:
-            kept[term] = (sum(authors.values()), len(authors))
-    return kept
+    authors used within ``pool_days - 1`` days of ``day`` (either side: those of ``days``
+    seen so far); the others are dropped."""
+    uses = days.get(day, {})
+    pools = {term: set(authors) for term, authors in uses.items() if len(authors) < k}
+    for offset in range(1 - pool_days, pool_days):
+        other = days.get(day + offset * day_seconds) if offset else None
+        if not other or not pools:
+            continue
+        for term in pools.keys() & other.keys():
+            pools[term].update(other[term])
+    return {
+        term: (sum(authors.values()), len(authors))
+        for term, authors in uses.items()
+        if term not in pools or len(pools[term]) >= k
+    }
 
 
 def window_totals(daily: Iterable[Mapping[str, int]]) -> dict[str, int]:

@@ -160,9 +160,9 @@ TERM_CHARS = 65
 class TermAuthor(SQLModel, table=True):
     """Which pseudonymous authors used a term on a day: short-lived, for the k-author rule.
 
-    Rows live while their day is open or in the author pool of an open day
-    (``terms.open_days + terms.author_pool_days`` days); ``pending`` posts are folded
-    into ``term_counts`` when the day closes, then the row only serves as pool.
+    Rows live while their day is open (its author pool, ``terms.author_pool_days`` either
+    side, has not closed yet) or in an open day's pool: ``pending`` posts are folded into
+    ``term_counts`` when the day closes, then the row only serves as pool until deleted.
     """
 
     __tablename__ = "term_authors"

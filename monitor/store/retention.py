@@ -36,7 +36,6 @@ def settle_terms(session: Session, *, settings: Settings, now: int) -> tuple[int
         now=now,
         k=rules.min_authors,
         pool_days=rules.author_pool_days,
-        open_days=rules.open_days,
     )
     expired = terms.purge(session, now=now, retention_days=settings.term_retention_days())
     return folded, expired

@@ -3,11 +3,13 @@
 The k-author rule (``monitor.analysis.terms.pooled_counts``, same rule in SQL here)
 needs to know who used a term, but no kept row may say it. So ingest adds to
 ``term_authors`` (community, day, term, author pseudonym id, pending posts) in one
-bulk statement, and ``settle`` folds each closed day (older than ``open_days``)
-into ``term_counts`` (community, day, term, posts, authors), keeping only terms at
-least k distinct authors used over the ``pool_days`` days ending that day. A
-staging row lives only while its day is open or in an open day's author pool;
-then it is deleted. Late posts for a settled day are added to its counts; a term
+bulk statement, and ``settle`` folds each day whose pool has closed (the day and
+the ``pool_days - 1`` days either side of it) into ``term_counts`` (community, day,
+term, posts, authors), keeping only terms at least k distinct authors used in that
+pool. Until then the day is open: rankings count it from the staging rows with the
+same rule over the part of its pool seen so far. A staging row lives while its day
+is open or in an open day's pool (``2 * pool_days - 1`` days after its day at most,
+13 by default), then it is deleted. Late posts for a settled day are added to its counts; a term
 dropped at settlement is not recovered by later posts (it errs on the private side).
 """
 
@@ -52,7 +54,7 @@ FROM term_authors t
 WHERE t.community_id = :community AND t.day = :day AND t.pending > 0
   AND t.term IN (
     SELECT p.term FROM term_authors p
-    WHERE p.community_id = :community AND p.day >= :pool_start AND p.day <= :day
+    WHERE p.community_id = :community AND p.day >= :pool_start AND p.day <= :pool_end
     GROUP BY p.term HAVING COUNT(DISTINCT p.author_id) >= :k
   )
 GROUP BY t.term
@@ -63,11 +65,12 @@ def pending_counts(
     session: Session, *, community_id: str, day: int, k: int, pool_days: int
 ) -> dict[str, tuple[int, int]]:
     """Term -> (posts, new authors) of ``day``'s not yet folded uses, for the terms at least
-    ``k`` distinct authors used over the ``pool_days`` days ending with ``day``."""
+    ``k`` distinct authors used within ``pool_days - 1`` days of ``day``, either side."""
     params = {
         "community": community_id,
         "day": day,
         "pool_start": day - (pool_days - 1) * DAY,
+        "pool_end": day + (pool_days - 1) * DAY,
         "k": k,
     }
     return {
@@ -89,11 +92,12 @@ def pending_days(session: Session, *, community_id: str | None = None) -> list[t
     return [(str(c), int(d)) for c, d in rows]
 
 
-def settle(session: Session, *, now: int, k: int, pool_days: int, open_days: int) -> int:
-    """Fold every closed day's pending uses into ``term_counts``, then drop staging rows no
-    open day's pool needs; returns how many (community, day) pairs were folded."""
+def settle(session: Session, *, now: int, k: int, pool_days: int) -> int:
+    """Fold the pending uses of every day whose pool has closed into ``term_counts``, then
+    drop the staging rows no open day's pool needs; returns the (community, day) pairs
+    folded."""
     today = now - now % DAY
-    first_open = today - (open_days - 1) * DAY
+    first_open = today - (pool_days - 1) * DAY
     mark = _mark(session)
     upsert = (
         "INSERT INTO term_counts (community_id, day, term, posts, authors) "

@@ -116,16 +116,26 @@ def test_no_baseline_no_ranking_and_limit_holds() -> None:
 
 def test_pool_keeps_a_term_only_when_k_distinct_authors_used_it() -> None:
     days = {
-        D - 3 * DAY: {"pair": {"c": 1}},  # outside the 3-day pool of D
+        D - 3 * DAY: {"pair": {"c": 1}},  # outside the pool of D with pool_days 3 (D-2..D+2)
         D - 2 * DAY: {"pay cut": {"a": 1}},
         D - 1 * DAY: {"pay cut": {"b": 1}, "solo": {"a": 2}},
         D: {"pay cut": {"c": 2, "a": 1}, "solo": {"a": 1}, "pair": {"a": 1, "b": 1}},
+        D + 2 * DAY: {"solo": {"a": 1, "d": 1}},
     }
-    # pay cut: authors {a, b, c} over D-2..D = 3 >= k; its day D count is 3 posts by 2
-    # solo: {a} only; pair: {a, b} (c's use is a day too old)
+    # pay cut: authors {a, b, c} over D-2..D+2 = 3 >= k; its day D count is 3 posts by 2
+    # solo: {a, d}; pair: {a, b} (c's use is a day too far)
     assert pooled_counts(days, day=D, k=3, pool_days=3) == {"pay cut": (3, 2)}
+    # pool_days 4 (D-3..D+3) reaches c's "pair"
     assert pooled_counts(days, day=D, k=3, pool_days=4) == {"pay cut": (3, 2), "pair": (2, 2)}
+    # pool_days 1: the day alone
     assert pooled_counts(days, day=D, k=2, pool_days=1) == {"pay cut": (3, 2), "pair": (2, 2)}
+    # the pool looks forward too: d's use two days later makes "solo" two authors
+    assert pooled_counts(days, day=D, k=2, pool_days=3) == {
+        "pay cut": (3, 2),
+        "pair": (2, 2),
+        "solo": (1, 1),
+    }
+    assert "solo" not in pooled_counts(days, day=D, k=2, pool_days=2)
 
 
 def test_history_ranks_the_recent_window_against_the_days_before() -> None:
@@ -166,3 +176,14 @@ def test_ranking_rules_apply() -> None:
         recent={"a": 6, "b": 7}, baseline={}, recent_posts=10, baseline_posts=10, rules=rules
     )
     assert [t.term for t in found] == ["b"]
+
+
+def test_a_rising_phrase_stands_for_its_words() -> None:
+    found = rising_terms(
+        recent={"pay cut": 8, "pay": 9, "cut": 20, "queue": 5},
+        baseline={},
+        recent_posts=100,
+        baseline_posts=100,
+    )
+    # "pay": the phrase has 8 of its 9 uses (>= 80 %): said by "pay cut"; "cut": 8 of 20, kept
+    assert [t.term for t in found] == ["cut", "pay cut", "queue"]
