@@ -151,14 +151,14 @@ class SeedResult:
     """k -> evaluations of the steady control whose top 5 held an injected phrase."""
 
 
-def run_seed(seed: int, rate: float = RATE) -> SeedResult:
+def run_seed(seed: int, rate: float = RATE, ks: Sequence[int] = KS) -> SeedResult:
     rising = simulate(seed, steady=False, rate=rate)
     steady = simulate(seed, steady=True, rate=rate)
     found_by: dict[int, dict[str, int | None]] = {}
     control_hits: dict[int, int] = {}
     rising_closed: dict[tuple[int, int], dict[str, int]] = {}
     steady_closed: dict[tuple[int, int], dict[str, int]] = {}
-    for k in KS:
+    for k in ks:
         first: dict[str, int | None] = dict.fromkeys(PHRASES)
         hits = 0
         for offset in range(EVALUATED_DAYS):

@@ -41,6 +41,8 @@ CONDITIONAL_METRICS = (
     "forum_unanswered_threads_ratio",
     "forum_first_reply_median_seconds",
     "forum_returning_participants_ratio",
+    # Nothing rises on a steady community, nor before a 7-day baseline exists.
+    "forum_term_rising_score",
 )
 
 _VARIABLE = re.compile(r"\$\{(?P<braced>\w+)(?::\w+)?\}|\[\[(?P<old>\w+)\]\]|\$(?P<plain>\w+)")

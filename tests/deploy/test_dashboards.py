@@ -46,6 +46,7 @@ CONTRACT = {
     "forum_decline_score",
     "forum_coverage_ratio",
     "forum_last_post_timestamp_seconds",
+    "forum_term_rising_score",
     "forum_monitor_polls_total",
     "forum_monitor_poll_failures_total",
     "forum_monitor_poll_duration_seconds_bucket",
