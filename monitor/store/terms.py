@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 DAY = 86400
+SETTLE_LOCK = 0x7465726D73  # "terms": replicas on one PostgreSQL settle one at a time
 
 TermUse = tuple[int, str, int]
 """(UTC day, term, author id)."""
@@ -96,6 +97,9 @@ def settle(session: Session, *, now: int, k: int, pool_days: int) -> int:
     """Fold the pending uses of every day whose pool has closed into ``term_counts``, then
     drop the staging rows no open day's pool needs; returns the (community, day) pairs
     folded."""
+    if session.get_bind().dialect.name == "postgresql":
+        # two replicas folding the same pending rows would count them twice
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SETTLE_LOCK})
     today = now - now % DAY
     first_open = today - (pool_days - 1) * DAY
     mark = _mark(session)
