@@ -180,10 +180,12 @@ class TermsModel(BaseModel):
     terms: list[TermModel] = Field(description="rising terms, best first")
 
 
-def _bounded_int(name: str, raw: str | None, *, default: int, low: int, high: int) -> int:
+def _integer_schema(low: int, high: int, default: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": low, "maximum": high, "default": default}
+
+
+def _bounded_int(name: str, raw: str, *, low: int, high: int) -> int:
     """``raw`` as a whole number in [low, high], or a 400 naming the parameter."""
-    if raw is None:
-        return default
     text = raw.strip()
     if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
         shown = repr(raw[:MAX_ECHOED])
@@ -490,15 +492,25 @@ def create_app(
     )
     def terms(
         community_id: Annotated[str, Path(description="the community's configured id")],
+        # read as text and checked here, so that a bad value is a 400 naming the parameter;
+        # the schema still says what is accepted
         days: Annotated[
-            str | None, Query(description=f"recent window in days, 1 to {MAX_RECENT_DAYS}")
-        ] = None,
+            str,
+            Query(
+                description=f"recent window in days, 1 to {MAX_RECENT_DAYS}",
+                json_schema_extra=_integer_schema(1, MAX_RECENT_DAYS, 7),
+            ),
+        ] = "7",
         limit: Annotated[
-            str | None, Query(description=f"terms listed at most, 1 to {MAX_TERMS_LISTED}")
-        ] = None,
+            str,
+            Query(
+                description=f"terms listed at most, 1 to {MAX_TERMS_LISTED}",
+                json_schema_extra=_integer_schema(1, MAX_TERMS_LISTED, 20),
+            ),
+        ] = "20",
     ) -> TermsModel:
-        recent = _bounded_int("days", days, default=7, low=1, high=MAX_RECENT_DAYS)
-        most = _bounded_int("limit", limit, default=20, low=1, high=MAX_TERMS_LISTED)
+        recent = _bounded_int("days", days, low=1, high=MAX_RECENT_DAYS)
+        most = _bounded_int("limit", limit, low=1, high=MAX_TERMS_LISTED)
         view = one_view(community_id)
         history = view.snapshot.terms if view.snapshot is not None else None
         found = (
