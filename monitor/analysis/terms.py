@@ -24,6 +24,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 MAX_WORD_CHARS = 32
 """Longer "words" are pasted identifiers or junk; they are dropped."""
@@ -68,24 +69,28 @@ def post_terms(text: str) -> frozenset[str]:
     """The distinct terms (words and two-word phrases) of one post's text."""
     if not text:
         return frozenset()
-    text = unicodedata.normalize("NFKC", text).replace("\u2019", "'")
-    text = _DROPPED.sub(f" {_BREAK} ", text)
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text).replace("\u2019", "'")
+    text = text.lower()
+    if "@" in text or "/" in text or "www." in text:  # most posts hold none: skip the scan
+        text = _DROPPED.sub(f" {_BREAK} ", text)
     terms: set[str] = set()
     previous: str | None = None
-    for match in _TOKEN.finditer(text.lower()):
-        word = _word(match.group())
+    for token in _TOKEN.findall(text):
+        word = _word(token)
         if word is None:
             previous = None
             continue
         terms.add(word)
         if previous is not None:
             terms.add(f"{previous} {word}")
-        previous = word
-        if len(terms) >= MAX_TERMS_PER_POST:
+        if len(terms) >= MAX_TERMS_PER_POST - 1:  # a word and a phrase at most per step
             break
+        previous = word
     return frozenset(terms)
 
 
+@lru_cache(maxsize=1 << 16)
 def _word(token: str) -> str | None:
     """The token as a term's word, or None where it ends a phrase (a break, punctuation, a
     number, a stop word, a single letter, junk)."""
