@@ -91,15 +91,15 @@ def _poisson(chance: random.Random, mean: float) -> int:
 
 @dataclass(frozen=True)
 class Community:
-    days: dict[int, dict[str, dict[str, int]]]
-    """Day -> term -> author -> posts."""
+    days: dict[int, dict[str, tuple[int, set[str]]]]
+    """Day -> term -> (posts, authors)."""
     posts: dict[int, int]
 
 
 def simulate(seed: int, *, steady: bool, rate: float = RATE) -> Community:
     """A community's term uses: the phrases from ``ONSET`` on, or (``steady``) all along."""
     chance = random.Random(seed * 7919 + (1 if steady else 0))
-    days: dict[int, dict[str, dict[str, int]]] = {}
+    days: dict[int, dict[str, tuple[int, set[str]]]] = {}
     posts: dict[int, int] = {}
     for index in range(BASELINE_DAYS + EVALUATED_DAYS):
         day = START + index * DAY
@@ -111,8 +111,9 @@ def simulate(seed: int, *, steady: bool, rate: float = RATE) -> Community:
             on = steady or day >= ONSET
             held = [p for p, share in PHRASES.items() if on and chance.random() < share]
             for term in post_terms(_post_text(chance, held)):
-                by_author = uses.setdefault(term, {})
-                by_author[author] = by_author.get(author, 0) + 1
+                posts_authors = uses.setdefault(term, (0, set()))
+                posts_authors[1].add(author)
+                uses[term] = (posts_authors[0] + 1, posts_authors[1])
     return Community(days, posts)
 
 

@@ -437,7 +437,7 @@ class TermSettings(_Strict):
     min_authors: int = Field(
         default=5,
         ge=2,
-        le=100,
+        le=32,
         description="k: a term's day count is kept only when at least this many distinct "
         "authors used the term in the author pool around that day",
     )

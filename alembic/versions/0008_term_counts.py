@@ -1,5 +1,5 @@
-"""term counts: posts per community, day and term (k-author rule), and their short-lived
-author pool
+"""term counts: posts per community, day and term (k-author rule), and the short-lived
+staging of open days with their authors
 
 Revision ID: 0008
 Revises: 0004
@@ -30,19 +30,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("community_id", "day", "term"),
     )
     op.create_table(
-        "term_authors",
+        "term_days",
         sa.Column("community_id", sqlmodel.sql.sqltypes.AutoString(length=63), nullable=False),
         sa.Column("day", sa.BigInteger(), nullable=False, comment="UTC midnight"),
         sa.Column("term", sqlmodel.sql.sqltypes.AutoString(length=65), nullable=False),
-        sa.Column("author_id", sa.Integer(), nullable=False),
         sa.Column("pending", sa.Integer(), nullable=False),
-        sa.Column("folded", sa.Boolean(), nullable=False),
-        sa.ForeignKeyConstraint(["author_id"], ["authors.id"]),
+        sa.Column("authors", sa.Text(), nullable=False),
+        sa.Column("author_entries", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["community_id"], ["communities.id"]),
-        sa.PrimaryKeyConstraint("community_id", "day", "term", "author_id"),
+        sa.PrimaryKeyConstraint("community_id", "day", "term"),
     )
 
 
 def downgrade() -> None:
-    op.drop_table("term_authors")
+    op.drop_table("term_days")
     op.drop_table("term_counts")

@@ -23,6 +23,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -62,7 +63,9 @@ _EMAIL = r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
 _MENTION = r"(?<![\w/])(?:@[\w.@-]+|/?u/[\w-]+)"
 _DROPPED = re.compile(f"{_URL}|{_EMAIL}|{_MENTION}", re.IGNORECASE)
 _BREAK = "\x00"
-_TOKEN = re.compile(r"\x00|[.!?;:,()\[\]{}\"|<>\n]|[^\W_]+(?:['-][^\W_]+)*")
+_TOKEN = re.compile(r"[\w'-]+|[^\w\s'-]")
+"""A run of word characters, apostrophes and hyphens; or one other visible character, which
+ends a phrase (punctuation, symbols, the break left where a link or mention was)."""
 
 
 def post_terms(text: str) -> frozenset[str]:
@@ -94,12 +97,13 @@ def post_terms(text: str) -> frozenset[str]:
 def _word(token: str) -> str | None:
     """The token as a term's word, or None where it ends a phrase (a break, punctuation, a
     number, a stop word, a single letter, junk)."""
+    token = token.strip("'-")
     if token.endswith("'s"):
         token = token[:-2]
     if len(token) < 2 or len(token) > MAX_WORD_CHARS or token in STOP_WORDS:
         return None
-    if not token[0].isalpha() or any(ch.isnumeric() for ch in token):
-        return None
+    if not token.replace("'", "").replace("-", "").isalpha():
+        return None  # digits, underscores (snake_case names), marks
     return token
 
 
@@ -184,8 +188,8 @@ def _without_words_of_phrases(found: list[RisingTerm], share: float) -> list[Ris
     return [t for t in found if t.term not in said]
 
 
-TermUses = Mapping[str, Mapping[str, int]]
-"""One day's uses: term -> author -> posts of that author holding the term."""
+TermUses = Mapping[str, tuple[int, AbstractSet[object]]]
+"""One day's uses: term -> (posts holding the term, the distinct authors who wrote them)."""
 
 
 def pooled_counts(
@@ -195,16 +199,16 @@ def pooled_counts(
     authors used within ``pool_days - 1`` days of ``day`` (either side: those of ``days``
     seen so far); the others are dropped."""
     uses = days.get(day, {})
-    pools = {term: set(authors) for term, authors in uses.items() if len(authors) < k}
+    pools = {term: set(authors) for term, (_, authors) in uses.items() if len(authors) < k}
     for offset in range(1 - pool_days, pool_days):
         other = days.get(day + offset * day_seconds) if offset else None
         if not other or not pools:
             continue
         for term in pools.keys() & other.keys():
-            pools[term].update(other[term])
+            pools[term].update(other[term][1])
     return {
-        term: (sum(authors.values()), len(authors))
-        for term, authors in uses.items()
+        term: (posts, len(authors))
+        for term, (posts, authors) in uses.items()
         if term not in pools or len(pools[term]) >= k
     }
 

@@ -157,24 +157,25 @@ TERM_CHARS = 65
 """Longest term (``monitor.analysis.terms.MAX_TERM_CHARS``: two words of 32 and a space)."""
 
 
-class TermAuthor(SQLModel, table=True):
-    """Which pseudonymous authors used a term on a day: short-lived, for the k-author rule.
+class TermDay(SQLModel, table=True):
+    """A term's posts on a day not yet folded into ``term_counts``, and who wrote them:
+    short-lived, for the k-author rule (``monitor.store.terms``).
 
     Rows live while their day is open (its author pool, ``terms.author_pool_days`` either
-    side, has not closed yet) or in an open day's pool: ``pending`` posts are folded into
-    ``term_counts`` when the day closes, then the row only serves as pool until deleted.
+    side, has not closed yet) or in an open day's pool, then they are deleted.
     """
 
-    __tablename__ = "term_authors"
+    __tablename__ = "term_days"
 
     community_id: str = Field(primary_key=True, foreign_key="communities.id", max_length=63)
     day: int = Field(sa_column=Column(BigInteger, primary_key=True, comment="UTC midnight"))
     term: str = Field(primary_key=True, max_length=TERM_CHARS)
-    author_id: int = Field(primary_key=True, foreign_key="authors.id")
     pending: int = 0
-    """Posts of this author with this term not yet folded into ``term_counts``."""
-    folded: bool = False
-    """The author was counted into ``term_counts.authors`` already."""
+    """Posts holding the term that day not yet folded into ``term_counts``."""
+    authors: str = Field(default="", sa_column=Column(Text, nullable=False))
+    """Author ids (``authors.id``, pseudonymous), comma-separated, at most about 64."""
+    author_entries: int = 0
+    """How many ids ``authors`` holds (a poll's are distinct; two polls' may repeat one)."""
 
 
 class TermCount(SQLModel, table=True):

@@ -116,11 +116,11 @@ def test_no_baseline_no_ranking_and_limit_holds() -> None:
 
 def test_pool_keeps_a_term_only_when_k_distinct_authors_used_it() -> None:
     days = {
-        D - 3 * DAY: {"pair": {"c": 1}},  # outside the pool of D with pool_days 3 (D-2..D+2)
-        D - 2 * DAY: {"pay cut": {"a": 1}},
-        D - 1 * DAY: {"pay cut": {"b": 1}, "solo": {"a": 2}},
-        D: {"pay cut": {"c": 2, "a": 1}, "solo": {"a": 1}, "pair": {"a": 1, "b": 1}},
-        D + 2 * DAY: {"solo": {"a": 1, "d": 1}},
+        D - 3 * DAY: {"pair": (1, {"c"})},  # outside the pool of D with pool_days 3 (D-2..D+2)
+        D - 2 * DAY: {"pay cut": (1, {"a"})},
+        D - 1 * DAY: {"pay cut": (1, {"b"}), "solo": (2, {"a"})},
+        D: {"pay cut": (3, {"c", "a"}), "solo": (1, {"a"}), "pair": (2, {"a", "b"})},
+        D + 2 * DAY: {"solo": (2, {"a", "d"})},
     }
     # pay cut: authors {a, b, c} over D-2..D+2 = 3 >= k; its day D count is 3 posts by 2
     # solo: {a, d}; pair: {a, b} (c's use is a day too far)

@@ -36,7 +36,7 @@ TABLES = {
     "daily_rollups",
     "pseudonym_keys",
     "term_counts",
-    "term_authors",
+    "term_days",
 }
 
 
