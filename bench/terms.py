@@ -34,7 +34,8 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from monitor.analysis.terms import TermHistory, pooled_counts, post_terms
+from monitor.analysis.terms import TermHistory, post_terms
+from monitor.author_pool import pooled_counts
 
 DAY = 86400
 START = 1704067200  # 2024-01-01, a Monday

@@ -12,9 +12,7 @@ log-likelihood ratio ``c ln(c/E) - (c - E)`` of the count ``c`` against the coun
 grows with evidence, not with a ratio alone, so three uses of a never-seen term in
 a large community do not outrank forty uses in a small one by accident.
 
-``pooled_counts`` is the privacy rule (see the README): a day's count of a term is
-kept only when at least ``k`` distinct authors used the term within a few days of
-that day (its author pool), so no kept count can point to one person.
+The privacy rule that decides which counts exist at all is ``monitor.author_pool``.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -186,31 +183,6 @@ def _without_words_of_phrases(found: list[RisingTerm], share: float) -> list[Ris
         if any(word.term in p.term.split(" ") and p.count >= share * word.count for p in phrases):
             said.add(word.term)
     return [t for t in found if t.term not in said]
-
-
-TermUses = Mapping[str, tuple[int, AbstractSet[object]]]
-"""One day's uses: term -> (posts holding the term, the distinct authors who wrote them)."""
-
-
-def pooled_counts(
-    days: Mapping[int, TermUses], *, day: int, k: int, pool_days: int, day_seconds: int = 86400
-) -> dict[str, tuple[int, int]]:
-    """Term -> (posts, distinct authors) of ``day``, for the terms at least ``k`` distinct
-    authors used within ``pool_days - 1`` days of ``day`` (either side: those of ``days``
-    seen so far); the others are dropped."""
-    uses = days.get(day, {})
-    pools = {term: set(authors) for term, (_, authors) in uses.items() if len(authors) < k}
-    for offset in range(1 - pool_days, pool_days):
-        other = days.get(day + offset * day_seconds) if offset else None
-        if not other or not pools:
-            continue
-        for term in pools.keys() & other.keys():
-            pools[term].update(other[term][1])
-    return {
-        term: (posts, len(authors))
-        for term, (posts, authors) in uses.items()
-        if term not in pools or len(pools[term]) >= k
-    }
 
 
 def window_totals(daily: Iterable[Mapping[str, int]]) -> dict[str, int]:

@@ -1,6 +1,6 @@
 """Term counts in the store: staged per day and term while a day is open, kept once it closes.
 
-The k-author rule (``monitor.analysis.terms.pooled_counts``) needs to know who used a
+The k-author rule (``monitor.author_pool``) needs to know who used a
 term, but no kept row may say it. So ingest adds to ``term_days`` (community, day,
 term, pending posts, the ids of the pseudonymous authors who wrote them) in one bulk
 statement per poll, and ``settle`` folds each day whose pool has closed (the day and
@@ -27,7 +27,7 @@ from itertools import islice
 from sqlalchemy import text
 from sqlmodel import Session
 
-from monitor.analysis.terms import TermUses, pooled_counts
+from monitor.author_pool import TermUses, pooled_counts
 
 DAY = 86400
 AUTHOR_ENTRIES = 64

@@ -11,11 +11,11 @@ from monitor.analysis.terms import (
     MAX_TERM_CHARS,
     RankingRules,
     TermHistory,
-    pooled_counts,
     post_terms,
     rising_terms,
     term_label,
 )
+from monitor.author_pool import pooled_counts
 from monitor.store.models import TERM_CHARS
 
 DAY = 86400

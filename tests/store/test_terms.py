@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from monitor.analysis.snapshot import compute_snapshot
-from monitor.analysis.terms import pooled_counts
+from monitor.author_pool import pooled_counts
 from monitor.config import Settings
 from monitor.ingest import Ingestor
 from monitor.sources.base import Item
