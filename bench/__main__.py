@@ -9,13 +9,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import decline_detection, flows, ingest_throughput, scale
+from bench import decline_detection, flows, ingest_throughput, scale, terms
 
 BENCHMARKS: dict[str, Callable[[], bool]] = {
     "decline": decline_detection.main,
     "flows": flows.main,
     "ingest": ingest_throughput.main,
     "scale": scale.main,
+    "terms": terms.main,
 }
 """Name -> benchmark; each prints its table and returns whether all targets passed."""
 

@@ -587,6 +587,33 @@ def community_drilldown() -> builders.Dashboard:
             min_value=-1,
             max_value=1,
         ),
+        grid(
+            "Rising terms",
+            query(
+                f"sort_desc({replicas_max(f'forum_term_rising_score{{{C}}}')})",
+                instant=True,
+                table_format=True,
+            ),
+            description="Words and two-word phrases whose use rose most in the last 7 days "
+            "against the 28 before (Poisson log-likelihood surprise; larger rises more). Only "
+            "the top terms (at most 10 per community), each used by at least k distinct "
+            "authors; empty while nothing rises or the baseline is too short.",
+            transformations=[
+                model.DataTransformerConfig(
+                    id_val="organize",
+                    options={
+                        "excludeByName": {
+                            "Time": True,
+                            "__name__": True,
+                            "job": True,
+                            "instance": True,
+                            "community": True,
+                        },
+                        "renameByName": {"Value": "surprise"},
+                    },
+                ),
+            ],
+        ),
     ]
     shifts = [
         grid(

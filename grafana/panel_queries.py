@@ -46,6 +46,8 @@ CONDITIONAL_METRICS = (
     "forum_participant_flow_ratio",
     "forum_participants_shared",
     "forum_departed_participants",
+    # Nothing rises on a steady community, nor before a 7-day baseline exists.
+    "forum_term_rising_score",
 )
 
 _VARIABLE = re.compile(r"\$\{(?P<braced>\w+)(?::\w+)?\}|\[\[(?P<old>\w+)\]\]|\$(?P<plain>\w+)")

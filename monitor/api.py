@@ -24,7 +24,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitor import __version__, exposition
-from monitor.analysis.snapshot import SERIES_DAYS, DayActivity, activity_known
+from monitor.analysis.snapshot import SERIES_DAYS, DayActivity, activity_known, ranking_rules
+from monitor.analysis.terms import MAX_RECENT_DAYS, term_label
 from monitor.analysis.windows import WINDOWS, WindowActivity
 from monitor.config import CommunityBase
 from monitor.service import Service
@@ -187,6 +188,44 @@ class FlowsModel(BaseModel):
 
 class ErrorModel(BaseModel):
     detail: str
+
+
+MAX_TERMS_LISTED = 50
+
+
+class TermModel(BaseModel):
+    term: str = Field(description="a word or two-word phrase, lower-case")
+    count: int = Field(description="posts holding the term in the last `days` days")
+    baseline_rate: float = Field(
+        description="share of the baseline's posts that held it (0 when unseen, or used by "
+        "fewer than k authors)"
+    )
+    expected: float = Field(description="posts expected to hold it at the baseline rate")
+    score: float = Field(description="Poisson log-likelihood surprise; larger rises more")
+
+
+class TermsModel(BaseModel):
+    community: str
+    days: int
+    baseline_days: int = Field(description="days before the recent window compared against")
+    simulated: bool
+    terms: list[TermModel] = Field(description="rising terms, best first")
+
+
+def _integer_schema(low: int, high: int, default: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": low, "maximum": high, "default": default}
+
+
+def _bounded_int(name: str, raw: str, *, low: int, high: int) -> int:
+    """``raw`` as a whole number in [low, high], or a 400 naming the parameter."""
+    text = raw.strip()
+    if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+        shown = repr(raw[:MAX_ECHOED])
+        raise HTTPException(
+            status_code=400,
+            detail=f"{name}: must be a whole number from {low} to {high}; got {shown}",
+        )
+    return int(text)
 
 
 def _window_model(window: WindowActivity) -> WindowModel:
@@ -501,6 +540,65 @@ def create_app(
                     ],
                 )
                 for f in found
+            ],
+        )
+
+    @app.get(
+        "/api/v1/communities/{community_id}/terms",
+        response_model=TermsModel,
+        responses={
+            400: {"model": ErrorModel, "description": "Bad parameter (days or limit)"},
+            404: {"model": ErrorModel, "description": "Unknown community"},
+        },
+        summary="What a community talks about more than before: its rising terms",
+        description=f"Words and two-word phrases whose count in the last `days` days (today "
+        f"included, at most {MAX_RECENT_DAYS}) rises most against the baseline before them, "
+        "best first. Only terms at least k distinct authors used are ever counted, so no term "
+        "points to one person; terms already common in the baseline are left out. Empty "
+        "while terms are off or the community has no baseline yet.",
+    )
+    def terms(
+        community_id: Annotated[str, Path(description="the community's configured id")],
+        # read as text and checked here, so that a bad value is a 400 naming the parameter;
+        # the schema still says what is accepted
+        days: Annotated[
+            str,
+            Query(
+                description=f"recent window in days, 1 to {MAX_RECENT_DAYS}",
+                json_schema_extra=_integer_schema(1, MAX_RECENT_DAYS, 7),
+            ),
+        ] = "7",
+        limit: Annotated[
+            str,
+            Query(
+                description=f"terms listed at most, 1 to {MAX_TERMS_LISTED}",
+                json_schema_extra=_integer_schema(1, MAX_TERMS_LISTED, 20),
+            ),
+        ] = "20",
+    ) -> TermsModel:
+        recent = _bounded_int("days", days, low=1, high=MAX_RECENT_DAYS)
+        most = _bounded_int("limit", limit, low=1, high=MAX_TERMS_LISTED)
+        view = one_view(community_id)
+        history = view.snapshot.terms if view.snapshot is not None else None
+        found = (
+            history.rising(days=recent, limit=most, rules=ranking_rules(service.settings))
+            if history is not None
+            else []
+        )
+        return TermsModel(
+            community=view.id,
+            days=recent,
+            baseline_days=service.settings.terms.baseline_days,
+            simulated=shown.simulated,
+            terms=[
+                TermModel(
+                    term=term_label(t.term),
+                    count=t.count,
+                    baseline_rate=t.baseline_rate,
+                    expected=t.expected,
+                    score=t.score,
+                )
+                for t in found
             ],
         )
 

@@ -450,6 +450,45 @@ class ReplicaSettings(_Strict):
         return seconds
 
 
+class TermSettings(_Strict):
+    """Rising terms (``monitor.analysis.terms``): counted at ingest, k-author rule, ranking."""
+
+    enabled: bool = True
+    min_authors: int = Field(
+        default=5,
+        ge=2,
+        le=32,
+        description="k: a term's day count is kept only when at least this many distinct "
+        "authors used the term in the author pool around that day",
+    )
+    author_pool_days: int = Field(
+        default=7,
+        ge=1,
+        le=14,
+        description="k is counted over the days this close to a day (the day itself is 1), on "
+        "either side; a day's counts settle once its pool has closed",
+    )
+    retention_days: int | None = Field(
+        default=None, ge=1, description="days of term counts kept; unset: retention_days"
+    )
+    baseline_days: int = Field(default=28, ge=7, le=90)
+    min_count: int = Field(
+        default=3, ge=1, description="posts a term needs in the recent window to rank"
+    )
+    common_share: float = Field(
+        default=0.02,
+        gt=0.0,
+        le=1.0,
+        description="terms in at least this share of the baseline's posts are not rising",
+    )
+    exported: int = Field(
+        default=10,
+        ge=0,
+        le=10,
+        description="rising terms per community exported as forum_term_rising_score (at most 10)",
+    )
+
+
 class Settings(_Strict):
     database_url: str | None = None
     listen: str = DEFAULT_LISTEN
@@ -475,6 +514,7 @@ class Settings(_Strict):
     http: HttpSettings = Field(default_factory=HttpSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     replicas: ReplicaSettings = Field(default_factory=ReplicaSettings)
+    terms: TermSettings = Field(default_factory=TermSettings)
     reddit: RedditSettings = Field(default_factory=RedditSettings)
     discourse: DiscourseSettings = Field(default_factory=DiscourseSettings)
     github: GitHubSettings = Field(default_factory=GitHubSettings)
@@ -510,6 +550,10 @@ class Settings(_Strict):
             # read as is, the password's tail would be taken for the host and shown in errors
             raise ValueError("the password holds an unescaped '@': write it as %40")
         return value
+
+    def term_retention_days(self) -> int:
+        """Days of term counts kept: ``terms.retention_days``, else ``retention_days``."""
+        return self.terms.retention_days or self.retention_days
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{Path(self.data_dir) / 'forum-monitor.db'}"

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from monitor import exposition
 from monitor.analysis.snapshot import CommunitySnapshot, Snapshots
+from monitor.analysis.terms import term_label
 from monitor.analysis.windows import WindowActivity
 
 WINDOW_GAUGES: list[tuple[str, str, Callable[[WindowActivity], float | None]]] = [
@@ -211,6 +212,30 @@ def _flow_metrics(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:
     yield departed
 
 
+MAX_EXPORTED_TERMS = 10
+"""Rising terms per community as gauges at most (``terms.exported``): bounded cardinality."""
+
+
+def _term_metrics(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:
+    rising = GaugeMetricFamily(
+        "forum_term_rising_score",
+        "Poisson log-likelihood surprise of a term's posts in the last 7 days against the 28 "
+        "before; only the community's top rising terms (at most 10), each used by at least k "
+        "distinct authors.",
+        labels=["community", "term"],
+    )
+    for snapshot in snapshots:
+        shown: set[str] = set()
+        for found in snapshot.rising_terms:
+            if len(shown) >= min(snapshot.terms_exported, MAX_EXPORTED_TERMS):
+                break
+            label = term_label(found.term)
+            if label and label not in shown:
+                shown.add(label)
+                rising.add_metric([snapshot.community, label], found.score)
+    yield rising
+
+
 def community_families(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:
     """Every community family over ``snapshots``, in a fixed order, empty ones included."""
     yield from _window_metrics(snapshots)
@@ -218,6 +243,7 @@ def community_families(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:
     yield from _trend_metrics(snapshots)
     yield from _coverage_metrics(snapshots)
     yield from _flow_metrics(snapshots)
+    yield from _term_metrics(snapshots)
 
 
 HEADERS = tuple(header for header, _ in exposition.render(list(community_families([]))))

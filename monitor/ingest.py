@@ -21,6 +21,7 @@ from sqlmodel import Session
 
 from monitor.analysis.coverage import BACKFILL_OUTCOME
 from monitor.analysis.rollups import day_of
+from monitor.analysis.terms import post_terms
 from monitor.analysis.text import KeywordMatcher, sentiment, strip_markup
 from monitor.config import CommunityBase, Settings
 from monitor.privacy import namespace_pseudonym, pseudonym
@@ -28,6 +29,7 @@ from monitor.sources import account_name, author_namespace
 from monitor.sources.base import Batch, Envelope, Item
 from monitor.store.bulk import bulk_insert, bulk_update
 from monitor.store.models import Author, Community, PollRun, PollState, Post, Thread
+from monitor.store.terms import DayTerm, record_uses
 
 CHUNK = 500
 _NOTHING_TO_SCORE = {"", "[deleted]", "[removed]"}
@@ -86,6 +88,37 @@ def scoring_text(item: Item) -> str:
     return f"{item.title}\n{text}".strip() if item.title else text.strip()
 
 
+def item_terms(item: Item) -> frozenset[str]:
+    """The terms the item's text holds (``monitor.analysis.terms``); none for a deleted one."""
+    if item.deleted:
+        return frozenset()
+    text = scoring_text(item)
+    return frozenset() if text in _NOTHING_TO_SCORE else post_terms(text)
+
+
+def term_uses(
+    posts: Iterable[tuple[int, int, frozenset[str]]],
+) -> dict[DayTerm, tuple[int, set[int]]]:
+    """(day, term) -> (posts holding it, their authors' ids), from (day, author id, terms)."""
+    by_day: dict[int, dict[str, tuple[list[int], set[int]]]] = {}
+    for day, author, terms in posts:
+        table = by_day.get(day)
+        if table is None:
+            table = by_day[day] = {}
+        for term in terms:
+            entry = table.get(term)
+            if entry is None:
+                table[term] = ([1], {author})
+            else:
+                entry[0][0] += 1
+                entry[1].add(author)
+    return {
+        (day, term): (count[0], authors)
+        for day, table in by_day.items()
+        for term, (count, authors) in table.items()
+    }
+
+
 class Ingestor:
     """Writes batches for the communities of one ``Settings``."""
 
@@ -131,12 +164,15 @@ class Ingestor:
         existing = self._existing_posts(session, community.id, batch.envelopes)
         new_rows: list[dict[str, Any]] = []
         changed_rows: list[dict[str, Any]] = []
+        with_terms: list[tuple[int, int, frozenset[str]]] = []
         for envelope in batch.envelopes:
             item = envelope.item
             author_id = authors.get(item.author) if item.author else None
             known = existing.get(item.external_id)
             if known is None:
                 new_rows.append(self._new_post(community, envelope, author_id))
+                if author_id is not None and self._settings.terms.enabled:
+                    with_terms.append((day_of(item.created_at), author_id, item_terms(item)))
                 result.new_items += 1
                 result.new_by_kind[item.kind] += 1
                 result.touched_days.add(day_of(item.created_at))
@@ -150,6 +186,7 @@ class Ingestor:
             post_id = row.pop("post_id")
             session.execute(update(POSTS).where(POSTS.c.id == post_id).values(**row))
         self._update_threads(session, community.id, new_rows)
+        record_uses(session, community_id=community.id, uses=term_uses(with_terms))
         session.flush()
         return result
 

@@ -267,13 +267,20 @@ class Service:
             log.error("analysis of %s failed: %s", community.id, brief(exc))
 
     async def prune(self) -> None:
-        """Drop expired post bodies (``retention_days``) and old poll history."""
+        """Drop expired post bodies (``retention_days``) and old poll history; settle closed
+        days' term counts and drop expired ones (``terms.retention_days``)."""
         assert self.engine is not None
         engine = self.engine
 
         def run() -> tuple[int, int]:
+            now = int(self._clock())
             with db.session_scope(engine) as session:
-                return retention.prune(session, now=int(self._clock()))
+                found = retention.prune(session, now=now)
+            with db.session_scope(engine) as session:
+                folded, expired = retention.settle_terms(session, settings=self.settings, now=now)
+            if expired:
+                log.info("retention: dropped %d expired term counts", expired)
+            return found
 
         try:
             bodies, runs = await asyncio.to_thread(run)

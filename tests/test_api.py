@@ -186,3 +186,66 @@ def test_departed_gig_workers_show_up_in_the_rival_subreddit(client: httpx.Clien
         metrics
     )
     assert 'to_community="rival"' not in metrics
+
+
+def test_the_gig_work_community_talks_of_the_new_pay_tier_the_backlog_and_the_rival(
+    client: httpx.Client,
+) -> None:
+    body = client.get("/api/v1/communities/gigwork/terms?days=7&limit=10").json()
+    assert body["days"] == 7 and body["baseline_days"] == 28 and body["simulated"] is True
+    top = [t["term"] for t in body["terms"]]
+    assert "taskhive" in top[:3], top
+    for term in ("tier change", "onboarding backlog"):
+        assert term in top, top
+    first = body["terms"][0]
+    assert set(first) == {"term", "count", "baseline_rate", "expected", "score"}
+    assert first["count"] > first["expected"] and first["score"] > 0
+    # the steady control community has no such rise
+    control = client.get("/api/v1/communities/control/terms").json()["terms"]
+    assert not {"taskhive", "tier change", "onboarding backlog"} & {t["term"] for t in control}
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("days=0", "days: must be a whole number from 1 to 14; got '0'"),
+        ("days=15", "days: must be a whole number from 1 to 14; got '15'"),
+        ("days=seven", "days: must be a whole number from 1 to 14; got 'seven'"),
+        ("days=-1", "days: must be a whole number from 1 to 14"),
+        ("limit=51", "limit: must be a whole number from 1 to 50; got '51'"),
+        ("limit=" + "9" * 500, "limit: must be a whole number from 1 to 50"),
+        ("limit=%C2%B2", "limit: must be a whole number"),
+    ],
+)
+def test_bad_terms_parameters_are_400_naming_the_parameter(
+    client: httpx.Client, query: str, words: str
+) -> None:
+    response = client.get(f"/api/v1/communities/gigwork/terms?{query}")
+    assert response.status_code == 400, response.text
+    assert words in response.json()["detail"]
+    assert len(response.json()["detail"]) < 200
+
+
+def test_terms_of_an_unknown_community_are_404(client: httpx.Client) -> None:
+    response = client.get("/api/v1/communities/nope/terms")
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith("community_id: no community 'nope'")
+
+
+def test_the_community_page_lists_what_rises_now(client: httpx.Client) -> None:
+    page = client.get("/community/gigwork").text
+    assert "<h3>Rising now</h3>" in page
+    assert '<li data-term="taskhive">' in page
+    assert "Rising now" not in client.get("/").text  # the overview stays a table
+
+
+def test_rising_terms_are_bounded_gauges(client: httpx.Client) -> None:
+    lines = [
+        line
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("forum_term_rising_score{")
+    ]
+    gig = [line for line in lines if 'community="gigwork"' in line]
+    assert 'term="taskhive"' in " ".join(gig)
+    for community in ("gigwork", "rival", "control"):
+        assert len([line for line in lines if f'community="{community}"' in line]) <= 10

@@ -19,7 +19,7 @@ import pytest
 from tests.support import free_port
 
 SEED = "20261201"
-PARAMETERS = {"community_id", "signal", "days"}
+PARAMETERS = {"community_id", "signal", "days", "limit"}
 
 
 @pytest.fixture(scope="module")

@@ -236,6 +236,15 @@ MALFORMED: list[tuple[str, str, list[tuple[str, str]]]] = [
         [("pseudonym_key", "this one has 28")],
     ),
     (
+        "rising terms out of bounds",
+        "[terms]\nmin_authors = 1\nexported = 11\nretention_days = 0\n",
+        [
+            ("terms.min_authors", "greater than or equal to 2"),
+            ("terms.retention_days", "greater than or equal to 1"),
+            ("terms.exported", "less than or equal to 10"),
+        ],
+    ),
+    (
         "two problems in two communities",
         '[[communities]]\nid = "a"\nsource = "reddit"\n'
         '[[communities]]\nid = "b"\nsource = "rss"\nurl = "file:///etc/passwd"\n',

@@ -21,8 +21,10 @@ from monitor.analysis.changepoints import decline_onset, latest_changepoint
 from monitor.analysis.cusum import decline_score
 from monitor.analysis.flows import CommunityFlows, compute_flows
 from monitor.analysis.rollups import DAY, daily_rows, day_of
+from monitor.analysis.terms import MAX_RECENT_DAYS, RankingRules, RisingTerm, TermHistory
 from monitor.analysis.windows import WINDOWS, WindowActivity, window_activity
 from monitor.config import CommunityBase, Settings
+from monitor.store import terms as term_store
 from monitor.store.models import PollState, Post
 
 SERIES_DAYS = 120
@@ -109,6 +111,12 @@ class CommunitySnapshot:
     declines: list[DeclineResult] = field(default_factory=list)
     flows: list[CommunityFlows] = field(default_factory=list)
     """Where its departed participants went, per window (``monitor.analysis.flows``)."""
+    terms: TermHistory | None = None
+    """Daily term counts for rankings (None when terms are off)."""
+    rising_terms: list[RisingTerm] = field(default_factory=list)
+    """The last 7 days' rising terms, best first (the status page and the gauge read it)."""
+    terms_exported: int = 0
+    """How many of ``rising_terms`` the gauge exports (``terms.exported``)."""
 
 
 def community_spans(
@@ -177,6 +185,8 @@ def compute_snapshot(
         session, community_id=community.id, spans=spans, today=day_of(now), days=SERIES_DAYS
     )
     changes, shifts, declines = signal_trends(daily, today=day_of(now))
+    history = term_history(session, settings=settings, community_id=community.id, now=now)
+    rising = history.rising(rules=ranking_rules(settings)) if history is not None else []
     return CommunitySnapshot(
         community=community.id,
         source=str(getattr(community, "source", "")),
@@ -190,6 +200,44 @@ def compute_snapshot(
         trends=changes,
         changepoints=shifts,
         declines=declines,
+        terms=history,
+        rising_terms=rising,
+        terms_exported=settings.terms.exported,
+    )
+
+
+def ranking_rules(settings: Settings) -> RankingRules:
+    return RankingRules(
+        min_count=settings.terms.min_count, common_share=settings.terms.common_share
+    )
+
+
+def term_history(
+    session: Session, *, settings: Settings, community_id: str, now: int
+) -> TermHistory | None:
+    """The daily term counts and post totals a ranking of up to ``MAX_RECENT_DAYS`` needs."""
+    rules = settings.terms
+    if not rules.enabled:
+        return None
+    today = day_of(now)
+    first_day = max(
+        today - (MAX_RECENT_DAYS + rules.baseline_days - 1) * DAY,
+        today - (settings.term_retention_days() - 1) * DAY,
+    )
+    return TermHistory(
+        today=today,
+        first_day=first_day,
+        baseline_days=rules.baseline_days,
+        term_posts=term_store.daily_term_posts(
+            session,
+            community_id=community_id,
+            since_day=first_day,
+            k=rules.min_authors,
+            pool_days=rules.author_pool_days,
+        ),
+        posts=term_store.daily_posts(
+            session, community_id=community_id, since_day=first_day, until=today + DAY
+        ),
     )
 
 

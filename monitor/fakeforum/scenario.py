@@ -99,6 +99,28 @@ KEYWORD_TEXTS: dict[str, dict[Mood, tuple[str, ...]]] = {
 }
 """Texts that mention a keyword group (``DEMO_KEYWORDS``), by VADER class."""
 
+RIVAL_NAME = "Taskhive"
+"""The rival platform members of the gig-work community talk of moving to."""
+
+NEW_WORDING_TEXTS: dict[str | None, tuple[str, ...]] = {
+    None: (
+        f"Thinking of moving to {RIVAL_NAME}, this is awful",
+        f"Half the regulars left for {RIVAL_NAME}, so sad",
+    ),
+    "pay": (
+        f"Underpaid since the tier change, this is bad, moving to {RIVAL_NAME}",
+        f"The tier change cut my rate again, awful, switching to {RIVAL_NAME}",
+    ),
+    "onboarding": (
+        f"Stuck in the onboarding backlog, terrible, trying {RIVAL_NAME} instead",
+        f"Onboarding backlog again and still unpaid, so frustrating, {RIVAL_NAME} it is",
+    ),
+}
+"""Negative texts (by keyword group, None for none) in the wording that spreads some weeks
+after the event: the pay "tier change", the "onboarding backlog" and the rival's name, the
+demo's rising terms."""
+NEW_WORDING_RAMP_DAYS = 7
+
 DEMO_KEYWORDS: dict[str, list[str]] = {
     "pay": ["pay cut", "pay rate", "payment", "per hour", "underpaid", "rate"],
     "onboarding": ["onboarding", "assessment"],
@@ -138,6 +160,9 @@ class Event:
     mood_step: float = 0.2
     """The same for mood and keyword shares (moods sour gradually)."""
     ramp_days: int = 30
+    new_wording_from: int | None = None
+    """Days after the event from which negative posts take up ``NEW_WORDING_TEXTS``: none
+    then, all of them ``NEW_WORDING_RAMP_DAYS`` later."""
 
     def progress(self, days_after: float, *, step: float) -> float:
         """0 before the event, ``step`` on its day, 1 after ``ramp_days``."""
@@ -186,18 +211,23 @@ class Level:
     participants: float
     mood: dict[Mood, float]
     keywords: dict[str, float]
+    new_wording: float = 0.0
+    """Chance that a negative post uses ``NEW_WORDING_TEXTS``."""
 
 
 def level(plan: CommunityPlan, *, day: int, now: int) -> Level:
     """Expected levels on the UTC day starting at ``day``, weekly rhythm included."""
     weekday = datetime.fromtimestamp(day, UTC).weekday()
     season = plan.weekend_factor if weekday >= 5 else 1.0
-    activity = mood_progress = 0.0
+    activity = mood_progress = new_wording = 0.0
     event = plan.event
     if event is not None:
         days_after = (day - event_day(event, now=now)) / DAY
         activity = event.progress(days_after, step=event.step)
         mood_progress = event.progress(days_after, step=event.mood_step)
+        if event.new_wording_from is not None:
+            ramp = (days_after - event.new_wording_from) / NEW_WORDING_RAMP_DAYS
+            new_wording = min(1.0, max(0.0, ramp))
 
     def moved(base: float, factor: float, progress: float) -> float:
         return base * (1.0 + (factor - 1.0) * progress)
@@ -219,6 +249,7 @@ def level(plan: CommunityPlan, *, day: int, now: int) -> Level:
         participants=season * moved(plan.participants_per_day, participants, activity),
         mood=mood,
         keywords=keywords,
+        new_wording=new_wording,
     )
 
 
@@ -258,7 +289,10 @@ def _by_quota(rng: random.Random, total: int, shares: Mapping[str, float]) -> li
     return labels
 
 
-def pick_text(rng: random.Random, mood: Mood, group: str | None) -> str:
+def pick_text(rng: random.Random, mood: Mood, group: str | None, new_wording: float = 0.0) -> str:
+    if new_wording > 0 and mood == "negative" and group in NEW_WORDING_TEXTS:
+        if rng.random() < new_wording:
+            return rng.choice(NEW_WORDING_TEXTS[group])
     if group is not None and group in KEYWORD_TEXTS:
         pool = KEYWORD_TEXTS[group].get(mood) or KEYWORD_TEXTS[group]["neutral"]
         return rng.choice(pool)
@@ -309,7 +343,7 @@ def _one_day(
     thread_starts = sorted(rng.uniform(0, DAY - 3600) for _ in range(n_threads))
     for number, offset in enumerate(thread_starts):
         mood: Mood = moods[number] or "neutral"  # type: ignore[assignment]
-        text = pick_text(rng, mood, groups[number])
+        text = pick_text(rng, mood, groups[number], expected.new_wording)
         day_posts.append(
             SimPost(
                 start_index + number,
@@ -335,7 +369,7 @@ def _one_day(
                 start_index + number,
                 thread.created + int(delay),
                 member_name(plan, authors[number], day=day, now=now),
-                pick_text(rng, mood, groups[number]),
+                pick_text(rng, mood, groups[number], expected.new_wording),
                 thread=thread.index,
             )
         )
@@ -366,6 +400,7 @@ DEMO_PLANS: tuple[CommunityPlan, ...] = (
             step=0.35,
             mood_step=0.1,
             keywords={"pay": 0.35, "onboarding": 0.2},
+            new_wording_from=DEMO_EVENT_DAYS_AGO - 10,
         ),
     ),
     CommunityPlan(
@@ -555,7 +590,7 @@ class LivePoster:
         for name, share in current.keywords.items():
             if rng.random() < share:
                 group = name
-        text = pick_text(rng, mood, group)
+        text = pick_text(rng, mood, group, current.new_wording)
         number = rng.randrange(max(1, round(3 * current.participants)))
         author = member_name(plan, number, day=now // DAY * DAY, now=self.now0)
         post = SimPost(index=-1, created=now, author=author, text=text, title=text)

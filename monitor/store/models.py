@@ -182,3 +182,40 @@ class Replica(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=96)
     seen_at: float = Field(sa_column=Column(Float, nullable=False))
+
+
+TERM_CHARS = 65
+"""Longest term (``monitor.analysis.terms.MAX_TERM_CHARS``: two words of 32 and a space)."""
+
+
+class TermDay(SQLModel, table=True):
+    """A term's posts on a day not yet folded into ``term_counts``, and who wrote them:
+    short-lived, for the k-author rule (``monitor.store.terms``).
+
+    Rows live while their day is open (its author pool, ``terms.author_pool_days`` either
+    side, has not closed yet) or in an open day's pool, then they are deleted.
+    """
+
+    __tablename__ = "term_days"
+
+    community_id: str = Field(primary_key=True, foreign_key="communities.id", max_length=63)
+    day: int = Field(sa_column=Column(BigInteger, primary_key=True, comment="UTC midnight"))
+    term: str = Field(primary_key=True, max_length=TERM_CHARS)
+    pending: int = 0
+    """Posts holding the term that day not yet folded into ``term_counts``."""
+    authors: str = Field(default="", sa_column=Column(Text, nullable=False))
+    """Author ids (``authors.id``, pseudonymous), comma-separated, at most about 64."""
+    author_entries: int = 0
+    """How many ids ``authors`` holds (a poll's are distinct; two polls' may repeat one)."""
+
+
+class TermCount(SQLModel, table=True):
+    """Posts per community, UTC day and term, for terms at least k distinct authors used."""
+
+    __tablename__ = "term_counts"
+
+    community_id: str = Field(primary_key=True, foreign_key="communities.id", max_length=63)
+    day: int = Field(sa_column=Column(BigInteger, primary_key=True, comment="UTC midnight"))
+    term: str = Field(primary_key=True, max_length=TERM_CHARS)
+    posts: int = 0
+    authors: int = 0

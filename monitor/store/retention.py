@@ -1,10 +1,13 @@
-"""Retention: kept post bodies expire, and old poll history is dropped."""
+"""Retention: kept post bodies expire, old poll history is dropped, and term counts settle
+(``monitor.store.terms``) and expire after ``Settings.term_retention_days()``."""
 
 from __future__ import annotations
 
 from sqlalchemy import delete, update
 from sqlmodel import Session, col
 
+from monitor.config import Settings
+from monitor.store import terms
 from monitor.store.models import PollRun, Post
 
 POLL_HISTORY_DAYS = 400
@@ -22,3 +25,17 @@ def prune(session: Session, *, now: int) -> tuple[int, int]:
         delete(PollRun).where(col(PollRun.finished_at) < now - POLL_HISTORY_DAYS * 86400)
     )
     return int(bodies.rowcount or 0), int(runs.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def settle_terms(session: Session, *, settings: Settings, now: int) -> tuple[int, int]:
+    """Fold closed days' term uses into their counts and drop expired counts; returns
+    (days folded, count rows deleted)."""
+    rules = settings.terms
+    folded = terms.settle(
+        session,
+        now=now,
+        k=rules.min_authors,
+        pool_days=rules.author_pool_days,
+    )
+    expired = terms.purge(session, now=now, retention_days=settings.term_retention_days())
+    return folded, expired

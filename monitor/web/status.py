@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from monitor.analysis.conditions import describe_duration
 from monitor.analysis.snapshot import CommunitySnapshot, DayActivity
+from monitor.analysis.terms import term_label
 from monitor.analysis.trends import GOOD_COVERAGE
 from monitor.analysis.windows import WindowActivity
 from monitor.web.charts import STATUS_SIZE, Marker, day_chart
@@ -261,16 +262,51 @@ def _not_analysed(view: CommunityView) -> str:
     )
 
 
-def _section(view: CommunityView, *, now: int, simulated: bool) -> str:
+RISING_LISTED = 10
+
+
+def _rising(view: CommunityView, snap: CommunitySnapshot) -> str:
+    """The "Rising now" list: terms whose use rose most in the last 7 days."""
+    api = f"/api/v1/communities/{quote(view.id, safe='')}/terms"
+    if snap.terms is None:
+        return '<p class="muted">Term counting is off (<code>[terms] enabled</code>).</p>'
+    if not snap.rising_terms:
+        return (
+            '<p class="muted">No term rises above its baseline in the last 7 days (or there is '
+            "no baseline yet).</p>"
+        )
+    items = "".join(
+        f'<li data-term="{label}"><strong>{label}</strong> '
+        f'<span class="muted">{t.count} posts, before {_rate(t.baseline_rate)}, '
+        f"surprise {t.score:.1f}</span></li>"
+        for t in snap.rising_terms[:RISING_LISTED]
+        if (label := escape(term_label(t.term)))
+    )
+    return (
+        f'<ol class="rising">{items}</ol><p class="muted small">Posts in the last 7 days '
+        "holding the term, its share of posts in the 28 days before, and how surprising the "
+        "rise is (Poisson log-likelihood). Only terms at least k distinct authors used are "
+        f'counted. <a href="{api}">JSON</a></p>'
+    )
+
+
+def _rate(share: float) -> str:
+    if share == 0:
+        return "unseen"
+    return f"{share:.1%}" if share >= 0.001 else "<0.1%"
+
+
+def _section(view: CommunityView, *, now: int, simulated: bool, detail: bool = False) -> str:
     verdict = view.verdict
     badge = f'<span class="verdict {verdict.replace(" ", "-")}">{VERDICT_WORDS[verdict]}</span>'
     simulated_tag = '<span class="simulated-tag">simulated data</span>' if simulated else ""
     if view.snapshot is None:
         body = f'<div class="body"><div class="left">{_not_analysed(view)}</div></div>'
     else:
+        rising = f"<h3>Rising now</h3>{_rising(view, view.snapshot)}" if detail else ""
         body = (
             f'<div class="body"><div class="left">{_facts(view.snapshot, now=now)}'
-            f"<h3>Out of line now</h3>{_conditions(view)}"
+            f"<h3>Out of line now</h3>{_conditions(view)}{rising}"
             f"<h3>Where departed participants went</h3>{_flows(view.snapshot)}</div>"
             f'<div class="right">{_charts(view, view.snapshot)}</div></div>'
         )
@@ -608,7 +644,7 @@ def render_community_page(
         nav='<a href="/">all communities</a> '
         f'<a href="/api/v1/communities/{quote(view.id, safe="")}">JSON</a> '
         '<a href="/docs">API docs</a>',
-        body=_section(view, now=now, simulated=presentation.simulated),
+        body=_section(view, now=now, simulated=presentation.simulated, detail=True),
         presentation=presentation,
         now=now,
         version=version,

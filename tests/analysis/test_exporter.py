@@ -16,7 +16,7 @@ from monitor.store.models import Author, Post
 from tests.analysis import fixture as fx
 from tests.analysis.fixture import NOW, at
 
-ALLOWED_LABELS = {"community", "source", "window", "keyword_group", "signal"}
+ALLOWED_LABELS = {"community", "source", "window", "keyword_group", "signal", "term"}
 
 
 @pytest.fixture(scope="module")

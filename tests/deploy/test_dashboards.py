@@ -49,6 +49,7 @@ CONTRACT = {
     "forum_participant_flow_ratio",
     "forum_participants_shared",
     "forum_departed_participants",
+    "forum_term_rising_score",
     "forum_monitor_polls_total",
     "forum_monitor_poll_failures_total",
     "forum_monitor_poll_duration_seconds_bucket",

@@ -35,6 +35,8 @@ TABLES = {
     "poll_runs",
     "daily_rollups",
     "pseudonym_keys",
+    "term_counts",
+    "term_days",
 }
 
 

@@ -1,0 +1,200 @@
+"""Term counts in the store: ingest stages uses, settling keeps only k-author terms, the SQL
+rule equals the pure one, open days count before they close, and old counts are purged.
+On SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlmodel import Session
+
+from monitor.analysis.snapshot import compute_snapshot
+from monitor.author_pool import pooled_counts
+from monitor.config import Settings
+from monitor.ingest import Ingestor
+from monitor.sources.base import Item
+from monitor.store import db, retention
+from monitor.store import terms as term_store
+from tests.analysis import fixture as fx
+
+DAY = fx.DAY
+NOW = fx.NOW
+TODAY = fx.TODAY
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        built = fx.make_store(tmp_path)
+    else:
+        built = fx.make_store(url=request.getfixturevalue("pg_url"))
+    yield built
+    built.dispose()
+
+
+def _post(number: int, author: str, when: int, body: str) -> Item:
+    return Item(
+        external_id=f"p{number}",
+        kind="thread",
+        thread_id=f"p{number}",
+        created_at=when,
+        author=author,
+        title="",
+        text=body,
+    )
+
+
+def _ingest(engine: Engine, settings: Settings, items: list[Item], *, now: int = NOW) -> None:
+    fx.ingest(engine, Ingestor(settings=settings, key=fx.KEY), settings, "gig", items, now=now)
+
+
+def _settle(engine: Engine, settings: Settings, *, now: int) -> tuple[int, int]:
+    with db.session_scope(engine) as session:
+        return retention.settle_terms(session, settings=settings, now=now)
+
+
+def _kept(engine: Engine) -> dict[tuple[int, str], tuple[int, int]]:
+    with Session(engine) as session:
+        rows = session.execute(text("SELECT day, term, posts, authors FROM term_counts"))
+        return {(int(d), str(t)): (int(p), int(a)) for d, t, p, a in rows}
+
+
+def _staged(engine: Engine) -> int:
+    with Session(engine) as session:
+        return int(session.execute(text("SELECT COUNT(*) FROM term_days")).scalar_one())
+
+
+def test_only_terms_of_k_authors_are_kept(engine: Engine) -> None:
+    settings = fx.settings()  # k = 5, pool 7 days: a day settles 7 days after it
+    day = TODAY - 10 * DAY
+    items = [_post(i, f"author{i}", day + 3600 * i, "Onboarding queue broken") for i in range(5)]
+    items += [_post(10 + i, "Loner_Qwerty", day + 600 * i, "zanzibar secret") for i in range(3)]
+    items += [_post(20 + i, f"other{i}", day + 900 * i, "four people") for i in range(4)]
+    items.append(_post(30, "author0", day + 7200, "only onboarding"))
+    _ingest(engine, settings, items)
+    assert _kept(engine) == {}  # nothing is kept before the day settles
+    folded, _ = _settle(engine, settings, now=NOW)
+    assert folded == 1
+    assert _kept(engine) == {
+        (day, "onboarding"): (6, 5),
+        (day, "queue"): (5, 5),
+        (day, "broken"): (5, 5),
+        (day, "onboarding queue"): (5, 5),
+        (day, "queue broken"): (5, 5),
+    }
+    # "zanzibar secret" (one author, 3 posts) and "four people" (4 authors) are gone for good
+    # once no open day's pool needs their day
+    _settle(engine, settings, now=NOW + 10 * DAY)
+    assert _staged(engine) == 0
+    with Session(engine) as session:
+        stored = session.execute(text("SELECT term FROM term_counts")).scalars().all()
+    assert not {"zanzibar", "secret", "four", "people", "only"} & set(stored)
+
+
+def test_a_late_post_adds_to_a_settled_day(engine: Engine) -> None:
+    settings = fx.settings()
+    day = TODAY - 8 * DAY
+    _ingest(engine, settings, [_post(i, f"a{i}", day + 60 * i, "pay cut") for i in range(5)])
+    _settle(engine, settings, now=NOW)
+    _ingest(engine, settings, [_post(9, "late_one", day + 5000, "pay cut again")])
+    _settle(engine, settings, now=NOW + 3600)
+    kept = _kept(engine)
+    assert kept[(day, "pay cut")] == (6, 6)
+    assert (day, "again") not in kept
+    # settling again folds nothing twice
+    _settle(engine, settings, now=NOW + 7200)
+    assert _kept(engine) == kept
+
+
+def test_open_days_count_before_they_settle(engine: Engine) -> None:
+    settings = fx.settings()
+    items = [_post(i, f"a{i}", TODAY + 60 * i, "rival platform") for i in range(5)]
+    items += [_post(10 + i, f"b{i}", TODAY - 20 * DAY + 60 * i, "weekly thread") for i in range(40)]
+    _ingest(engine, settings, items)
+    _settle(engine, settings, now=NOW)
+    with Session(engine) as session:
+        days = term_store.daily_term_posts(
+            session, community_id="gig", since_day=TODAY - 30 * DAY, k=5, pool_days=7
+        )
+        snapshot = compute_snapshot(
+            session, settings=settings, community=fx.community(settings, "gig"), now=NOW
+        )
+    assert days[TODAY] == {"rival": 5, "platform": 5, "rival platform": 5}
+    assert days[TODAY - 20 * DAY]["weekly thread"] == 40
+    rising = [(t.term, t.count) for t in snapshot.rising_terms]
+    # recent 5 posts, baseline 40: E = 5 * 0.5 / 40 = 0.0625 for each of the three terms;
+    # the phrase holds every use of its two words, so it stands for them
+    assert rising == [("rival platform", 5)]
+    assert round(snapshot.rising_terms[0].score, 4) == round(5 * 4.382026634673881 - 4.9375, 4)
+
+
+def test_the_store_applies_the_pure_rule(engine: Engine) -> None:
+    """Uses staged in several polls (an author may repeat across them) give the counts the
+    pure rule gives on the same uses."""
+    chance = random.Random(7)
+    words = [f"w{chr(97 + i)}" for i in range(6)]
+    days: dict[int, dict[str, tuple[int, set[str]]]] = {}
+    with db.session_scope(engine) as session:
+        session.execute(
+            text("INSERT INTO communities (id, source, created_at) VALUES ('gig', 'reddit', 0)")
+        )
+        for author in range(1, 9):
+            session.execute(
+                text(
+                    "INSERT INTO authors (id, community_id, pseudonym, first_seen, last_seen) "
+                    "VALUES (:i, 'gig', :p, 0, 0)"
+                ),
+                {"i": author, "p": f"p{author}"},
+            )
+    for _poll in range(6):
+        uses: dict[tuple[int, str], tuple[int, set[int]]] = {}
+        for _ in range(50):
+            day = TODAY - chance.randrange(6) * DAY
+            word = chance.choice(words)
+            author = chance.randrange(1, 9)
+            posts, authors = uses.get((day, word)) or (0, set())
+            uses[(day, word)] = (posts + 1, authors | {author})
+            posts, names = days.setdefault(day, {}).get(word) or (0, set())
+            days[day][word] = (posts + 1, names | {str(author)})
+        with db.session_scope(engine) as session:
+            term_store.record_uses(session, community_id="gig", uses=uses)
+    every_day = list(range(TODAY - 5 * DAY, TODAY + DAY, DAY))
+    with Session(engine) as session:
+        for k, pool in ((3, 1), (6, 2), (8, 3), (8, 6)):
+            found = term_store.pending_counts(
+                session, community_id="gig", days=every_day, k=k, pool_days=pool
+            )
+            for day in every_day:
+                assert found[day] == pooled_counts(days, day=day, k=k, pool_days=pool)
+            assert any(found.values())
+
+
+def test_term_counts_follow_retention_days_unless_set(engine: Engine) -> None:
+    old = TODAY - 40 * DAY
+    items = [_post(i, f"a{i}", old + 60 * i, "pay cut") for i in range(5)]
+    items += [_post(10 + i, f"a{i}", TODAY - 10 * DAY + 60 * i, "pay cut") for i in range(5)]
+    default = fx.settings()  # retention_days = 30: counts older than 30 days go
+    _ingest(engine, default, items)
+    _, expired = _settle(engine, default, now=NOW)
+    assert expired == 3
+    assert sorted({day for day, _ in _kept(engine)}) == [TODAY - 10 * DAY]
+
+    longer = fx.settings(terms={"retention_days": 60})
+    with db.session_scope(engine) as session:
+        session.execute(text("DELETE FROM term_counts"))
+    later = [_post(40 + i, f"a{i}", old + 90 + i, "pay cut") for i in range(5)]
+    _ingest(engine, longer, later)
+    _settle(engine, longer, now=NOW)
+    assert sorted({day for day, _ in _kept(engine)}) == [old]
+    _, expired = _settle(engine, longer, now=NOW + 25 * DAY)
+    assert expired == 3 and _kept(engine) == {}
+
+
+def test_terms_off_stages_nothing(engine: Engine) -> None:
+    settings = fx.settings(terms={"enabled": False})
+    _ingest(engine, settings, [_post(i, f"a{i}", TODAY + i, "pay cut") for i in range(6)])
+    assert _staged(engine) == 0
