@@ -17,7 +17,7 @@ from sqlmodel import Session
 from monitor.config import Settings
 from monitor.errors import ForumMonitorError
 from monitor.report.document import ReportContext, render_report
-from monitor.report.evidence import gather, has_polls, present_flows
+from monitor.report.evidence import gather, has_polls, period_rising_terms, present_flows
 from monitor.store import db
 
 
@@ -76,6 +76,9 @@ def write_report(
                 evidence,
                 flows=present_flows(session, settings=settings, community=community, now=now),
                 flows_at=now,
+                rising_terms=period_rising_terms(
+                    session, settings=settings, community=community, until=until
+                ),
             )
             page = render_report(ReportContext(evidence, session, version))
     finally:

@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from monitor.analysis.cusum import DECLINE_SCORE_THRESHOLD, LONG_Z, SHORT_Z
 from monitor.analysis.snapshot import DayActivity
+from monitor.analysis.terms import term_label
 from monitor.analysis.trends import GOOD_COVERAGE
 from monitor.report.evidence import ChangeFound, DeclineFound, Evidence
 from monitor.report.power import MEASURED, MeasuredPower, rows_around
@@ -374,6 +375,38 @@ def flows_section(context: ReportContext) -> Section | None:
     return Section("flows", "Where departed participants went", body)
 
 
+def terms_section(context: ReportContext) -> Section | None:
+    """What the community talked about more than before, at the end of the period."""
+    evidence = context.evidence
+    found = evidence.rising_terms
+    if found is None:
+        return None
+    last = evidence.until - 86400
+    intro = (
+        f"<p>Words and two-word phrases whose use rose most in the 7 days to {iso_day(last)} "
+        "against the 28 days before them: posts holding the term, its share of the "
+        "baseline's posts, the posts expected at that share, and the Poisson "
+        "log-likelihood surprise of the count against that expectation (larger rises more). "
+        "Terms already common in the baseline are left out. Only counts of terms that "
+        "enough distinct authors used around a day are ever kept, and no text is stored, "
+        "so no term points to one person.</p>"
+    )
+    if not found:
+        body = intro + "<p>Nothing rose (or the baseline was too short to tell).</p>"
+        return Section("terms", "Rising terms", body)
+    rows = "".join(
+        f"<tr><td>{escape(term_label(t.term))}</td><td>{t.count}</td>"
+        f"<td>{t.baseline_rate:.1%}</td><td>{t.expected:.1f}</td><td>{t.score:.1f}</td></tr>"
+        for t in found
+    )
+    body = intro + (
+        '<table class="data"><thead><tr><th>term</th><th>posts in the 7 days</th>'
+        "<th>baseline share</th><th>expected posts</th><th>surprise</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+    return Section("terms", "Rising terms", body)
+
+
 def coverage_section(context: ReportContext) -> Section:
     evidence = context.evidence
     if not evidence.gaps:
@@ -512,6 +545,7 @@ SECTIONS: list[SectionRenderer] = [
     changes_section,
     decline_section,
     flows_section,
+    terms_section,
     coverage_section,
     methods_section,
     provenance_section,

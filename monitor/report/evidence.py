@@ -29,7 +29,10 @@ from monitor.analysis.snapshot import (
     DayActivity,
     community_spans,
     daily_series,
+    ranking_rules,
+    term_history,
 )
+from monitor.analysis.terms import RisingTerm
 from monitor.analysis.trends import GOOD_COVERAGE, DailyPoint
 from monitor.config import CommunityBase, FeedCommunity, HackerNewsCommunity, Settings
 from monitor.sources import author_namespace
@@ -125,6 +128,9 @@ class Evidence:
     """Where the community's departed participants went, as of ``flows_at`` (None when the
     community has no platform namespace, e.g. a feed)."""
     flows_at: int | None = None
+    rising_terms: list[RisingTerm] | None = None
+    """The terms that rose in the period's last 7 days against the baseline before them,
+    best first (None when terms are off)."""
 
     @property
     def counted_days(self) -> list[DayActivity]:
@@ -319,3 +325,17 @@ def present_flows(
         session, namespaces=members, now=now, min_authors=settings.flow_min_authors
     )
     return next((f for f in found.get(community.id, []) if f.window == "28d"), None)
+
+
+RISING_TERMS_LISTED = 15
+
+
+def period_rising_terms(
+    session: Session, *, settings: Settings, community: CommunityBase, until: int
+) -> list[RisingTerm] | None:
+    """The rising terms of the 7 days ending with the period's last day (``until`` is the
+    day after it), ranked as the service ranks them; None when terms are off."""
+    history = term_history(session, settings=settings, community_id=community.id, now=until - 1)
+    if history is None:
+        return None
+    return history.rising(days=7, limit=RISING_TERMS_LISTED, rules=ranking_rules(settings))

@@ -5,6 +5,7 @@ On SQLite and on a real PostgreSQL."""
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from monitor.analysis.snapshot import compute_snapshot
 from monitor.author_pool import pooled_counts
 from monitor.config import Settings
 from monitor.ingest import Ingestor
+from monitor.report import write_report
 from monitor.sources.base import Item
 from monitor.store import db, retention
 from monitor.store import terms as term_store
@@ -198,3 +200,65 @@ def test_terms_off_stages_nothing(engine: Engine) -> None:
     settings = fx.settings(terms={"enabled": False})
     _ingest(engine, settings, [_post(i, f"a{i}", TODAY + i, "pay cut") for i in range(6)])
     assert _staged(engine) == 0
+
+
+def test_the_evidence_report_lists_the_periods_rising_terms(tmp_path: Path) -> None:
+    """28 baseline days of 10 posts "weekly thread about routes" (10 authors a day), then 7
+    days of the same plus 2 posts a day saying "tier change" (14 authors). By hand: recent
+    posts 7 x 12 = 84, baseline 28 x 10 = 280; "tier change" 14 posts, none before, so
+    expected = 84 x 0.5 / 280 = 0.15 and surprise = 14 ln(14 / 0.15) - (14 - 0.15) = 49.65;
+    its words are said by the phrase, and the routine words are common in the baseline."""
+    engine = fx.make_store(tmp_path)
+    settings = fx.settings(retention_days=60, database_url=f"sqlite:///{tmp_path / 'forum.db'}")
+    items: list[Item] = []
+    for back in range(35, 0, -1):
+        day = TODAY - back * DAY
+        items += [
+            _post(back * 100 + n, f"regular{n}", day + 3600 * n, "weekly thread about routes")
+            for n in range(10)
+        ]
+        if back <= 7:
+            items += [
+                _post(back * 100 + 50 + n, f"worker{back}x{n}", day + 1800 + 3600 * n, text)
+                for n in range(2)
+                for text in ["tier change"]
+            ]
+    _ingest(engine, settings, items)
+    engine.dispose()
+    out = tmp_path / "gig.html"
+    write_report(
+        settings=settings,
+        community_id="gig",
+        since=TODAY - 60 * DAY,
+        until=TODAY,
+        out=out,
+        now=NOW,
+        command="forum-monitor report",
+        version="test",
+    )
+    section = re.search(r'<section id="terms">(.*?)</section>', out.read_text(), re.S)
+    assert section is not None
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td>"
+                      r"<td>(.*?)</td></tr>", section.group(1))  # fmt: skip
+    assert rows == [("tier change", "14", "0.0%", "0.1", "49.7")]
+
+
+def test_the_evidence_report_says_nothing_of_terms_when_they_are_off(tmp_path: Path) -> None:
+    engine = fx.make_store(tmp_path)
+    settings = fx.settings(
+        terms={"enabled": False}, database_url=f"sqlite:///{tmp_path / 'forum.db'}"
+    )
+    _ingest(engine, settings, [_post(1, "someone", TODAY - 2 * DAY, "tier change")])
+    engine.dispose()
+    out = tmp_path / "gig.html"
+    write_report(
+        settings=settings,
+        community_id="gig",
+        since=TODAY - 30 * DAY,
+        until=TODAY,
+        out=out,
+        now=NOW,
+        command="forum-monitor report",
+        version="test",
+    )
+    assert 'id="terms"' not in out.read_text()
