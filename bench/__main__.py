@@ -9,9 +9,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import decline_detection, ingest_throughput, scale
+from bench import capacity, decline_detection, ingest_throughput, scale
 
 BENCHMARKS: dict[str, Callable[[], bool]] = {
+    "capacity": capacity.main,
     "decline": decline_detection.main,
     "ingest": ingest_throughput.main,
     "scale": scale.main,
