@@ -90,7 +90,7 @@ import feedparser
 import httpx
 from feedparser.exceptions import ThingsNobodyCaresAboutButMe
 
-from monitor.config import FeedCommunity, Settings
+from monitor.config import CommunityBase, FeedCommunity, Settings
 from monitor.errors import MalformedResponse
 from monitor.http import PoliteClient, Response
 from monitor.sources.base import Cursor, FetchResult, Item, PollInput, Source, bounded_id
@@ -339,6 +339,11 @@ class Feed(Source):
 
     kind = "rss"
     rate_per_minute = 30.0
+
+    @classmethod
+    def host_for(cls, community: CommunityBase, settings: Settings) -> str:
+        url = community.url if isinstance(community, FeedCommunity) else community.base_url
+        return httpx.URL(url or "").host
 
     def __init__(
         self, community: FeedCommunity, *, settings: Settings, client: PoliteClient
