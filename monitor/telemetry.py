@@ -79,6 +79,24 @@ class Telemetry:
             registry=registry,
         )
 
+        self.polls_waiting = Gauge(
+            "forum_monitor_polls_waiting",
+            "Polls due and queued for a slot (max_concurrent_polls), not yet started.",
+            registry=registry,
+        )
+        self.polls_running = Gauge(
+            "forum_monitor_polls_running",
+            "Polls running now (at most max_concurrent_polls).",
+            registry=registry,
+        )
+        self.polls_coalesced = Counter(
+            "forum_monitor_polls_coalesced",
+            "Polls asked for while the community's previous poll was still waiting or "
+            "running, and so not queued again.",
+            ["community"],
+            registry=registry,
+        )
+
         self.poll_interval = Gauge(
             "forum_monitor_poll_interval_seconds",
             "Configured poll interval of the community (for staleness rules).",
@@ -93,6 +111,7 @@ class Telemetry:
         for reason in FAILURE_REASONS:
             self.poll_failures.labels(community=community, source=source, reason=reason)
         self.polls.labels(community=community, source=source)
+        self.polls_coalesced.labels(community=community)
         self.poll_duration.labels(community=community, source=source)
         for kind in ("thread", "reply"):
             self.items_ingested.labels(community=community, source=source, kind=kind)
