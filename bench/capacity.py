@@ -108,6 +108,8 @@ class Context:
     repeats: int = 1
     profile: bool = False
     full: bool = False
+    limit: int | None = None
+    """``max_concurrent_polls``; None: the default."""
     postgres: PgCluster | None = None
     _databases: int = 0
 
@@ -259,8 +261,10 @@ def settings_for(
 ) -> Settings:
     from monitor.fakeforum.scenario import DEMO_KEYWORDS
 
+    limit = {"max_concurrent_polls": context.limit} if context.limit else {}
     return settings_from_mapping(
         {
+            **limit,
             "database_url": context.database_url(store, name),
             "data_dir": str(context.data_dir()),
             "pseudonym_key": KEY,
@@ -355,6 +359,8 @@ class LogTally(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
+        if record.exc_info and record.exc_info[0] is not None:
+            message += f" ({record.exc_info[0].__name__})"
         self.lines += 1
         if LOCKED in message:
             self.locked += 1
@@ -732,7 +738,8 @@ def instrument(service: Service, book: CpuBook) -> None:
     assert service.ingestor is not None
     poller, snapshots, ingestor = service.poller, service.snapshots, service.ingestor
     if hasattr(ingestor, "prepare"):  # pseudonyms, hashes, sentiment, keyword groups
-        ingestor.prepare = book.timed("scoring", ingestor.prepare)  # type: ignore[method-assign]
+        prepare = book.timed("prepare: pseudonyms, scoring", ingestor.prepare)
+        ingestor.prepare = prepare  # type: ignore[method-assign]
     # the write transaction (before the write path was split, it held the scoring too)
     writer = "_commit" if hasattr(poller, "_commit") else "_write"
     setattr(poller, writer, book.timed("write transaction", getattr(poller, writer)))
@@ -854,7 +861,7 @@ def _steady_table(store: str, found: SteadyResult) -> list[Row]:
     poll_cpu = found.cpu - minute - scrape
     per_poll = poll_cpu / max(1.0, found.polls)
     parts = {
-        "scoring": book.seconds["scoring"],
+        "prepare: pseudonyms, scoring": book.seconds["prepare: pseudonyms, scoring"],
         "write transaction": book.seconds["write transaction"],
         "analysis after a poll": book.seconds["analysis after a poll"],
     }
@@ -944,10 +951,17 @@ def run(
     repeats: int = 1,
     profile: bool = False,
     full: bool = False,
+    limit: int | None = None,
 ) -> bool:
     workdir = Path(tempfile.mkdtemp(prefix="capacity-"))
     context = Context(
-        sizes=sizes, stores=stores, workdir=workdir, repeats=repeats, profile=profile, full=full
+        sizes=sizes,
+        stores=stores,
+        workdir=workdir,
+        repeats=repeats,
+        profile=profile,
+        full=full,
+        limit=limit,
     )
     try:
         if "postgresql" in stores:
@@ -981,6 +995,7 @@ def main(argv: list[str] | None = None) -> bool:
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--repeats", type=int, default=1, help="alternations of each pair")
     parser.add_argument("--py-spy", action="store_true", help="profile serve's first round")
+    parser.add_argument("--max-concurrent-polls", type=int, help="default: the config's")
     args = parser.parse_args(argv)
     sizes = FULL_SIZES if args.full else DEFAULT_SIZES
     if args.sizes:
@@ -992,6 +1007,7 @@ def main(argv: list[str] | None = None) -> bool:
         repeats=args.repeats,
         profile=args.py_spy,
         full=args.full,
+        limit=args.max_concurrent_polls,
     )
 
 
