@@ -17,13 +17,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.config import settings_from_mapping
 from monitor.fakeforum.feeds import FakeFeeds
 from monitor.fakeforum.server import FakeForumServer, FakeResponse, Request, Router
-from monitor.service import Service
+from monitor.service import Service, host_of
+from monitor.sources import SOURCES
 from monitor.store import db
 from monitor.store.models import Community, PollState
 from tests.support import service_config
@@ -308,3 +310,58 @@ async def test_polls_still_waiting_at_shutdown_never_start() -> None:
     assert polls.started == ["first"]
     late = admitted.submit(feed("late", "a.example"))
     assert late.result().outcome == "cancelled"
+
+
+EVERY_KIND = [
+    {"id": "reddit", "source": "reddit", "subreddit": "gigwork"},
+    {"id": "hn-site", "source": "hackernews"},
+    {"id": "hn-query", "source": "hackernews", "query": "gig work"},
+    {"id": "discourse", "source": "discourse", "base_url": "https://forum.example"},
+    {"id": "rss", "source": "rss", "url": "https://feeds.example/news.rss"},
+    {"id": "mastodon", "source": "mastodon", "base_url": "https://social.example", "hashtag": "x"},
+    {"id": "github", "source": "github", "repository": "octo/project"},
+    {"id": "stackexchange", "source": "stackexchange", "site": "freelancing"},
+    {"id": "lemmy", "source": "lemmy", "base_url": "https://lemmy.example", "community": "tech"},
+]
+
+
+async def test_every_source_kind_names_the_host_its_polls_talk_to(tmp_path: Path) -> None:
+    """Slots are shared by the host ``host_of`` names, so it must be the host a poll's
+    requests go to: one poll of a community of every kind (each on a host of its own,
+    every request answered 503) sends requests to exactly the hosts named."""
+    assert {c["source"] for c in EVERY_KIND} == set(SOURCES), "a kind without a case here"
+    seen: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def unavailable(request: httpx.Request) -> httpx.Response:
+        with lock:
+            seen[request.url.host] += 1
+        return httpx.Response(503, text="down for the test")
+
+    data = service_config(tmp_path, EVERY_KIND, max_retries=0)
+    settings = settings_from_mapping(data)
+    named = {c.id: host_of(c, settings) for c in settings.communities}
+    assert named == {
+        "reddit": "www.reddit.com",
+        "hn-site": "hacker-news.firebaseio.com",
+        "hn-query": "hn.algolia.com",
+        "discourse": "forum.example",
+        "rss": "feeds.example",
+        "mastodon": "social.example",
+        "github": "api.github.com",
+        "stackexchange": "api.stackexchange.com",
+        "lemmy": "lemmy.example",
+    }
+    data["http"]["rate_per_minute"] = {host: 100000 for host in named.values()}
+    service = Service(
+        settings_from_mapping(data),
+        registry=CollectorRegistry(),
+        transport=httpx.MockTransport(unavailable),
+    )
+    await service.open()
+    try:
+        outcomes = await service.poll_all()
+    finally:
+        await service.stop()
+    assert {o.community: o.outcome for o in outcomes} == dict.fromkeys(named, "http_5xx")
+    assert set(seen) == set(named.values())

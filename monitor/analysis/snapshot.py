@@ -234,15 +234,27 @@ class Snapshots:
         self._engine = engine
         self._lock = threading.Lock()
         self._latest: dict[str, CommunitySnapshot] = {}
+        self._listeners: list[Callable[[CommunitySnapshot], object]] = []
+
+    def on_install(self, listener: Callable[[CommunitySnapshot], object]) -> None:
+        """Call ``listener`` with every snapshot installed from now on, once it is the
+        latest (the exporter renders its text then, rather than at each scrape)."""
+        self._listeners.append(listener)
 
     def refresh(self, community: CommunityBase, *, now: int) -> CommunitySnapshot:
         with Session(self._engine) as session:
             snapshot = compute_snapshot(
                 session, settings=self._settings, community=community, now=now
             )
-        with self._lock:
-            self._latest[community.id] = snapshot
+        self.install(snapshot)
         return snapshot
+
+    def install(self, snapshot: CommunitySnapshot) -> None:
+        """Make ``snapshot`` its community's latest."""
+        with self._lock:
+            self._latest[snapshot.community] = snapshot
+        for listener in self._listeners:
+            listener(snapshot)
 
     def all(self) -> list[CommunitySnapshot]:
         with self._lock:
