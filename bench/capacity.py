@@ -26,7 +26,7 @@ Parts, each a function returning ``Row``s (``PARTS``; another part adds its func
   their rate (so each poll sees what a 5-minute poll would). CPU is split by component
   (thread CPU time of each synchronous part, ``time.thread_time``): scoring,
   the write transaction, analysis after a poll, the every-minute analysis job, a
-  scrape of /metrics (``generate_latest``, every few seconds), and the rest (HTTP,
+  scrape of /metrics (``Service.exposition``, every few seconds), and the rest (HTTP,
   parsing, the event loop, scheduling) as process CPU minus the parts. The CPU-s per
   5 minutes at the real settings is then: N polls x (poll CPU per poll, measured), plus
   5 runs of the every-minute analysis job (one run measured after the window), plus 10
@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from monitor.config import Settings, settings_from_mapping
 from monitor.service import Service
@@ -96,6 +96,21 @@ class Row:
     value: str
     target: str = ""
     verdict: str = "info"
+
+    def cells(self) -> tuple[str, ...]:
+        """The row as ``print_table`` writes it, in the columns of ``HEADER``."""
+        return (
+            self.part,
+            self.store,
+            f"{self.communities:,}",
+            self.measure,
+            self.value,
+            self.target,
+            self.verdict,
+        )
+
+
+HEADER = ("part", "store", "N", "measure", "value", "target", "result")
 
 
 @dataclass
@@ -800,7 +815,7 @@ async def steady(
             scrapes = 0
             while time.perf_counter() - wall0 < STEADY_WINDOW:
                 started = time.thread_time()
-                generate_latest(service.registry)
+                service.exposition()  # what GET /metrics serves
                 book.add("scrape", time.thread_time() - started)
                 scrapes += 1
                 await asyncio.sleep(SCRAPE_EVERY)
@@ -934,13 +949,11 @@ PARTS: dict[str, Part] = {"bursts": burst_rows, "steady": steady_rows}
 
 
 def print_table(rows: list[Row]) -> None:
-    print("| part | store | N | measure | value | target | result |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"capacity (fake forums, {POSTS_PER_DAY} posts a day x {HISTORY_DAYS} days each)")
+    print("| " + " | ".join(HEADER) + " |")
+    print("|" + "---|" * len(HEADER))
     for row in rows:
-        print(
-            f"| {row.part} | {row.store} | {row.communities:,} | {row.measure} | {row.value} "
-            f"| {row.target} | {row.verdict} |"
-        )
+        print("| " + " | ".join(row.cells()) + " |")
 
 
 def run(
@@ -952,7 +965,7 @@ def run(
     profile: bool = False,
     full: bool = False,
     limit: int | None = None,
-) -> bool:
+) -> list[Row]:
     workdir = Path(tempfile.mkdtemp(prefix="capacity-"))
     context = Context(
         sizes=sizes,
@@ -973,17 +986,17 @@ def run(
         rows: list[Row] = []
         for name in parts:
             rows += PARTS[name](context)
-        print(f"capacity (fake forums, {POSTS_PER_DAY} posts a day x {HISTORY_DAYS} days each)")
-        print_table(rows)
-        return all(row.verdict != "FAIL" for row in rows)
+        return rows
     finally:
         if context.postgres is not None:
             context.postgres.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> bool:
-    if argv is None:  # ``python -m bench capacity``
+def capacity_rows(argv: list[str] | None = None) -> list[Row]:
+    """Run the parts ``argv`` names (``main``'s flags); None: ``python -m bench capacity``'s
+    default, N = 10 and 100 (10, 100 and 1,000 with ``FORUM_MONITOR_BENCH_FULL=1``)."""
+    if argv is None:
         full = os.environ.get("FORUM_MONITOR_BENCH_FULL") == "1"
         argv = ["--full"] if full else []
     parser = argparse.ArgumentParser(
@@ -1009,6 +1022,12 @@ def main(argv: list[str] | None = None) -> bool:
         full=args.full,
         limit=args.max_concurrent_polls,
     )
+
+
+def main(argv: list[str] | None = None) -> bool:
+    rows = capacity_rows(argv)
+    print_table(rows)
+    return all(row.verdict != "FAIL" for row in rows)
 
 
 if __name__ == "__main__":
