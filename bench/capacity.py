@@ -1,10 +1,11 @@
 """Capacity: how many communities one process polls without falling behind.
 
-``python -m bench capacity`` (bursts at N = 10 and 100, steady state at 100; about ten
-minutes on a busy 2-core machine) or ``python -m bench.capacity --full`` (both parts at
-N = 10, 100 and 1,000; also ``FORUM_MONITOR_BENCH_FULL=1`` for ``python -m bench
-capacity``). ``python -m bench.capacity --help`` lists the flags (``--sizes``,
-``--stores``, ``--parts``, ``--repeats``, ``--py-spy``).
+``python -m bench capacity`` (bursts at N = 10 and 100, steady state at 100, about ten
+minutes on a busy 2-core machine; then the other capacity sections, ``bench/__main__.py``)
+or ``python -m bench.capacity --full`` (both parts at N = 10, 100 and 1,000; also
+``FORUM_MONITOR_BENCH_FULL=1`` for ``python -m bench capacity``, about 50 minutes).
+``python -m bench.capacity --help`` lists the flags (``--sizes``, ``--stores``,
+``--parts``, ``--repeats``, ``--py-spy``).
 
 The forums are the fakes of ``monitor.fakeforum`` (Reddit and Discourse, half each), run
 in a child process on 127.0.0.1 so that their CPU is not the service's; every community
