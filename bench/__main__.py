@@ -7,11 +7,68 @@ unknown name.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from bench import decline_detection, flows, ingest_throughput, scale, terms
+from bench import (
+    capacity,
+    capacity_read,
+    decline_detection,
+    flows,
+    ingest_throughput,
+    scale,
+    terms,
+)
+
+
+@dataclass(frozen=True)
+class CapacitySection:
+    """One table of ``python -m bench capacity``: its rows are tuples of strings in the
+    columns of ``header``, the last cell PASS, FAIL or info."""
+
+    title: str
+    header: tuple[str, ...]
+    rows: Callable[[], Sequence[Sequence[str]]]
+
+
+CAPACITY_SECTIONS: list[CapacitySection] = [
+    CapacitySection(
+        "bursts and steady state (bench.capacity)",
+        capacity.HEADER,
+        lambda: [row.cells() for row in capacity.capacity_rows()],
+    ),
+    CapacitySection(
+        "reading: /metrics, status page, single-community API (bench.capacity_read)",
+        ("measure", *(f"{size:,} communities" for size in capacity_read.SIZES), "target", "result"),
+        capacity_read.read_rows,
+    ),
+    # Age: the refresh cost on a year-old store against a young one, and startup, go here
+    # as CapacitySection("age ...", <its header>, bench.capacity_age.age_rows).
+]
+"""Issue 12's capacity targets, one section per concern, run in this order."""
+
+
+def print_markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def capacity_all() -> bool:
+    """Every section of ``CAPACITY_SECTIONS``, each table printed as it is measured."""
+    passed = True
+    for section in CAPACITY_SECTIONS:
+        rows = section.rows()
+        print(f"\ncapacity: {section.title}")
+        print_markdown(section.header, rows)
+        sys.stdout.flush()
+        passed = passed and all(row[-1] != "FAIL" for row in rows)
+    return passed
+
 
 BENCHMARKS: dict[str, Callable[[], bool]] = {
+    "capacity": capacity_all,
     "decline": decline_detection.main,
     "flows": flows.main,
     "ingest": ingest_throughput.main,

@@ -44,10 +44,10 @@ from sqlmodel import Session
 from monitor.analysis.rollups import refresh_days
 from monitor.config import CommunityBase, Settings
 from monitor.http import PoliteClient
-from monitor.ingest import Ingestor, IngestResult, record_backfill
+from monitor.ingest import Ingestor, IngestResult, Prepared, StalePreparation, record_backfill
 from monitor.poller import PollOutcome, adapter_for, failure_of, source_of
 from monitor.sources.base import Batch, Cursor
-from monitor.store.db import session_scope, write_retrying_conflicts
+from monitor.store.db import session_scope, write_retrying_conflicts, write_scope
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +237,22 @@ class Backfiller:
         return covered_from, stopped
 
     def _write(self, community: CommunityBase, batch: Batch) -> IngestResult:
+        with session_scope(self._engine) as session:  # a read, before the transaction
+            known = self._ingestor.known_hashes(session, community_id=community.id, batch=batch)
+        prepared = self._ingestor.prepare(community=community, batch=batch, known=known)
+        try:
+            return self._commit(community, batch, prepared)
+        except StalePreparation:  # the poller changed a post meanwhile
+            return self._commit(community, batch, None)
+
+    def _commit(
+        self, community: CommunityBase, batch: Batch, prepared: Prepared | None
+    ) -> IngestResult:
         def write(session: Session) -> IngestResult:
             now = int(self._clock())
-            result = self._ingestor.write_items(session, community=community, batch=batch, now=now)
+            result = self._ingestor.write_items(
+                session, community=community, batch=batch, now=now, prepared=prepared
+            )
             refresh_days(session, community_id=community.id, days=result.touched_days, now=now)
             return result
 
@@ -248,7 +261,7 @@ class Backfiller:
     def _record(
         self, community: CommunityBase, started: int, covered_from: int, tally: _Tally
     ) -> None:
-        with session_scope(self._engine) as session:
+        with write_scope(self._engine) as session:
             record_backfill(
                 session,
                 community_id=community.id,

@@ -502,7 +502,15 @@ class Settings(_Strict):
     store_bodies: bool = False
     retention_days: int = Field(default=30, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    max_concurrent_polls: int = Field(default=4, ge=1, le=64)
+    max_concurrent_polls: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="polls running at once, in serve and poll-once alike; the rest wait in "
+        "a queue shared fairly between hosts (monitor.admission). Keeps up with about "
+        "max_concurrent_polls x interval / (a poll's wall time) communities: 1,200 at "
+        "the default 4, a 5m interval and 1 s polls",
+    )
     flow_min_authors: int = Field(
         default=5,
         ge=2,

@@ -30,6 +30,13 @@
   ``-Reset`` headers (Reddit sends ``"598.0"`` and ``"304"``) pause a host
   until the reset when its budget is spent (a reset above 1e9 is read as the
   Unix time of the reset, as GitHub sends it);
+- at most ``max_connections`` requests in flight, on a pool of as many connections: a
+  request waits for its turn before it is sent, where no timeout runs, never inside
+  httpx's pool, whose timeout would count that wait as a failed request (and whose
+  connection assignment grows costly with every request queued there). ``serve`` and
+  ``poll-once`` size it to the polls they admit at most, at their widest
+  (``monitor.service.connection_limit``); the rate limit is waited out before that turn,
+  so a request held back by its host's rate holds no connection;
 - redirects (301/302/303/307/308) are followed here, never by httpx, at most
   ``MAX_REDIRECTS`` hops, each resolved against the URL that answered and sent as a
   request of its own (its host's turn, its count, its status): only within the
@@ -399,6 +406,11 @@ class BodyReader:
         return b"".join(self._parts)
 
 
+DEFAULT_MAX_CONNECTIONS = 100
+"""Requests in flight at once through one client, when its owner does not say (httpx's
+own default pool size); ``serve`` and ``poll-once`` size it by ``max_concurrent_polls``."""
+
+
 @dataclass
 class _HostState:
     limiter: AsyncLimiter
@@ -427,15 +439,26 @@ class PoliteClient:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         default_per_minute: float = 60.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         self.policy = policy
+        self.max_connections = max_connections
         self._telemetry = telemetry
         self._sleep = sleep
         self._clock = clock
         self._default_per_minute = default_per_minute
         self._hosts: dict[str, _HostState] = {}
+        self._connections = asyncio.Semaphore(max_connections)
         self._client = httpx.AsyncClient(
             transport=transport,
+            # as many connections as requests may be in flight (``_connections``): a
+            # request never queues inside httpx, so the pool timeout cannot expire for one
+            # that merely waits for its turn
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
             timeout=httpx.Timeout(
                 policy.read_timeout, connect=policy.connect_timeout, pool=policy.connect_timeout
             ),
@@ -545,7 +568,9 @@ class PoliteClient:
     ) -> Response:
         host = httpx.URL(url).host
         cap = self.policy.max_body_bytes
-        async with asyncio.timeout(self.policy.total_timeout):
+        # the wait for a connection is outside the exchange's timeout: no clock runs for a
+        # request that has not been sent
+        async with self._connections, asyncio.timeout(self.policy.total_timeout):
             async with self._client.stream(
                 method, url, params=params, headers=headers, data=data, json=json_body, auth=auth
             ) as reply:

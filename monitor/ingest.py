@@ -1,10 +1,20 @@
 """Normalized items -> the store. The only writer of posts.
 
-One call of ``Ingestor.ingest`` handles one poll's ``Batch`` inside the
-caller's transaction: authors become keyed pseudonyms, text is scored once,
-posts are upserted by (community, external id), threads are updated, and the
-poll's new cursor is written next to the items it covers, so that a crash
-leaves either all of it or none of it.
+A poll's ``Batch`` is written in two steps:
+
+1. ``Ingestor.prepare``, before any transaction: authors become keyed pseudonyms,
+   each item gets its content hash, and the text of every item that is new or
+   changed (against ``known_hashes``, a plain read of the store) is scored for
+   sentiment and keyword groups. This is the CPU-heavy part.
+2. ``Ingestor.ingest`` inside the caller's write transaction: posts are upserted by
+   (community, external id), threads and authors updated, and the poll's new cursor
+   is written next to the items it covers, so that a crash leaves either all of it or
+   none of it. It only looks the prepared values up; should another writer have
+   changed a post between the two steps so that a score is missing, it raises
+   ``StalePreparation`` before writing anything and the caller prepares again.
+
+Called without a prepared batch, ``ingest`` prepares it itself, in the transaction
+(the one-step form tests and benchmarks use).
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -41,6 +51,41 @@ def chunked(values: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:
         yield values[start : start + size]
 
 
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """What scoring derives from one item's text."""
+
+    sentiment: float | None
+    keyword_groups: str
+    text: str
+    """The text as scored (markup stripped), kept as the body when bodies are stored."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch's derived values, computed before its write transaction opens."""
+
+    aliases: Mapping[str, str]
+    """Author name -> pseudonym (the name is only a key here, never stored)."""
+    hashes: Mapping[str, str]
+    """External id -> content hash."""
+    scored: Mapping[str, Scored]
+    """External id -> score, for every item new or changed when the store was read."""
+    linkable: Mapping[str, str | None] = field(default_factory=dict)
+    """Author name -> namespace pseudonym (None where the source has no namespace)."""
+    terms: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """External id -> terms, for every item new when the store was read (terms on)."""
+
+
+class StalePreparation(Exception):
+    """A post changed in the store after the batch was prepared and its new version needs
+    a score the preparation did not compute: prepare again with ``known``."""
+
+    def __init__(self, known: dict[str, str]) -> None:
+        super().__init__("the store changed since the batch was prepared")
+        self.known = known
+
+
 @dataclass
 class IngestResult:
     new_items: int = 0
@@ -52,6 +97,7 @@ class IngestResult:
 POSTS = cast(Table, Post.__table__)  # type: ignore[attr-defined]
 AUTHORS = cast(Table, Author.__table__)  # type: ignore[attr-defined]
 THREADS = cast(Table, Thread.__table__)  # type: ignore[attr-defined]
+POLL_STATES = cast(Table, PollState.__table__)  # type: ignore[attr-defined]
 
 
 _THREAD_STATS = ("author_id", "created_at", "reply_count", "first_reply_at", "last_activity_at")
@@ -133,11 +179,61 @@ class Ingestor:
             self._matchers[community.id] = KeywordMatcher(groups)
         return self._matchers[community.id]
 
+    def known_hashes(self, session: Session, *, community_id: str, batch: Batch) -> dict[str, str]:
+        """External id -> content hash of the batch's items the store holds (a read)."""
+        existing = self._existing_posts(session, community_id, batch.envelopes)
+        return {external_id: post.content_hash for external_id, post in existing.items()}
+
+    def prepare(
+        self, *, community: CommunityBase, batch: Batch, known: Mapping[str, str]
+    ) -> Prepared:
+        """Pseudonyms, content hashes and the scores of the items not in ``known`` with the
+        same hash (``known_hashes``); touches no database."""
+        source = str(getattr(community, "source", ""))
+        namespace = author_namespace(community)
+        count_terms = self._settings.terms.enabled
+        aliases: dict[str, str] = {}
+        linkable: dict[str, str | None] = {}
+        hashes: dict[str, str] = {}
+        scored: dict[str, Scored] = {}
+        terms: dict[str, frozenset[str]] = {}
+        for envelope in batch.envelopes:
+            item = envelope.item
+            name = item.author
+            if name and name not in aliases:
+                aliases[name] = pseudonym(
+                    self._key, source=source, community=community.id, name=name
+                )
+                linkable[name] = (
+                    None
+                    if namespace is None
+                    else namespace_pseudonym(
+                        self._key, namespace=namespace, name=account_name(community, name)
+                    )
+                )
+            digest = hashes[item.external_id] = content_hash(item)
+            if known.get(item.external_id) != digest:
+                scored[item.external_id] = self._score(community, item)
+            if count_terms and item.external_id not in known and name:
+                terms[item.external_id] = item_terms(item)
+        return Prepared(
+            aliases=aliases, hashes=hashes, scored=scored, linkable=linkable, terms=terms
+        )
+
     def ingest(
-        self, session: Session, *, community: CommunityBase, batch: Batch, started_at: int, now: int
+        self,
+        session: Session,
+        *,
+        community: CommunityBase,
+        batch: Batch,
+        started_at: int,
+        now: int,
+        prepared: Prepared | None = None,
     ) -> IngestResult:
         """Upsert the batch's items and commit-ready poll state into ``session``."""
-        result = self.write_items(session, community=community, batch=batch, now=now)
+        result = self.write_items(
+            session, community=community, batch=batch, now=now, prepared=prepared
+        )
         self._commit_state(
             session,
             community=community,
@@ -150,36 +246,60 @@ class Ingestor:
         return result
 
     def write_items(
-        self, session: Session, *, community: CommunityBase, batch: Batch, now: int
+        self,
+        session: Session,
+        *,
+        community: CommunityBase,
+        batch: Batch,
+        now: int,
+        prepared: Prepared | None = None,
     ) -> IngestResult:
         """Upsert the batch's items into ``session``; the poll state is left as it is.
 
+        With ``prepared`` nothing is scored here (``StalePreparation`` if a score is
+        missing); without, the batch is prepared here, in the caller's transaction.
         Rows are written with bulk Core statements (one INSERT per table and batch),
         since per-object ORM overhead would cost more than scoring the text.
         """
+        existing = self._existing_posts(session, community.id, batch.envelopes)
+        if prepared is None:
+            known = {external_id: post.content_hash for external_id, post in existing.items()}
+            prepared = self.prepare(community=community, batch=batch, known=known)
+        else:
+            _check_prepared(prepared, batch, existing)
         ensure_community(session, community=community, now=now)
         result = IngestResult()
-        authors, moved_days = self._authors(session, community=community, envelopes=batch.envelopes)
+        authors, moved_days = self._authors(
+            session,
+            community=community,
+            envelopes=batch.envelopes,
+            aliases=prepared.aliases,
+            linkables=prepared.linkable,
+        )
         result.touched_days.update(moved_days)
-        existing = self._existing_posts(session, community.id, batch.envelopes)
         new_rows: list[dict[str, Any]] = []
         changed_rows: list[dict[str, Any]] = []
         with_terms: list[tuple[int, int, frozenset[str]]] = []
         for envelope in batch.envelopes:
             item = envelope.item
             author_id = authors.get(item.author) if item.author else None
-            known = existing.get(item.external_id)
-            if known is None:
-                new_rows.append(self._new_post(community, envelope, author_id))
+            known_post = existing.get(item.external_id)
+            digest = prepared.hashes[item.external_id]
+            if known_post is None:
+                scored = prepared.scored[item.external_id]
+                new_rows.append(self._new_post(community.id, envelope, author_id, scored, digest))
                 if author_id is not None and self._settings.terms.enabled:
-                    with_terms.append((day_of(item.created_at), author_id, item_terms(item)))
+                    found = prepared.terms.get(item.external_id)
+                    if found is None:  # stored when prepared, deleted since: rare
+                        found = item_terms(item)
+                    with_terms.append((day_of(item.created_at), author_id, found))
                 result.new_items += 1
                 result.new_by_kind[item.kind] += 1
                 result.touched_days.add(day_of(item.created_at))
-            elif (change := self._post_change(community, known, item, now=now)) is not None:
+            elif (change := self._post_change(known_post, item, prepared, now=now)) is not None:
                 changed_rows.append(change)
                 result.updated_items += 1
-                result.touched_days.add(day_of(known.created_at))
+                result.touched_days.add(day_of(known_post.created_at))
         if new_rows:
             bulk_insert(session, POSTS, new_rows)
         for row in changed_rows:  # edits and deletions are rare: one statement each
@@ -191,12 +311,16 @@ class Ingestor:
         return result
 
     def _authors(
-        self, session: Session, *, community: CommunityBase, envelopes: Sequence[Envelope]
+        self,
+        session: Session,
+        *,
+        community: CommunityBase,
+        envelopes: Sequence[Envelope],
+        aliases: Mapping[str, str],
+        linkables: Mapping[str, str | None],
     ) -> tuple[dict[str, int], set[int]]:
         """Author ids by source name (the name is only a key here, never stored), and the
         days whose new-participant count changes because an author's first post moved."""
-        source = str(getattr(community, "source", ""))
-        namespace = author_namespace(community)
         by_name: dict[str, str] = {}
         linkable: dict[str, str | None] = {}  # pseudonym -> namespace pseudonym
         span: dict[str, tuple[int, int]] = {}
@@ -204,18 +328,8 @@ class Ingestor:
             name = envelope.item.author
             if not name:
                 continue
-            alias = by_name.get(name)
-            if alias is None:
-                alias = by_name[name] = pseudonym(
-                    self._key, source=source, community=community.id, name=name
-                )
-                linkable[alias] = (
-                    None
-                    if namespace is None
-                    else namespace_pseudonym(
-                        self._key, namespace=namespace, name=account_name(community, name)
-                    )
-                )
+            alias = by_name[name] = aliases[name]
+            linkable[alias] = linkables.get(name)
             created = envelope.item.created_at
             low, high = span.get(alias, (created, created))
             span[alias] = (min(low, created), max(high, created))
@@ -257,8 +371,8 @@ class Ingestor:
         bulk_update(session, AUTHORS, widened)
         if fresh:
             bulk_insert(session, AUTHORS, fresh)
-            aliases = [str(row["pseudonym"]) for row in fresh]
-            found.update(self._author_rows(session, community.id, aliases))
+            inserted = [str(row["pseudonym"]) for row in fresh]
+            found.update(self._author_rows(session, community.id, inserted))
         return {name: found[alias][0] for name, alias in by_name.items()}, moved_days
 
     @staticmethod
@@ -295,21 +409,26 @@ class Ingestor:
                 posts[external_id] = _KnownPost(post_id, digest, created_at, bool(has_body))
         return posts
 
-    def _score(self, community: CommunityBase, item: Item) -> tuple[float | None, str, str]:
+    def _score(self, community: CommunityBase, item: Item) -> Scored:
         text = scoring_text(item)
         if text in _NOTHING_TO_SCORE:
-            return None, "", ""  # nothing left to score; the post still counts as activity
+            return Scored(None, "", "")  # nothing left to score; the post still counts
         groups = ",".join(self._matcher(community).groups_in(text))
-        return sentiment(text), groups, text
+        return Scored(sentiment(text), groups, text)
 
     def _new_post(
-        self, community: CommunityBase, envelope: Envelope, author_id: int | None
+        self,
+        community_id: str,
+        envelope: Envelope,
+        author_id: int | None,
+        scored: Scored,
+        digest: str,
     ) -> dict[str, Any]:
         item = envelope.item
-        score, groups, text = self._score(community, item)
+        score, groups, text = scored.sentiment, scored.keyword_groups, scored.text
         keep_body = self._settings.store_bodies and bool(text)
         return {
-            "community_id": community.id,
+            "community_id": community_id,
             "external_id": item.external_id,
             "thread_external_id": item.thread_id,
             "parent_external_id": item.parent_id,
@@ -320,7 +439,7 @@ class Ingestor:
             "deleted": item.deleted,
             "sentiment": score,
             "keyword_groups": groups,
-            "content_hash": content_hash(item),
+            "content_hash": digest,
             "url": item.url,
             "body": text if keep_body else None,
             "body_expires_at": (
@@ -329,11 +448,12 @@ class Ingestor:
             "fetched_at": envelope.fetched_at,
         }
 
+    @staticmethod
     def _post_change(
-        self, community: CommunityBase, known: _KnownPost, item: Item, *, now: int
+        known: _KnownPost, item: Item, prepared: Prepared, *, now: int
     ) -> dict[str, Any] | None:
         """The columns an edit or a deletion changes; None when the item is unchanged."""
-        digest = content_hash(item)
+        digest = prepared.hashes[item.external_id]
         if digest == known.content_hash:
             return None
         if item.deleted:
@@ -345,16 +465,16 @@ class Ingestor:
                 "body": None,
                 "body_expires_at": None,
             }
-        score, groups, text = self._score(community, item)
+        scored = prepared.scored[item.external_id]
         change: dict[str, Any] = {
             "post_id": known.id,
             "content_hash": digest,
             "edited_at": item.edited_at or now,
-            "sentiment": score,
-            "keyword_groups": groups,
+            "sentiment": scored.sentiment,
+            "keyword_groups": scored.keyword_groups,
         }
         if known.has_body:
-            change["body"] = text
+            change["body"] = scored.text
         return change
 
     def _update_threads(
@@ -439,6 +559,20 @@ class Ingestor:
         return min(oldest) if oldest else started_at
 
 
+def _check_prepared(prepared: Prepared, batch: Batch, existing: Mapping[str, _KnownPost]) -> None:
+    """``StalePreparation`` unless every item that needs a score here has one."""
+    for envelope in batch.envelopes:
+        item = envelope.item
+        known = existing.get(item.external_id)
+        changed = known is None or (
+            known.content_hash != prepared.hashes[item.external_id] and not item.deleted
+        )
+        if changed and item.external_id not in prepared.scored:
+            raise StalePreparation(
+                {external_id: post.content_hash for external_id, post in existing.items()}
+            )
+
+
 def ensure_community(session: Session, *, community: CommunityBase, now: int) -> None:
     """The community's row and its empty poll state, created on first sight."""
     source = str(getattr(community, "source", "unknown"))
@@ -519,3 +653,11 @@ def load_poll_state(session: Session, community_id: str) -> tuple[dict[str, Any]
     if state is None:
         return {}, {}
     return json.loads(state.cursor or "{}"), json.loads(state.validators or "{}")
+
+
+def polled_communities(session: Session) -> set[str]:
+    """The communities a poll was ever attempted for (a start spreads their next polls)."""
+    found = session.execute(
+        select(POLL_STATES.c.community_id).where(POLL_STATES.c.last_attempt_at.is_not(None))
+    )
+    return {str(community_id) for (community_id,) in found}

@@ -5,6 +5,13 @@ failure and leaves the cursor where the last success put it; every failure,
 a failed database write included, becomes the community's last error. Database
 work runs in a worker thread so the event loop (and /metrics) stays responsive.
 
+The write transaction holds no scoring and no network wait: the batch is fetched
+first, then prepared (pseudonyms, hashes, sentiment and keyword groups; a worker
+thread, no transaction), and only then written: upserts, the rollups of the days
+it touched and the cursor, in one transaction (``db.write_scope``). On SQLite the
+service's writes take turns (one ``asyncio.Lock``), so a write never waits for
+another in a worker thread nor meets SQLite's lock.
+
 A poll with an empty cursor (a first poll, or one after ``backfill`` filled the
 store) starts from the newest post the store already holds for the community,
 less ``RESUME_OVERLAP_SECONDS``, rather than from ``history_days`` back: what a
@@ -14,11 +21,14 @@ backfill fetched is not downloaded again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 from sqlalchemy import Engine, func
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,6 +41,8 @@ from monitor.http import MAX_SERVER_WAIT, PoliteClient, server_wait
 from monitor.ingest import (
     Ingestor,
     IngestResult,
+    Prepared,
+    StalePreparation,
     ensure_community,
     load_poll_state,
     record_failure,
@@ -38,11 +50,12 @@ from monitor.ingest import (
 from monitor.sources import SOURCES
 from monitor.sources.base import Batch, Rejection, Source
 from monitor.store.db import session_scope, write_retrying_conflicts
-from monitor.store.models import PollState, Post
+from monitor.store.models import Community, PollState, Post
 from monitor.telemetry import Telemetry
 from monitor.untrusted import for_log
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REMEMBERED_REJECTIONS = 10_000
 """Rejected items (community, reason, id) remembered so each is counted and logged once."""
@@ -50,6 +63,9 @@ MAX_MESSAGE_LENGTH = 500
 """Characters of a failure's message that its log line and the status page show at most."""
 RESUME_OVERLAP_SECONDS = 3600
 """How far before the newest stored post a poll with an empty cursor starts reading."""
+MAX_PREPARATIONS = 3
+"""Times a batch is prepared again when another writer changed its posts meanwhile;
+then it is scored inside the transaction rather than fail."""
 
 
 @dataclass(frozen=True)
@@ -139,23 +155,44 @@ class Poller:
         self._clock = clock
         self._failing: dict[str, str] = {}
         self._rejected: OrderedDict[tuple[str, str, str | None], None] = OrderedDict()
+        self._turns = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+    @contextlib.asynccontextmanager
+    async def _writer_turn(self) -> AsyncIterator[None]:
+        """On SQLite, this service's write transactions one at a time (``_turns``), so a
+        waiting write holds no worker thread; elsewhere, no waiting."""
+        if self._turns is None:
+            yield
+            return
+        async with self._turns:
+            yield
+
+    async def _writing(self, work: Callable[[], T]) -> T:
+        """``work`` (a write transaction) in a worker thread, in its turn."""
+        async with self._writer_turn():
+            return await asyncio.to_thread(work)
+
+    def _ensure_community(self, community: CommunityBase) -> None:
+        """Its row, once (another replica may be inserting it at the same moment)."""
+
+        def write(session: Session) -> None:
+            ensure_community(session, community=community, now=int(self._clock()))
+
+        write_retrying_conflicts(self._engine, write)
 
     def _load(self, community: CommunityBase) -> tuple[dict[str, object], dict[str, object], int]:
         """The cursor, the validators and the time before which the host asked not to be
         polled: at most ``MAX_SERVER_WAIT`` after the poll that was told so, whatever an
         older release stored."""
 
-        def load(session: Session) -> tuple[dict[str, object], dict[str, object], int]:
+        with session_scope(self._engine) as session:  # a read
             now = int(self._clock())
-            ensure_community(session, community=community, now=now)
             cursor, validators = load_poll_state(session, community.id)
             state = session.get(PollState, community.id)
             if state is None or state.not_before is None:
                 return cursor, validators, 0
             told_at = state.last_attempt_at if state.last_attempt_at is not None else now
             return cursor, validators, min(state.not_before, told_at + int(MAX_SERVER_WAIT))
-
-        return write_retrying_conflicts(self._engine, load)
 
     def _resume_from(self, community: CommunityBase) -> int | None:
         """Where a poll with an empty cursor starts: just before the newest stored post."""
@@ -167,17 +204,51 @@ class Poller:
             return None
         return min(int(newest), int(self._clock())) - RESUME_OVERLAP_SECONDS
 
-    def _write(self, community: CommunityBase, batch: Batch, started: int) -> IngestResult:
+    def _is_known(self, community: CommunityBase) -> bool:
+        with session_scope(self._engine) as session:
+            return session.get(Community, community.id) is not None
+
+    def _prepare(
+        self, community: CommunityBase, batch: Batch, known: dict[str, str] | None = None
+    ) -> Prepared:
+        """The batch's pseudonyms, hashes and scores, outside any write transaction."""
+        if known is None:
+            with session_scope(self._engine) as session:  # a read: no write lock taken
+                known = self._ingestor.known_hashes(session, community_id=community.id, batch=batch)
+        return self._ingestor.prepare(community=community, batch=batch, known=known)
+
+    def _commit(
+        self, community: CommunityBase, batch: Batch, started: int, prepared: Prepared | None
+    ) -> IngestResult:
+        """The write transaction: items, the rollups of the days they touched, the cursor
+        (tried again when a concurrent writer stored the same new rows first)."""
+
         def write(session: Session) -> IngestResult:
             now = int(self._clock())
             result = self._ingestor.ingest(
-                session, community=community, batch=batch, started_at=started, now=now
+                session,
+                community=community,
+                batch=batch,
+                started_at=started,
+                now=now,
+                prepared=prepared,
             )
-            # the daily rollups of the days this poll touched, in the same transaction
             refresh_days(session, community_id=community.id, days=result.touched_days, now=now)
             return result
 
         return write_retrying_conflicts(self._engine, write)
+
+    async def _write(self, community: CommunityBase, batch: Batch, started: int) -> IngestResult:
+        prepared: Prepared | None = await asyncio.to_thread(self._prepare, community, batch)
+        for attempt in range(1, MAX_PREPARATIONS + 1):
+            commit = functools.partial(self._commit, community, batch, started, prepared)
+            try:
+                return await self._writing(commit)
+            except StalePreparation as stale:  # another writer changed a post meanwhile
+                if attempt < MAX_PREPARATIONS:
+                    prepared = await asyncio.to_thread(self._prepare, community, batch, stale.known)
+        # scored in the transaction rather than fail
+        return await self._writing(functools.partial(self._commit, community, batch, started, None))
 
     def _write_failure(
         self,
@@ -211,6 +282,8 @@ class Poller:
         requests = 0
         try:
             adapter_class = adapter_for(community)
+            if not await asyncio.to_thread(self._is_known, community):
+                await self._writing(lambda: self._ensure_community(community))
             cursor, validators, not_before = await asyncio.to_thread(self._load, community)
             if not_before > started:
                 return PollOutcome(community.id, source, "deferred")
@@ -227,7 +300,7 @@ class Poller:
             if not self._may_commit(community.id):
                 log.info("%s: its lease ran out during the poll; nothing written", community.id)
                 return PollOutcome(community.id, source, "lease_lost", requests=requests)
-            result = await asyncio.to_thread(self._write, community, batch, started)
+            result = await self._write(community, batch, started)
         except Exception as exc:  # a bug is logged too; the other communities go on
             reason, message = failure_of(exc, what="poll", community=community.id)
             not_before = None
@@ -301,14 +374,15 @@ class Poller:
             log.warning("polls of %s failing: %s (%s)", community.id, message, reason)
         self._failing[community.id] = reason
         try:  # a failed write is recorded too, in a transaction of its own
-            await asyncio.to_thread(
-                self._write_failure,
-                community,
-                reason=reason,
-                message=message,
-                started=started,
-                requests=requests,
-                not_before=not_before,
+            await self._writing(
+                lambda: self._write_failure(
+                    community,
+                    reason=reason,
+                    message=message,
+                    started=started,
+                    requests=requests,
+                    not_before=not_before,
+                )
             )
         except SQLAlchemyError as exc:  # the database itself is unusable
             log.error("could not record the failed poll of %s: %s", community.id, brief(exc))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -17,17 +17,18 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from monitor.admission import PollQueue
 from monitor.analysis.snapshot import Snapshots
 from monitor.config import CommunityBase, Settings
 from monitor.errors import PseudonymKeyError
 from monitor.exporter import CommunityCollector
 from monitor.filemodes import warn_if_open
 from monitor.http import HttpPolicy, PoliteClient
-from monitor.ingest import Ingestor
+from monitor.ingest import Ingestor, polled_communities
 from monitor.poller import Poller, PollOutcome, brief, source_of
 from monitor.privacy import key_file, key_fingerprint, load_or_create_key
 from monitor.replicas import Replicas
-from monitor.sources import author_namespace
+from monitor.sources import SOURCES, author_namespace
 from monitor.store import db, keys, retention
 from monitor.telemetry import Telemetry
 
@@ -55,6 +56,45 @@ def http_policy(settings: Settings) -> HttpPolicy:
         max_retry_wait=http.max_retry_wait,
         contact=settings.contact,
     )
+
+
+def host_of(community: CommunityBase, settings: Settings) -> str:
+    """The host a poll of ``community`` talks to: polls share their slots by it."""
+    adapter = SOURCES.get(source_of(community))
+    if adapter is None:
+        return ""
+    return adapter.host_for(community, settings)
+
+
+def connection_limit(settings: Settings) -> int:
+    """Connections the HTTP client may hold: every admitted poll with as many requests in
+    flight as its source kind sends at once (8 for Hacker News' whole site, else 1)."""
+    widest = max(
+        (
+            adapter.concurrent_requests
+            for community in settings.communities
+            if community.enabled and (adapter := SOURCES.get(source_of(community))) is not None
+        ),
+        default=1,
+    )
+    return settings.max_concurrent_polls * widest
+
+
+def slot_in_interval(community_id: str, interval: float) -> float:
+    """Where in each ``interval`` (seconds after a multiple of it, in Unix time) the polls of
+    a community fall: a fixed hash of its id, so every start puts it at the same place
+    and a thousand communities are spread over the interval, not due at once."""
+    digest = hashlib.sha256(community_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * interval
+
+
+def first_run_at(community: CommunityBase, *, now: float, polled_before: bool) -> float:
+    """When a community's first poll after a start is due: at once if it was never polled
+    (its history is awaited), else at its next slot (``slot_in_interval``)."""
+    if not polled_before:
+        return now
+    interval = community.interval
+    return now + (slot_in_interval(community.id, interval) - now) % interval
 
 
 def open_store(settings: Settings) -> Engine:
@@ -95,9 +135,8 @@ class Service:
         """This replica's share of the communities, from ``schedule`` on (``poll-once`` and
         the tests that poll by hand poll every community)."""
         self.migrated = False
-        self._inflight: set[asyncio.Task[PollOutcome]] = set()
+        self.polls: PollQueue | None = None
         self._followups: set[asyncio.Task[None]] = set()
-        self._running: set[str] = set()
         self._flows_at: dict[str, float] = {}
         self._flows_stale: set[str] = set()
         """When each namespace's participant flows were last computed (service clock)."""
@@ -168,6 +207,7 @@ class Service:
             policy=http_policy(self.settings),
             telemetry=self.telemetry,
             transport=self._transport,
+            max_connections=connection_limit(self.settings),
         )
         self.ingestor = Ingestor(settings=self.settings, key=key)
         self.poller = Poller(
@@ -178,6 +218,12 @@ class Service:
             ingestor=self.ingestor,
             clock=self._clock,
             may_commit=self.may_poll,
+        )
+        self.polls = PollQueue(
+            limit=self.settings.max_concurrent_polls,
+            run=self._run_poll,
+            host_of=lambda community: host_of(community, self.settings),
+            telemetry=self.telemetry,
         )
         self.use_snapshots(Snapshots(settings=self.settings, engine=self.engine))
         for community in self.active_communities():
@@ -274,10 +320,10 @@ class Service:
 
         def run() -> tuple[int, int]:
             now = int(self._clock())
-            with db.session_scope(engine) as session:
+            with db.write_scope(engine) as session:
                 found = retention.prune(session, now=now)
-            with db.session_scope(engine) as session:
-                folded, expired = retention.settle_terms(session, settings=self.settings, now=now)
+            with db.write_scope(engine) as session:
+                _, expired = retention.settle_terms(session, settings=self.settings, now=now)
             if expired:
                 log.info("retention: dropped %d expired term counts", expired)
             return found
@@ -304,50 +350,49 @@ class Service:
         return self._active_ids
 
     async def poll_all(self) -> list[PollOutcome]:
-        """Poll every enabled community once, a few at a time."""
-        limit = asyncio.Semaphore(self.settings.max_concurrent_polls)
-
-        async def bounded(community: CommunityBase) -> PollOutcome:
-            async with limit:
-                return await self.poll(community)
-
-        return list(await asyncio.gather(*(bounded(c) for c in self.active_communities())))
+        """Poll every enabled community once, through the admission queue."""
+        return list(await asyncio.gather(*(self.poll(c) for c in self.active_communities())))
 
     async def poll(self, community: CommunityBase) -> PollOutcome:
-        """One poll, tracked so that ``stop`` can wait for it; skipped if one is running."""
-        assert self.poller is not None, "open() first"
-        if community.id in self._running:
-            return PollOutcome(community.id, source_of(community), "deferred")
-        self._running.add(community.id)
-        task = asyncio.ensure_future(self.poller.poll(community))
-        self._inflight.add(task)
+        """One poll, admitted through the queue (``monitor.admission``): waits for a slot,
+        then polls; "deferred" at once if the community's poll is running now."""
+        assert self.polls is not None, "open() first"
+        # shielded: a caller that stops waiting (the scheduler shutting down) does not
+        # cancel the poll; stop() gives a poll in flight its grace period
+        return await asyncio.shield(self.polls.submit(community))
 
-        def finished(done: asyncio.Future[PollOutcome]) -> None:
-            self._inflight.discard(task)
-            self._running.discard(community.id)
-
-        task.add_done_callback(finished)
+    async def _run_poll(self, community: CommunityBase) -> PollOutcome:
+        """The admitted poll, then the community's analysis if it succeeded."""
+        assert self.poller is not None
+        if not self.may_poll(community.id):  # its lease went while the poll waited
+            return PollOutcome(community.id, source_of(community), "lease_lost")
         try:
-            # shielded: when the scheduler shuts down it cancels this caller, while the
-            # poll itself gets stop()'s grace period to commit or roll back
-            outcome = await asyncio.shield(task)
+            outcome = await self.poller.poll(community)
         except asyncio.CancelledError:
-            if not task.cancelled():
-                raise
             log.info("poll of %s stopped by shutdown; nothing of it was written", community.id)
-            return PollOutcome(community.id, source_of(community), "cancelled")
+            raise
         if outcome.outcome in ("ok", "not_modified"):
             await self._refresh_flows_after_poll(community, new=bool(outcome.new_items))
             await self.refresh(community)
         return outcome
 
     async def _scheduled_poll(self, community: CommunityBase) -> None:
+        """The scheduler's job: queue the poll and return at once, so a run that comes
+        round while the last one still waits is coalesced by the queue."""
         if not self.may_poll(community.id):
             return  # another replica holds it
+        if self.polls is not None:
+            self.polls.submit(community)
+
+    def _polled_before(self) -> set[str]:
+        if self.engine is None:
+            return set()
         try:
-            await self.poll(community)
-        except asyncio.CancelledError:
-            return  # the scheduler is shutting down; stop() looks after the poll in flight
+            with db.session_scope(self.engine) as session:
+                return polled_communities(session)
+        except SQLAlchemyError as exc:
+            log.error("could not read which communities were polled before: %s", brief(exc))
+            return set()
 
     async def lease_round(self) -> None:
         """Renew and rebalance the leases; a community taken over gets a fresh snapshot and
@@ -355,6 +400,13 @@ class Service:
         if self.replicas is None:
             return
         gained = await self.replicas.round()
+        if gained and self.polls is not None:
+            # polled at once: a community taken over from a replica that died, or held
+            # since this one started, may be past its time (the queue coalesces a job's run)
+            for community_id in sorted(gained):
+                community = self.active_community(community_id)
+                if community is not None:
+                    self.polls.submit(community)
         if gained:  # in a task of its own: analysis must not delay the next renewal
             task = asyncio.ensure_future(self._taken_over(gained))
             self._followups.add(task)
@@ -391,11 +443,18 @@ class Service:
         return replicas
 
     def schedule(self) -> None:
-        """One interval job per community, with jitter; misfires coalesce into one run. On a
-        shared store a lease round runs first and every third of a lease; a community's job
-        polls only while this replica holds the community."""
+        """One interval job per community, with jitter; misfires coalesce into one run.
+
+        A community never polled is due at once (the queue works such a burst off
+        ``max_concurrent_polls`` at a time); one polled before at its fixed slot of the
+        interval (``first_run_at``), so a restart does not make every community due at
+        the same moment. On a shared store a lease round runs first and every third of a
+        lease; a community's job polls only while this replica holds the community, and a
+        community gained in a round is polled at once (``lease_round``).
+        """
         self.scheduler = AsyncIOScheduler(timezone=UTC)
-        now = datetime.now(UTC)
+        now = self._clock()
+        polled = self._polled_before()
         replicas = self.share_work()
         if replicas.renew_every is not None:
             self.scheduler.add_job(
@@ -403,13 +462,14 @@ class Service:
                 "interval",
                 id="leases",
                 seconds=replicas.renew_every,
-                next_run_time=now,
+                next_run_time=datetime.now(UTC),
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=max(1, int(replicas.renew_every)),
             )
         for community in self.active_communities():
-            first = now + timedelta(seconds=random.uniform(0, min(5.0, community.interval)))
+            at = first_run_at(community, now=now, polled_before=community.id in polled)
+            first = datetime.fromtimestamp(at, UTC)
             self.scheduler.add_job(
                 self._scheduled_poll,
                 "interval",
@@ -445,9 +505,13 @@ class Service:
         """Stop scheduling; give polls in flight a few seconds to finish, then cancel them."""
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        if self._inflight:
-            log.info("waiting for %d poll(s) in flight", len(self._inflight))
-            _, pending = await asyncio.wait(set(self._inflight), timeout=SHUTDOWN_GRACE_SECONDS)
+        inflight = set()
+        if self.polls is not None:
+            self.polls.close()  # polls still waiting never start
+            inflight = self.polls.tasks
+        if inflight:
+            log.info("waiting for %d poll(s) in flight", len(inflight))
+            _, pending = await asyncio.wait(inflight, timeout=SHUTDOWN_GRACE_SECONDS)
             for task in pending:
                 task.cancel()
             if pending:

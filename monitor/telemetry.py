@@ -306,6 +306,13 @@ class Telemetry:
             "Configured poll interval of the community (for staleness rules).",
             ["community"],
         )
+        self.polls_coalesced = health.family(
+            "counter",
+            "forum_monitor_polls_coalesced",
+            "Polls asked for while the community's previous poll was still waiting or "
+            "running, and so not queued again.",
+            ["community"],
+        )
         registry.register(health)
         self.http_requests = Counter(
             "forum_monitor_http_requests",
@@ -331,17 +338,29 @@ class Telemetry:
             "the shared store (max without(instance) over the replicas).",
             registry=registry,
         )
-        self._per_host = _Collectors(
+        self.polls_waiting = Gauge(
+            "forum_monitor_polls_waiting",
+            "Polls due and queued for a slot (max_concurrent_polls), not yet started.",
+            registry=registry,
+        )
+        self.polls_running = Gauge(
+            "forum_monitor_polls_running",
+            "Polls running now (at most max_concurrent_polls).",
+            registry=registry,
+        )
+        self._per_process = _Collectors(
             self.http_requests,
             self.rate_limit_remaining,
             self.leases_held,
             self.communities_unheld,
+            self.polls_waiting,
+            self.polls_running,
         )
 
     def exposition(self) -> bytes:
         """Every family of this Telemetry in the text format, as ``generate_latest`` of
         its registry would write them."""
-        return self.health.exposition() + generate_latest(self._per_host)
+        return self.health.exposition() + generate_latest(self._per_process)
 
     def declare_community(self, community: str, source: str, *, interval: float) -> None:
         """Make a community's series exist at zero before its first poll."""

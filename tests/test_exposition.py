@@ -125,6 +125,23 @@ def old_telemetry(registry: CollectorRegistry) -> Any:
             ["community"],
             registry=registry,
         )
+        polls_coalesced = Counter(
+            "forum_monitor_polls_coalesced",
+            "Polls asked for while the community's previous poll was still waiting or "
+            "running, and so not queued again.",
+            ["community"],
+            registry=registry,
+        )
+        polls_waiting = Gauge(
+            "forum_monitor_polls_waiting",
+            "Polls due and queued for a slot (max_concurrent_polls), not yet started.",
+            registry=registry,
+        )
+        polls_running = Gauge(
+            "forum_monitor_polls_running",
+            "Polls running now (at most max_concurrent_polls).",
+            registry=registry,
+        )
 
     return Old()
 
@@ -164,6 +181,10 @@ def operate(telemetry: Any, *, communities: int, seed: int) -> None:
                 community=community, source=source, reason="bad_time"
             ).inc(2)
             telemetry.source_up.labels(community=community).set(0)
+        if n % 9 == 4:  # due again while its last poll still waited
+            telemetry.polls_coalesced.labels(community=community).inc()
+    telemetry.polls_waiting.set(12)
+    telemetry.polls_running.set(4)
     telemetry.http_requests.labels(host="www.reddit.com", code="200").inc(31)
     telemetry.rate_limit_remaining.labels(host="www.reddit.com").set(97.5)
 

@@ -246,8 +246,8 @@ def _broken_text(item: Item) -> Item:
 @pytest.mark.parametrize(
     ("broken", "error"),
     [
-        # fails in the middle of the item loop, after the authors were flushed
-        (lambda: [reply("c2"), _broken_text(reply("c3")), reply("c4")], AttributeError),
+        # fails while the batch is prepared (hashed and scored), before anything is written
+        (lambda: [reply("c2"), _broken_text(reply("c3")), reply("c4")], TypeError),
         # fails at the final flush, after threads and poll state were written
         (lambda: [reply("c2"), reply("c3"), reply("c3", text="Same here")], IntegrityError),
     ],

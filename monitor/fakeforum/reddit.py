@@ -109,6 +109,10 @@ class FakeReddit:
         self._tokens: dict[str, _Token] = {}
         self._window_start = self.clock()
         self._used = 0
+        # per (subreddit, kind) and per submission, so a listing costs what its subreddit
+        # holds, not what every subreddit holds (benchmarks add a thousand of them)
+        self._listed: dict[tuple[str, str], list[FakePost]] = {}
+        self._replies: dict[str, int] = {}
 
     # -- content -------------------------------------------------------------
 
@@ -124,6 +128,9 @@ class FakeReddit:
                 self._next[post.kind] += 1
             post.seq = len(self.posts)
             self.posts[post.fullname] = post
+            self._listed.setdefault((post.subreddit.lower(), post.kind), []).append(post)
+            if post.kind == "t1":
+                self._replies[post.thread] = self._replies.get(post.thread, 0) + 1
         return post.fullname
 
     def add_thread(
@@ -206,7 +213,7 @@ class FakeReddit:
         if not gone:
             data["author_fullname"] = f"t2_{post.author.lower()}"
         if post.kind == "t3":
-            replies = sum(1 for p in self.posts.values() if p.thread == post.fullname)
+            replies = self._replies.get(post.fullname, 0)
             data.update(
                 title=post.title,
                 selftext=text,
@@ -242,11 +249,7 @@ class FakeReddit:
     ) -> dict[str, Any]:
         """One page of a subreddit's submissions (t3) or comments (t1), newest first."""
         with self._lock:
-            wanted = [
-                p
-                for p in self.posts.values()
-                if p.kind == kind and p.subreddit.lower() == subreddit
-            ]
+            wanted = self._listed.get((subreddit, kind), [])
             ordered = sorted(wanted, key=lambda p: (p.created_utc, p.seq), reverse=True)
             ordered = ordered[: self.listing_limit]
             names = [p.fullname for p in ordered]

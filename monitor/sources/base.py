@@ -249,6 +249,14 @@ class Source(ABC):
     """No item of this source is older (UTC epoch seconds): the source's own beginning."""
     rate_per_minute: ClassVar[float] = 60.0
     """Default polite rate for this kind's host; ``[http] rate_per_minute`` overrides it."""
+    concurrent_requests: ClassVar[int] = 1
+    """Requests one poll of this kind has in flight at most (the HTTP pool is sized by it)."""
+
+    @classmethod
+    def host_for(cls, community: CommunityBase, settings: Settings) -> str:
+        """The host a poll of ``community`` talks to (polls share their slots by host)."""
+        return httpx.URL(community.url_root(cls.default_base_url)).host
+
     walks_by_creation: ClassVar[bool] = True
     """Whether a walk spread over polls reaches back in creation time, each poll's items
     together with the polls' before it forming every item from the oldest to now.

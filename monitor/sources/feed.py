@@ -346,6 +346,11 @@ class Feed(Source):
         feeds are not known to be one person, so feeds take part in no flow."""
         return None
 
+    @classmethod
+    def host_for(cls, community: CommunityBase, settings: Settings) -> str:
+        url = community.url if isinstance(community, FeedCommunity) else community.base_url
+        return httpx.URL(url or "").host
+
     def __init__(
         self, community: FeedCommunity, *, settings: Settings, client: PoliteClient
     ) -> None:

@@ -259,11 +259,18 @@ class HackerNews(Source):
 
     max_items_per_poll = 500
     item_concurrency = 8
+    concurrent_requests = item_concurrency
     max_parent_fetches = 200
     hits_per_page = 100
     max_pages_per_poll = 10
     overlap_seconds = 600
     max_seen = 2000
+
+    @classmethod
+    def host_for(cls, community: CommunityBase, settings: Settings) -> str:
+        if isinstance(community, HackerNewsCommunity) and community.query:
+            return httpx.URL(community.search_base_url or ALGOLIA_URL).host
+        return super().host_for(community, settings)
 
     def __init__(
         self, community: CommunityBase, *, settings: Settings, client: PoliteClient

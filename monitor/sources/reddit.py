@@ -308,6 +308,11 @@ class Reddit(Source):
     _tokens: ClassVar[dict[tuple[str, str], _Token]] = {}
     """Tokens shared by every instance: (token URL, client id) -> token."""
 
+    @classmethod
+    def host_for(cls, community: CommunityBase, settings: Settings) -> str:
+        oauth = bool(settings.reddit.client_id and settings.reddit.client_secret)
+        return httpx.URL(community.url_root(OAUTH_BASE if oauth else WWW_BASE)).host
+
     def __init__(
         self, community: CommunityBase, *, settings: Settings, client: PoliteClient
     ) -> None:

@@ -38,17 +38,23 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
 
 
 def bulk_update(
-    session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *, key: str = "id"
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    key: str | tuple[str, ...] = "id",
 ) -> None:
-    """UPDATE each row found by ``key`` with its other values (all rows have the same keys)."""
+    """UPDATE each row found by ``key`` (a column, or the columns of a composite key) with
+    its other values (all rows have the same keys)."""
     if not rows:
         return
-    columns = [c for c in rows[0] if c != key]
+    keys = (key,) if isinstance(key, str) else key
+    columns = [c for c in rows[0] if c not in keys]
     mark = _placeholder(session)
     sql = (
         f"UPDATE {table.name} SET {', '.join(f'{c} = {mark}' for c in columns)} "
-        f"WHERE {key} = {mark}"
+        f"WHERE {' AND '.join(f'{k} = {mark}' for k in keys)}"
     )
     session.connection().exec_driver_sql(
-        sql, [(*(row[c] for c in columns), row[key]) for row in rows]
+        sql, [(*(row[c] for c in columns), *(row[k] for k in keys)) for row in rows]
     )

@@ -5,6 +5,9 @@ the same mode) in a directory created 0700; an existing file open to group or ot
 is named in a warning, not changed. ``secure_delete`` is on for every connection, so
 pruned bodies are overwritten in the file, and ``truncate_wal`` empties the
 write-ahead log, which would otherwise keep old copies of their pages.
+
+Every write goes through ``write_scope``: on SQLite the writers of one process take
+turns, so "database is locked" cannot happen within a process.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -230,6 +234,44 @@ def downgrade(engine: Engine, revision: str) -> None:
     command.downgrade(alembic_config(engine), revision)
 
 
+_WRITERS: dict[str, threading.Lock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def writer_lock(engine: Engine) -> threading.Lock | None:
+    """The lock every write transaction on ``engine``'s SQLite file holds in this process
+    (one per file, shared by every engine on it); None on PostgreSQL, whose writers of
+    different communities do not wait on each other."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database or ":memory:"
+    key = f"engine:{id(engine)}" if database == ":memory:" else str(Path(database).resolve())
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(key, threading.Lock())
+
+
+@contextmanager
+def write_scope(engine: Engine) -> Iterator[Session]:
+    """A session for a write transaction: commits at the end of the block, or rolls back.
+
+    On SQLite, writers of one process take turns (``writer_lock``), so none of them can
+    meet another's lock and fail with "database is locked", and the transaction begins
+    with ``BEGIN IMMEDIATE``: it holds the file's write lock from its first statement, so
+    what it reads cannot change under it, and a writer of another process (``backfill``
+    beside ``serve``) is waited for up to ``busy_timeout`` at that statement instead of
+    failing at its first write. Keep the block to the writing: score, fetch and analyse
+    before it.
+    """
+    lock = writer_lock(engine)
+    if lock is None:
+        with session_scope(engine) as session:
+            yield session
+        return
+    with lock, session_scope(engine) as session:
+        session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        yield session
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session whose work commits at the end of the block, or rolls back on any error."""
@@ -251,14 +293,14 @@ CONFLICT_ATTEMPTS = 3
 
 
 def write_retrying_conflicts(engine: Engine, work: Callable[[Session], T]) -> T:
-    """``work`` in a ``session_scope``, tried again from the start when it hits a unique
+    """``work`` in a ``write_scope``, tried again from the start when it hits a unique
     key another writer inserted since it read (two replicas writing one community's first
     authors, threads or posts during a handover, or ``poll-once`` beside ``serve``): the
     next try reads that writer's rows as existing ones, so nothing is stored twice and
     neither poll fails."""
     for attempt in range(1, CONFLICT_ATTEMPTS + 1):
         try:
-            with session_scope(engine) as session:
+            with write_scope(engine) as session:
                 return work(session)
         except IntegrityError:
             if attempt == CONFLICT_ATTEMPTS:

@@ -1,0 +1,1038 @@
+"""Capacity: how many communities one process polls without falling behind.
+
+``python -m bench capacity`` (bursts at N = 10 and 100, steady state at 100, about ten
+minutes on a busy 2-core machine; then the other capacity sections, ``bench/__main__.py``)
+or ``python -m bench.capacity --full`` (both parts at N = 10, 100 and 1,000; also
+``FORUM_MONITOR_BENCH_FULL=1`` for ``python -m bench capacity``, about 50 minutes).
+``python -m bench.capacity --help`` lists the flags (``--sizes``, ``--stores``,
+``--parts``, ``--repeats``, ``--py-spy``).
+
+The forums are the fakes of ``monitor.fakeforum`` (Reddit and Discourse, half each), run
+in a child process on 127.0.0.1 so that their CPU is not the service's; every community
+holds 30 days x 20 posts a day (about 600 posts) and is configured with
+``history_days = 30``, so a first poll reads all of it. The service is the real one
+(``monitor.service.Service``: its scheduler, HTTP client, poller, ingest, store and
+analysis) in this process; CPU is this process's (``getrusage``), and on PostgreSQL the
+database server's too (its processes' ``/proc/<pid>/stat``), reported apart.
+
+Parts, each a function returning ``Row``s (``PARTS``; another part adds its function):
+
+- **bursts**: on a fresh store, the first round of ``serve``'s scheduler (interval 5m,
+  until every community has had its first poll) against ``poll-once`` on the same set
+  (``Service.poll_all``), alternated: failed polls, "database is locked" log lines,
+  wall time and CPU-s of each, and serve's wall time over poll-once's. Target: 0
+  failed polls, no "database is locked", ratio <= 1.2.
+- **steady**: after its first round, the service runs on with a *shortened* interval
+  (``STEADY_INTERVAL``, 30 s, instead of 5m) while the fakes keep posting at ten times
+  their rate (so each poll sees what a 5-minute poll would). CPU is split by component
+  (thread CPU time of each synchronous part, ``time.thread_time``): scoring,
+  the write transaction, analysis after a poll, the every-minute analysis job, a
+  scrape of /metrics (``Service.exposition``, every few seconds), and the rest (HTTP,
+  parsing, the event loop, scheduling) as process CPU minus the parts. The CPU-s per
+  5 minutes at the real settings is then: N polls x (poll CPU per poll, measured), plus
+  5 runs of the every-minute analysis job (one run measured after the window), plus 10
+  scrapes (Prometheus every 30 s). Target (the issue's, for a year of history): <= 50 %
+  of one core; these stores are young (30 days), so the row says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import contextvars
+import json
+import logging
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from monitor.config import Settings, settings_from_mapping
+from monitor.service import Service
+
+POSTS_PER_DAY = 20
+HISTORY_DAYS = 30
+INTERVAL = "5m"
+STEADY_INTERVAL = 30
+"""Seconds between polls of a community in the steady part (scaled to 5 minutes)."""
+STEADY_WINDOW = 60
+"""Seconds of steady state measured."""
+STEADY_MIN_SIZE = 100
+"""Below this the steady part is measured only with ``--full`` (it is all noise)."""
+SCRAPE_EVERY = 3.0
+"""Seconds between scrapes in the steady window (Prometheus' 30 s is used to scale)."""
+REAL_SCRAPE_INTERVAL = 30
+REAL_INTERVAL_SECONDS = 300
+ANALYSIS_RUNS_PER_5M = 5
+DEFAULT_SIZES = (10, 100)
+FULL_SIZES = (10, 100, 1000)
+RATIO_TARGET = 1.2
+CORE_SHARE_TARGET = 0.5
+ROUND_TIMEOUT = 1800.0
+KEY = "capacity-bench-key-0123456789abcdef"
+LOCKED = "database is locked"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the capacity table."""
+
+    part: str
+    store: str
+    communities: int
+    measure: str
+    value: str
+    target: str = ""
+    verdict: str = "info"
+
+    def cells(self) -> tuple[str, ...]:
+        """The row as ``print_table`` writes it, in the columns of ``HEADER``."""
+        return (
+            self.part,
+            self.store,
+            f"{self.communities:,}",
+            self.measure,
+            self.value,
+            self.target,
+            self.verdict,
+        )
+
+
+HEADER = ("part", "store", "N", "measure", "value", "target", "result")
+
+
+@dataclass
+class Context:
+    """What every part shares: sizes, stores, a scratch folder, the PostgreSQL cluster."""
+
+    sizes: tuple[int, ...]
+    stores: tuple[str, ...]
+    workdir: Path
+    repeats: int = 1
+    profile: bool = False
+    full: bool = False
+    limit: int | None = None
+    """``max_concurrent_polls``; None: the default."""
+    postgres: PgCluster | None = None
+    _databases: int = 0
+
+    def database_url(self, store: str, name: str) -> str:
+        self._databases += 1
+        if store == "sqlite":
+            folder = self.workdir / f"{name}-{self._databases}"
+            folder.mkdir(parents=True)
+            return f"sqlite:///{folder / 'store.db'}"
+        assert self.postgres is not None
+        return self.postgres.new_database(f"{name.replace('-', '_')}_{self._databases}")
+
+    def data_dir(self) -> Path:
+        self._databases += 1
+        folder = self.workdir / f"data-{self._databases}"
+        folder.mkdir(parents=True, mode=0o700)
+        return folder
+
+
+Part = Callable[[Context], list[Row]]
+
+
+# --------------------------------------------------------------------- CPU clocks
+
+
+def process_cpu() -> float:
+    """CPU-seconds of this process so far, every thread."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _proc_cpu(pid: int, *, children: bool = False) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # of reaped children (ended backends)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root: int) -> float:
+    """CPU-seconds of ``root`` and its children, ended ones included (PostgreSQL)."""
+    total = _proc_cpu(root, children=True)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == root:
+            total += _proc_cpu(int(entry.name))
+    return total
+
+
+# --------------------------------------------------------------------- fake forums
+
+
+def fake_plans(count: int) -> list[Any]:
+    from monitor.fakeforum.scenario import CommunityPlan, MoodMix
+
+    plans = []
+    for n in range(count):
+        reddit = n % 2 == 0
+        plans.append(
+            CommunityPlan(
+                id=f"c{n:04d}",
+                title=f"capacity community {n}",
+                source="reddit" if reddit else "discourse",
+                forum=f"cap{n:04d}" if reddit else f"/d{n:04d}",
+                threads_per_day=4,
+                replies_per_day=POSTS_PER_DAY - 4,
+                participants_per_day=10,
+                mood=MoodMix(positive=0.4, negative=0.15),
+                keywords={"pay": 0.05},
+            )
+        )
+    return plans
+
+
+def run_fakes(count: int, *, seed: int, speed: float) -> None:
+    """The child process: fakes for ``count`` communities, until stdin closes."""
+    from monitor.fakeforum.scenario import LivePoster, Simulation
+
+    now = int(time.time())
+    simulation = Simulation(tuple(fake_plans(count))).start()
+    posts = simulation.load_history(now=now, days=HISTORY_DAYS, seed=seed)
+    poster = LivePoster(simulation, speed=speed, seed=seed, now0=now).start() if speed else None
+    communities = []
+    for plan in simulation.plans.values():
+        entry: dict[str, Any] = {"id": plan.id, "source": plan.source}
+        if plan.source == "reddit":
+            entry.update(subreddit=plan.forum, base_url=simulation.base_url)
+        else:
+            entry["base_url"] = simulation.base_url_for(plan)
+        communities.append(entry)
+    print(json.dumps({"posts": posts, "communities": communities}), flush=True)
+    sys.stdin.read()
+    if poster is not None:
+        poster.stop()
+    simulation.stop()
+
+
+class Fakes:
+    """Fake forums in a child process (``python -m bench.capacity fakes``)."""
+
+    def __init__(self, count: int, *, seed: int = 11, speed: float = 0.0) -> None:
+        self.count = count
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.capacity", "fakes", str(count), str(seed), str(speed)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the fake forums did not start")
+        found = json.loads(line)
+        self.posts: int = found["posts"]
+        self.communities: list[dict[str, Any]] = found["communities"]
+
+    def cpu(self) -> float:
+        return _proc_cpu(self.process.pid)
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextlib.contextmanager
+def fakes(count: int, *, speed: float = 0.0) -> Iterator[Fakes]:
+    running = Fakes(count, speed=speed)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def settings_for(
+    context: Context, store: str, communities: list[dict[str, Any]], *, name: str, interval: Any
+) -> Settings:
+    from monitor.fakeforum.scenario import DEMO_KEYWORDS
+
+    limit = {"max_concurrent_polls": context.limit} if context.limit else {}
+    return settings_from_mapping(
+        {
+            **limit,
+            "database_url": context.database_url(store, name),
+            "data_dir": str(context.data_dir()),
+            "pseudonym_key": KEY,
+            "log_level": "warning",
+            "keywords": DEMO_KEYWORDS,
+            # the fakes share one host; the polite defaults (Reddit's 10 a minute) would
+            # measure the rate limit, not the service
+            "http": {"rate_per_minute": {"127.0.0.1": 1_000_000}},
+            "communities": [
+                {**c, "interval": interval, "history_days": HISTORY_DAYS} for c in communities
+            ],
+        }
+    )
+
+
+# --------------------------------------------------------------------- PostgreSQL
+
+
+class PgCluster:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (as the ``postgres`` user when root)."""
+
+    BIN = Path(os.environ.get("FORUM_MONITOR_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+    def __init__(self) -> None:
+        import socket
+
+        self.root = Path(tempfile.mkdtemp(prefix="capacity-pg-"))
+        self.data = self.root / "data"
+        sockets = self.root / "run"
+        sockets.mkdir()
+        root_user = os.geteuid() == 0
+        if root_user:
+            shutil.chown(self.root, "postgres")
+            shutil.chown(sockets, "postgres")
+            self.root.chmod(0o755)
+        self.user = "postgres" if root_user else os.environ.get("USER", "postgres")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self._run(
+            [str(self.BIN / "initdb"), "-D", str(self.data), "-U", self.user, "-A", "trust"]
+            + ["--no-sync", "-E", "UTF8"]
+        )
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {sockets} -c max_connections=200"
+        )
+        self._run(
+            [str(self.BIN / "pg_ctl"), "-D", str(self.data), "-o", options]
+            + ["-l", str(self.root / "log"), "-w", "start"]
+        )
+        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
+
+    @staticmethod
+    def available() -> bool:
+        return (PgCluster.BIN / "initdb").exists() and (
+            os.geteuid() != 0 or shutil.which("runuser") is not None
+        )
+
+    def _run(self, command: list[str]) -> None:
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True)
+
+    def new_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user=self.user, dbname="postgres", autocommit=True
+        ) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{name}"
+
+    def cpu(self) -> float:
+        return tree_cpu(self.pid)
+
+    def stop(self) -> None:
+        self._run([str(self.BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"])
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------- the service
+
+
+class LogTally(logging.Handler):
+    """Counts warning and error lines, and those naming a locked database."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.locked = 0
+        self.lines = 0
+        self.examples: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[0] is not None:
+            message += f" ({record.exc_info[0].__name__})"
+        self.lines += 1
+        if LOCKED in message:
+            self.locked += 1
+        if len(self.examples) < 3 and message not in self.examples:
+            self.examples.append(message)
+
+
+@contextlib.contextmanager
+def tallied_logs() -> Iterator[LogTally]:
+    """Warnings and errors counted instead of printed (a failed round logs one per poll)."""
+    root = logging.getLogger()
+    tally = LogTally()
+    saved = root.handlers[:], root.level
+    root.handlers[:] = [tally]
+    root.setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpcore", "apscheduler", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        yield tally
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+
+
+@dataclass
+class PollTally:
+    """Outcomes per community read from the service's own telemetry."""
+
+    succeeded: set[str] = field(default_factory=set)
+    failed: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    polls: float = 0.0
+
+    @property
+    def failures(self) -> int:
+        return sum(self.failed.values())
+
+    def seen(self) -> set[str]:
+        return self.succeeded | set(self.failed)
+
+
+def poll_tally(registry: CollectorRegistry) -> PollTally:
+    tally = PollTally()
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name == "forum_monitor_last_success_timestamp_seconds" and sample.value:
+                tally.succeeded.add(sample.labels["community"])
+            elif sample.name == "forum_monitor_poll_failures_total" and sample.value:
+                tally.failed[sample.labels["community"]] += int(sample.value)
+                tally.reasons[sample.labels["reason"]] += int(sample.value)
+            elif sample.name == "forum_monitor_polls_total":
+                tally.polls += sample.value
+    return tally
+
+
+@dataclass
+class RoundResult:
+    mode: str
+    communities: int
+    wall: float
+    cpu: float
+    failed: int
+    locked: int
+    reasons: Counter[str]
+    database_cpu: float = 0.0
+    complete: bool = True
+    examples: list[str] = field(default_factory=list)
+
+
+class FirstOutcomes:
+    """Each community's first poll outcome, noted as the poller returns it (no scanning of
+    metrics, which would cost the service's process CPU of its own)."""
+
+    def __init__(self, service: Service) -> None:
+        assert service.poller is not None
+        self.count = len([c for c in service.settings.communities if c.enabled])
+        self.outcomes: dict[str, str] = {}
+        self.done = asyncio.Event()
+        poll = service.poller.poll
+
+        async def noted(community: Any) -> Any:
+            found = await poll(community)
+            if found.outcome != "deferred":
+                self.outcomes.setdefault(community.id, found.outcome)
+                if len(self.outcomes) >= self.count:
+                    self.done.set()
+            return found
+
+        service.poller.poll = noted  # type: ignore[method-assign]
+
+    async def wait(self, *, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self.done.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+async def first_round(
+    settings: Settings, *, mode: str, database_cpu: Callable[[], float] | None = None
+) -> RoundResult:
+    """``serve``'s first round (its scheduler) or ``poll-once`` on a fresh store."""
+    count = len(settings.communities)
+    with tallied_logs() as logs:
+        service = Service(settings, registry=CollectorRegistry())
+        await service.open()
+        first = FirstOutcomes(service)
+        try:
+            db0 = database_cpu() if database_cpu else 0.0
+            cpu0, wall0 = process_cpu(), time.perf_counter()
+            if mode == "poll-once":
+                await service.poll_all()
+                complete = True
+            else:
+                service.schedule()
+                complete = await first.wait(timeout=ROUND_TIMEOUT)
+            wall, cpu = time.perf_counter() - wall0, process_cpu() - cpu0
+            db_cpu = (database_cpu() - db0) if database_cpu else 0.0
+            tally = poll_tally(service.registry)
+        finally:
+            await service.stop()
+    return RoundResult(
+        mode,
+        count,
+        wall,
+        cpu,
+        tally.failures,
+        logs.locked,
+        tally.reasons,
+        database_cpu=db_cpu,
+        complete=complete,
+        examples=logs.examples,
+    )
+
+
+# --------------------------------------------------------------------- profiling
+
+
+class PySpy:
+    """``py-spy record`` of this process while the block runs; ``top`` summarizes it."""
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> PySpy:
+        binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.process = subprocess.Popen(
+            [binary, "record", "--pid", str(os.getpid()), "--rate", "50", "--format", "raw"]
+            + ["--output", str(self.output), "--nonblocking"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(1.0)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def top(self, limit: int = 12) -> list[tuple[str, float, float]]:
+        """(function, % own, % total) of the busiest functions, by own samples."""
+        own: Counter[str] = Counter()
+        total: Counter[str] = Counter()
+        samples = 0
+        if not self.output.exists():
+            return []
+        for line in self.output.read_text().splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            if not count_text.isdigit():
+                continue
+            count = int(count_text)
+            frames = [f for f in stack.split(";") if " (" in f]
+            if not frames:
+                continue
+            samples += count
+            own[_short(frames[-1])] += count
+            for name in {_short(f) for f in frames}:
+                total[name] += count
+        if not samples:
+            return []
+        return [
+            (name, 100 * n / samples, 100 * total[name] / samples)
+            for name, n in own.most_common(limit)
+        ]
+
+    def total_share(self, needle: str) -> float:
+        """% of samples with a frame whose name contains ``needle``."""
+        hits = samples = 0
+        for line in self.output.read_text().splitlines() if self.output.exists() else []:
+            stack, _, count_text = line.rpartition(" ")
+            if count_text.isdigit():
+                samples += int(count_text)
+                if needle in stack:
+                    hits += int(count_text)
+        return 100 * hits / samples if samples else 0.0
+
+
+def _short(frame: str) -> str:
+    """``function (path/to/module.py:123)`` -> ``function (module.py)``."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    parts = Path(path).parts
+    return f"{name} ({'/'.join(parts[-2:])})"
+
+
+# --------------------------------------------------------------------- bursts
+
+
+def burst_rows(context: Context) -> list[Row]:
+    rows: list[Row] = []
+    for store in context.stores:
+        for size in context.sizes:
+            rows += _burst(context, store, size)
+    return rows
+
+
+def _burst(context: Context, store: str, size: int) -> list[Row]:
+    results: dict[str, list[RoundResult]] = defaultdict(list)
+    database_cpu = context.postgres.cpu if store == "postgresql" and context.postgres else None
+    with fakes(size) as forums:
+        for repeat in range(context.repeats):
+            for mode in ("poll-once", "serve"):
+                settings = settings_for(
+                    context, store, forums.communities, name=f"{mode}-{size}", interval=INTERVAL
+                )
+                profile = context.profile and mode == "serve" and repeat == 0
+                spy = PySpy(context.workdir / f"py-spy-{store}-{size}.txt") if profile else None
+                with spy if spy is not None else contextlib.nullcontext():
+                    found = asyncio.run(first_round(settings, mode=mode, database_cpu=database_cpu))
+                results[mode].append(found)
+                _progress(f"{store} N={size} {mode}: {_describe(found)}")
+                if spy is not None:
+                    _print_profile(spy, f"py-spy, serve's first round, {store}, N={size}")
+    return _burst_table(store, size, results)
+
+
+def _describe(found: RoundResult) -> str:
+    text = (
+        f"{found.wall:.1f} s wall, {found.cpu:.1f} CPU-s, {found.failed} failed "
+        f"{dict(found.reasons)}, {found.locked} 'database is locked'"
+    )
+    if found.database_cpu:
+        text += f", database {found.database_cpu:.1f} CPU-s"
+    if not found.complete:
+        text += ", round NOT complete"
+    if found.examples:
+        text += f"; e.g. {found.examples[0][:160]!r}"
+    return text
+
+
+def _burst_table(store: str, size: int, results: dict[str, list[RoundResult]]) -> list[Row]:
+    once, serve = results["poll-once"], results["serve"]
+    wall_once = sum(r.wall for r in once)
+    wall_serve = sum(r.wall for r in serve)
+    ratio = wall_serve / wall_once
+    failed = sum(r.failed for r in serve)
+    locked = sum(r.locked for r in serve) + sum(r.locked for r in once)
+    rows = [
+        Row("bursts", store, size, "poll-once: wall s / CPU-s / failed polls", _triple(once)),
+        Row(
+            "bursts",
+            store,
+            size,
+            "serve first round: wall s / CPU-s / failed polls",
+            _triple(serve),
+        ),
+        Row(
+            "bursts",
+            store,
+            size,
+            "serve: failed polls",
+            str(failed),
+            "0",
+            "PASS" if failed == 0 and all(r.complete for r in serve) else "FAIL",
+        ),
+        Row(
+            "bursts",
+            store,
+            size,
+            "'database is locked' lines (both)",
+            str(locked),
+            "0",
+            "PASS" if locked == 0 else "FAIL",
+        ),
+        Row(
+            "bursts",
+            store,
+            size,
+            "serve wall / poll-once wall",
+            f"{ratio:.2f}",
+            f"<= {RATIO_TARGET}",
+            "PASS" if ratio <= RATIO_TARGET else "FAIL",
+        ),
+    ]
+    if store == "postgresql":
+        rows.append(
+            Row(
+                "bursts",
+                store,
+                size,
+                "database server CPU-s: poll-once / serve",
+                f"{sum(r.database_cpu for r in once) / len(once):.1f} / "
+                f"{sum(r.database_cpu for r in serve) / len(serve):.1f}",
+            )
+        )
+    return rows
+
+
+def _triple(results: list[RoundResult]) -> str:
+    n = len(results)
+    return (
+        f"{sum(r.wall for r in results) / n:.1f} / {sum(r.cpu for r in results) / n:.1f} / "
+        f"{sum(r.failed for r in results) / n:g}"
+    )
+
+
+def _print_profile(spy: PySpy, title: str) -> None:
+    print(f"  {title}: top functions by own samples (% own, % total)", flush=True)
+    for name, own, total in spy.top():
+        print(f"    {own:5.1f} % {total:5.1f} %  {name}", flush=True)
+    for needle in (
+        "_assign_requests_to_connections",
+        "sentiment",
+        "refresh_days",
+        "compute_snapshot",
+    ):
+        print(f"    frames with {needle}: {spy.total_share(needle):.1f} % of samples", flush=True)
+
+
+def _progress(line: str) -> None:
+    print(f"  .. {line}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------- steady state
+
+COMPONENT: contextvars.ContextVar[str] = contextvars.ContextVar("component", default="poll")
+
+
+class CpuBook:
+    """Thread CPU time of synchronous parts, by component."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.seconds: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.recording = False
+
+    def add(self, name: str, seconds: float) -> None:
+        if self.recording:
+            with self._lock:
+                self.seconds[name] += seconds
+                self.calls[name] += 1
+
+    def timed(
+        self, name: str | Callable[[], str], function: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.add(name() if callable(name) else name, time.thread_time() - started)
+
+        return wrapper
+
+
+def instrument(service: Service, book: CpuBook) -> None:
+    """Wrap the service's synchronous parts so their thread CPU time is booked."""
+    assert service.poller is not None and service.snapshots is not None
+    assert service.ingestor is not None
+    poller, snapshots, ingestor = service.poller, service.snapshots, service.ingestor
+    if hasattr(ingestor, "prepare"):  # pseudonyms, hashes, sentiment, keyword groups
+        prepare = book.timed("prepare: pseudonyms, scoring", ingestor.prepare)
+        ingestor.prepare = prepare  # type: ignore[method-assign]
+    # the write transaction (before the write path was split, it held the scoring too)
+    writer = "_commit" if hasattr(poller, "_commit") else "_write"
+    setattr(poller, writer, book.timed("write transaction", getattr(poller, writer)))
+    snapshots.refresh = book.timed(  # type: ignore[method-assign]
+        lambda: (
+            "analysis, every minute" if COMPONENT.get() == "minute" else "analysis after a poll"
+        ),
+        snapshots.refresh,
+    )
+    every_minute = service.refresh_all
+
+    async def refresh_all() -> None:
+        token = COMPONENT.set("minute")
+        try:
+            await every_minute()
+        finally:
+            COMPONENT.reset(token)
+
+    service.refresh_all = refresh_all  # type: ignore[method-assign]
+
+
+@dataclass
+class SteadyResult:
+    communities: int
+    window: float
+    cpu: float
+    polls: float
+    book: CpuBook
+    analysis_run_cpu: float
+    scrape_cpu: float
+    scrapes: int
+    database_cpu: float
+    failed: int
+    locked: int
+    coalesced: float = 0.0
+
+
+async def steady(
+    settings: Settings, *, database_cpu: Callable[[], float] | None = None
+) -> SteadyResult:
+    count = len(settings.communities)
+    book = CpuBook()
+    with tallied_logs() as logs:
+        service = Service(settings, registry=CollectorRegistry())
+        await service.open()
+        instrument(service, book)
+        first = FirstOutcomes(service)
+        try:
+            service.schedule()
+            if not await first.wait(timeout=ROUND_TIMEOUT):
+                raise RuntimeError("the first round did not complete")
+            # one more interval: the heavy first polls are behind every community
+            await asyncio.sleep(STEADY_INTERVAL)
+            before = poll_tally(service.registry)
+            db0 = database_cpu() if database_cpu else 0.0
+            cpu0, wall0 = process_cpu(), time.perf_counter()
+            book.recording = True
+            scrapes = 0
+            while time.perf_counter() - wall0 < STEADY_WINDOW:
+                started = time.thread_time()
+                service.exposition()  # what GET /metrics serves
+                book.add("scrape", time.thread_time() - started)
+                scrapes += 1
+                await asyncio.sleep(SCRAPE_EVERY)
+            book.recording = False
+            wall, cpu = time.perf_counter() - wall0, process_cpu() - cpu0
+            db_cpu = (database_cpu() - db0) if database_cpu else 0.0
+            after = poll_tally(service.registry)
+            if service.scheduler is not None:
+                service.scheduler.pause()
+            await asyncio.sleep(2.0)  # polls admitted before the pause finish first
+            # one run of the every-minute analysis job, with nothing else running
+            cpu_run0 = process_cpu()
+            await service.refresh_all()
+            analysis_run_cpu = process_cpu() - cpu_run0
+        finally:
+            await service.stop()
+    return SteadyResult(
+        communities=count,
+        window=wall,
+        cpu=cpu,
+        polls=after.polls - before.polls,
+        book=book,
+        analysis_run_cpu=analysis_run_cpu,
+        scrape_cpu=book.seconds["scrape"] / max(1, scrapes),
+        scrapes=scrapes,
+        database_cpu=db_cpu,
+        failed=after.failures - before.failures,
+        locked=logs.locked,
+    )
+
+
+def steady_rows(context: Context) -> list[Row]:
+    rows: list[Row] = []
+    sizes = [s for s in context.sizes if context.full or s >= STEADY_MIN_SIZE]
+    for store in context.stores:
+        for size in sizes:
+            database_cpu = (
+                context.postgres.cpu if store == "postgresql" and context.postgres else None
+            )
+            with fakes(size, speed=REAL_INTERVAL_SECONDS / STEADY_INTERVAL) as forums:
+                settings = settings_for(
+                    context,
+                    store,
+                    forums.communities,
+                    name=f"steady-{size}",
+                    interval=STEADY_INTERVAL,
+                )
+                found = asyncio.run(steady(settings, database_cpu=database_cpu))
+            rows += _steady_table(store, found)
+    return rows
+
+
+def _steady_table(store: str, found: SteadyResult) -> list[Row]:
+    n = found.communities
+    book = found.book
+    minute = book.seconds["analysis, every minute"]
+    scrape = book.seconds["scrape"]
+    poll_cpu = found.cpu - minute - scrape
+    per_poll = poll_cpu / max(1.0, found.polls)
+    parts = {
+        "prepare: pseudonyms, scoring": book.seconds["prepare: pseudonyms, scoring"],
+        "write transaction": book.seconds["write transaction"],
+        "analysis after a poll": book.seconds["analysis after a poll"],
+    }
+    parts["HTTP, parsing, event loop"] = poll_cpu - sum(parts.values())
+    polls_5m = n * per_poll
+    analysis_5m = ANALYSIS_RUNS_PER_5M * found.analysis_run_cpu
+    scrape_5m = (REAL_INTERVAL_SECONDS / REAL_SCRAPE_INTERVAL) * found.scrape_cpu
+    total_5m = polls_5m + analysis_5m + scrape_5m
+    share = total_5m / REAL_INTERVAL_SECONDS
+    split = ", ".join(
+        f"{name} {n * seconds / max(1.0, found.polls):.1f}" for name, seconds in parts.items()
+    )
+    rows = [
+        Row(
+            "steady",
+            store,
+            n,
+            f"window: {found.window:.0f} s at a {STEADY_INTERVAL} s interval",
+            f"{found.polls:.0f} polls, {found.cpu:.1f} CPU-s, {found.failed} failed, "
+            f"{found.locked} 'database is locked'",
+        ),
+        Row(
+            "steady",
+            store,
+            n,
+            "per 5 min: polls (N x CPU per poll)",
+            f"{polls_5m:.1f} CPU-s ({split})",
+        ),
+        Row(
+            "steady",
+            store,
+            n,
+            "per 5 min: every-minute analysis (5 runs)",
+            f"{analysis_5m:.1f} CPU-s ({found.analysis_run_cpu:.2f} a run)",
+        ),
+        Row(
+            "steady",
+            store,
+            n,
+            "per 5 min: scrapes (10)",
+            f"{scrape_5m:.2f} CPU-s ({1000 * found.scrape_cpu:.1f} ms a scrape)",
+        ),
+        Row(
+            "steady",
+            store,
+            n,
+            "per 5 min: total, share of one core (young store)",
+            f"{total_5m:.1f} CPU-s = {100 * share:.0f} %",
+            f"<= {100 * CORE_SHARE_TARGET:.0f} % (year of history: age part)",
+            "PASS" if share <= CORE_SHARE_TARGET else "FAIL",
+        ),
+    ]
+    if store == "postgresql":
+        rows.append(
+            Row(
+                "steady",
+                store,
+                n,
+                "database server, per 5 min (N x per poll)",
+                f"{n * found.database_cpu / max(1.0, found.polls):.1f} CPU-s",
+            )
+        )
+    return rows
+
+
+# --------------------------------------------------------------------- table
+
+PARTS: dict[str, Part] = {"bursts": burst_rows, "steady": steady_rows}
+"""Name -> part; each returns its rows. Other parts add themselves here."""
+
+
+def print_table(rows: list[Row]) -> None:
+    print(f"capacity (fake forums, {POSTS_PER_DAY} posts a day x {HISTORY_DAYS} days each)")
+    print("| " + " | ".join(HEADER) + " |")
+    print("|" + "---|" * len(HEADER))
+    for row in rows:
+        print("| " + " | ".join(row.cells()) + " |")
+
+
+def run(
+    *,
+    sizes: tuple[int, ...],
+    stores: tuple[str, ...],
+    parts: tuple[str, ...],
+    repeats: int = 1,
+    profile: bool = False,
+    full: bool = False,
+    limit: int | None = None,
+) -> list[Row]:
+    workdir = Path(tempfile.mkdtemp(prefix="capacity-"))
+    context = Context(
+        sizes=sizes,
+        stores=stores,
+        workdir=workdir,
+        repeats=repeats,
+        profile=profile,
+        full=full,
+        limit=limit,
+    )
+    try:
+        if "postgresql" in stores:
+            if not PgCluster.available():
+                print("PostgreSQL binaries not found: measuring SQLite only", file=sys.stderr)
+                context.stores = tuple(s for s in stores if s != "postgresql")
+            else:
+                context.postgres = PgCluster()
+        rows: list[Row] = []
+        for name in parts:
+            rows += PARTS[name](context)
+        return rows
+    finally:
+        if context.postgres is not None:
+            context.postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def capacity_rows(argv: list[str] | None = None) -> list[Row]:
+    """Run the parts ``argv`` names (``main``'s flags); None: ``python -m bench capacity``'s
+    default, N = 10 and 100 (10, 100 and 1,000 with ``FORUM_MONITOR_BENCH_FULL=1``)."""
+    if argv is None:
+        full = os.environ.get("FORUM_MONITOR_BENCH_FULL") == "1"
+        argv = ["--full"] if full else []
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.capacity", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--full", action="store_true", help="N = 10, 100 and 1,000")
+    parser.add_argument("--sizes", help="comma-separated community counts, e.g. 500")
+    parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument("--parts", default=",".join(PARTS))
+    parser.add_argument("--repeats", type=int, default=1, help="alternations of each pair")
+    parser.add_argument("--py-spy", action="store_true", help="profile serve's first round")
+    parser.add_argument("--max-concurrent-polls", type=int, help="default: the config's")
+    args = parser.parse_args(argv)
+    sizes = FULL_SIZES if args.full else DEFAULT_SIZES
+    if args.sizes:
+        sizes = tuple(int(s) for s in args.sizes.split(","))
+    return run(
+        sizes=sizes,
+        stores=tuple(args.stores.split(",")),
+        parts=tuple(args.parts.split(",")),
+        repeats=args.repeats,
+        profile=args.py_spy,
+        full=args.full,
+        limit=args.max_concurrent_polls,
+    )
+
+
+def main(argv: list[str] | None = None) -> bool:
+    rows = capacity_rows(argv)
+    print_table(rows)
+    return all(row.verdict != "FAIL" for row in rows)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["fakes"]:
+        run_fakes(int(sys.argv[2]), seed=int(sys.argv[3]), speed=float(sys.argv[4]))
+        raise SystemExit(0)
+    raise SystemExit(0 if main(sys.argv[1:]) else 1)
