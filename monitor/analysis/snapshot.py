@@ -24,7 +24,7 @@ from monitor.config import CommunityBase, Settings
 from monitor.store.models import PollState, Post
 
 SERIES_DAYS = 120
-COVERAGE_GRACE_INTERVALS = 1.5
+COVERAGE_GRACE_INTERVALS = cov.GRACE_INTERVALS
 """Time since the last success shorter than this many poll intervals is not a gap yet."""
 
 

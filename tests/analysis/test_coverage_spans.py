@@ -1,0 +1,103 @@
+"""Coverage kept as merged spans: the same spans as merging every poll's, read in a few rows."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlmodel import Session
+
+from monitor.analysis.coverage import add_span, covered_spans, merge_spans
+from monitor.ingest import Ingestor
+from monitor.store import db
+from monitor.store.models import Community, CoverageSpan, PollRun
+from tests.analysis import fixture as fx
+
+Span = tuple[int, int]
+
+
+def random_spans(chance: random.Random, count: int) -> list[Span]:
+    """Spans crowded into a short stretch: they overlap, touch, nest, repeat, and some
+    are empty or inverted."""
+    spans = []
+    for _ in range(count):
+        start = chance.randrange(0, 300)
+        spans.append((start, start + chance.choice([-3, 0, 1, 2, 5, 10, 30, 80])))
+    return spans
+
+
+def stored(engine: Engine, community: str, since: int = -(10**9)) -> list[Span]:
+    with Session(engine) as session:
+        return covered_spans(session, community_id=community, since=since)
+
+
+def spans_equal_merging_every_span(engine: Engine, seeds: range, *, count: int) -> None:
+    """After each added span, the table holds what ``merge_spans`` of all of them gives."""
+    for seed in seeds:
+        chance = random.Random(seed)
+        community = f"c{seed}"
+        added: list[Span] = []
+        with db.session_scope(engine) as session:
+            session.add(Community(id=community, source="rss", created_at=0))
+            session.flush()
+            for span in random_spans(chance, count):
+                add_span(session, community_id=community, start=span[0], end=span[1])
+                added.append(span)
+                found = covered_spans(session, community_id=community, since=-1)
+                assert found == merge_spans(added), (seed, added)
+        since = chance.randrange(0, 350)
+        expected = [s for s in merge_spans(added) if s[1] >= since]
+        assert stored(engine, community, since) == expected, (seed, since)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    made = fx.make_store(tmp_path)
+    yield made
+    made.dispose()
+
+
+def test_incremental_spans_equal_merging_every_span(engine: Engine) -> None:
+    spans_equal_merging_every_span(engine, range(100), count=40)
+
+
+@pytest.mark.postgres
+def test_incremental_spans_equal_merging_every_span_postgres(pg_url: str) -> None:
+    engine = fx.make_store(url=pg_url)
+    try:
+        spans_equal_merging_every_span(engine, range(15), count=30)
+    finally:
+        engine.dispose()
+
+
+def test_empty_and_inverted_spans_add_nothing(engine: Engine) -> None:
+    with db.session_scope(engine) as session:
+        session.add(Community(id="c", source="rss", created_at=0))
+    with db.session_scope(engine) as session:
+        assert add_span(session, community_id="c", start=5, end=5) is None
+        assert add_span(session, community_id="c", start=9, end=2) is None
+    assert stored(engine, "c") == []
+
+
+def test_months_of_polls_are_one_span_that_outlives_the_poll_history(tmp_path: Path) -> None:
+    """Coverage is read from the merged spans, never from the poll runs: after 200 daily
+    polls it is one row, and it stays when the runs are pruned away."""
+    engine = fx.make_store(tmp_path)
+    settings = fx.settings()
+    ingestor = Ingestor(settings=settings, key=fx.KEY)
+    first = fx.NOW - 200 * fx.DAY
+    polls = range(first + fx.DAY, fx.NOW + 1, fx.DAY)
+    fx.ingest(engine, ingestor, settings, "gig", [], now=first, since=first - 30 * fx.DAY)
+    for at in polls:
+        fx.ingest(engine, ingestor, settings, "gig", [], now=at)
+    with Session(engine) as session:
+        assert session.execute(select(func.count()).select_from(PollRun)).scalar() == 1 + len(polls)
+        assert session.execute(select(func.count()).select_from(CoverageSpan)).scalar() == 1
+    assert stored(engine, "gig") == [(first - 30 * fx.DAY, fx.NOW)]
+    with db.session_scope(engine) as session:
+        session.execute(text("DELETE FROM poll_runs"))
+    assert stored(engine, "gig") == [(first - 30 * fx.DAY, fx.NOW)]
+    engine.dispose()
