@@ -15,6 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
 
 from monitor.analysis.snapshot import Snapshots
 from monitor.config import CommunityBase, Settings
@@ -168,7 +169,7 @@ class Service:
             self.telemetry.declare_community(
                 community.id, source_of(community), interval=community.interval
             )
-        await self.prune()
+        await self.expire_bodies()  # the poll history is pruned by the scheduled job
         await self.refresh_all()
         self._restore_health()
 
@@ -197,23 +198,53 @@ class Service:
             log.error("analysis of %s failed: %s", community.id, brief(exc))
 
     async def prune(self) -> None:
-        """Drop expired post bodies (``retention_days``) and old poll history."""
+        """Drop expired post bodies (``retention_days``) and old poll history, each
+        community's runs in a transaction of their own so that polls write in between."""
+        assert self.engine is not None
+        engine = self.engine
+        now = int(self._clock())
+
+        def history() -> int:
+            with Session(engine) as session:
+                stored = retention.stored_communities(session)
+            dropped = 0
+            for community_id in stored:
+                with db.session_scope(engine) as session:
+                    dropped += retention.prune_poll_history(
+                        session, community_id=community_id, now=now
+                    )
+            return dropped
+
+        if not await self.expire_bodies():
+            return
+        try:
+            runs = await asyncio.to_thread(history)
+        except SQLAlchemyError as exc:
+            log.error("pruning the poll history failed: %s", brief(exc))
+            return
+        if runs:
+            days = retention.POLL_HISTORY_DAYS
+            log.info("retention: dropped %d poll runs older than %d days", runs, days)
+
+    async def expire_bodies(self) -> bool:
+        """Drop the kept bodies whose retention ended; False when the store failed."""
         assert self.engine is not None
         engine = self.engine
 
-        def run() -> tuple[int, int]:
+        def run() -> int:
             with db.session_scope(engine) as session:
-                return retention.prune(session, now=int(self._clock()))
+                return retention.expire_bodies(session, now=int(self._clock()))
 
         try:
-            bodies, runs = await asyncio.to_thread(run)
+            bodies = await asyncio.to_thread(run)
             if bodies:
                 await asyncio.to_thread(db.truncate_wal, engine)
         except SQLAlchemyError as exc:
             log.error("retention pruning failed: %s", brief(exc))
-            return
-        if bodies or runs:
-            log.info("retention: dropped %d expired bodies and %d old poll runs", bodies, runs)
+            return False
+        if bodies:
+            log.info("retention: dropped %d expired bodies", bodies)
+        return True
 
     def active_communities(self) -> list[CommunityBase]:
         return [c for c in self.settings.communities if c.enabled]
@@ -292,6 +323,7 @@ class Service:
             "interval",
             id="prune",
             seconds=PRUNE_INTERVAL_SECONDS,
+            next_run_time=now,  # in the background: pruning is not a condition of readiness
             max_instances=1,
             coalesce=True,
         )

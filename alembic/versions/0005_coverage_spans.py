@@ -8,7 +8,8 @@ on SQLite and PostgreSQL alike); the runs themselves stay, and are pruned later
 like any poll history.
 
 ``communities.data_version`` moves on whenever what analysis reads of a
-community changes, so analysis recomputes only what changed.
+community changes, so analysis recomputes only what changed. A partial index on
+kept bodies' expiry lets pruning read those bodies, not every post.
 
 Downgrading puts every span back as a backfill run (covering the span, no items,
 no requests) unless an identical one is there, so the poll history the older
@@ -89,11 +90,21 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("data_version", sa.BigInteger(), server_default="0", nullable=False)
         )
+    with op.batch_alter_table("posts", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_posts_body_expires",
+            ["body_expires_at"],
+            unique=False,
+            sqlite_where=sa.text("body_expires_at IS NOT NULL"),
+            postgresql_where=sa.text("body_expires_at IS NOT NULL"),
+        )
     op.execute(COMPACT_RUNS)
 
 
 def downgrade() -> None:
     op.execute(SPANS_AS_RUNS)
+    with op.batch_alter_table("posts", schema=None) as batch_op:
+        batch_op.drop_index("ix_posts_body_expires")
     if op.get_bind().dialect.name == "sqlite":
         # natively (SQLite >= 3.35): a batch copy would drop the table other tables'
         # rows refer to, which foreign keys forbid

@@ -7,7 +7,7 @@ pseudonyms (see ``monitor.privacy``); bodies only when ``store_bodies`` is on.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -65,6 +65,13 @@ class Post(SQLModel, table=True):
         UniqueConstraint("community_id", "external_id"),
         Index("ix_posts_community_created", "community_id", "created_at"),
         Index("ix_posts_community_thread", "community_id", "thread_external_id"),
+        # only kept bodies: expiring them reads these, not every post of the history
+        Index(
+            "ix_posts_body_expires",
+            "body_expires_at",
+            sqlite_where=text("body_expires_at IS NOT NULL"),
+            postgresql_where=text("body_expires_at IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
