@@ -15,8 +15,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
+from monitor.analysis.plan import AnalysisPlan
 from monitor.analysis.snapshot import Snapshots
 from monitor.config import CommunityBase, Settings
 from monitor.errors import PseudonymKeyError
@@ -27,12 +28,15 @@ from monitor.ingest import Ingestor
 from monitor.poller import Poller, PollOutcome, brief, source_of
 from monitor.privacy import key_file, key_fingerprint, load_or_create_key
 from monitor.store import db, keys, retention
+from monitor.store.changes import data_versions
+from monitor.store.models import PollState
 from monitor.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-ANALYSIS_INTERVAL_SECONDS = 60
-"""Windows end "now", so every snapshot is recomputed this often even without polls."""
+ANALYSIS_TICK_SECONDS = 10
+"""How often the analysis job looks for snapshots that are due (``monitor.analysis.plan``);
+a tick with nothing due reads one row per community."""
 PRUNE_INTERVAL_SECONDS = 3600
 SHUTDOWN_GRACE_SECONDS = 6.0
 """How long a poll in flight may take to commit or roll back when the service stops."""
@@ -83,6 +87,7 @@ class Service:
         self.poller: Poller | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.snapshots: Snapshots | None = None
+        self.plan = AnalysisPlan()
         self.key: bytes | None = None
         self.key_state: keys.KeyState | None = None
         self.migrated = False
@@ -92,6 +97,13 @@ class Service:
     @property
     def ready(self) -> bool:
         return self.migrated and self.scheduler is not None and self.scheduler.running
+
+    def analysis_pending(self, community_id: str) -> bool:
+        """Whether the community has no snapshot yet but its analysis is still to come."""
+        if self.snapshots is None or self.scheduler is None or not self.scheduler.running:
+            return False
+        missing = self.snapshots.get(community_id) is None
+        return missing and not self.plan.has_failed(community_id)
 
     @property
     def authors_counted_anew_since(self) -> int | None:
@@ -170,32 +182,84 @@ class Service:
                 community.id, source_of(community), interval=community.interval
             )
         await self.expire_bodies()  # the poll history is pruned by the scheduled job
-        await self.refresh_all()
-        self._restore_health()
+        await asyncio.to_thread(self._restore_health)
+        # no analysis here: the scheduler's analysis job computes the snapshots in the
+        # background, so serving does not wait for communities x history
 
     def _restore_health(self) -> None:
         """Carry the last poll outcomes over a restart, so staleness rules see real ages."""
-        assert self.snapshots is not None
-        for snapshot in self.snapshots.all():
-            if snapshot.last_success_at is not None:
-                self.telemetry.last_success.labels(community=snapshot.community).set(
-                    snapshot.last_success_at
+        assert self.engine is not None
+        active = {community.id for community in self.active_communities()}
+        try:
+            with Session(self.engine) as session:
+                states = [s for s in session.exec(select(PollState)) if s.community_id in active]
+        except SQLAlchemyError as exc:
+            log.error("reading the last poll outcomes failed: %s", brief(exc))
+            return
+        for state in states:
+            if state.last_success_at is not None:
+                self.telemetry.last_success.labels(community=state.community_id).set(
+                    state.last_success_at
                 )
-                up = 1 if snapshot.last_error is None else 0
-                self.telemetry.source_up.labels(community=snapshot.community).set(up)
+                up = 1 if state.last_error is None else 0
+                self.telemetry.source_up.labels(community=state.community_id).set(up)
 
     async def refresh_all(self) -> None:
-        """Recompute every community's snapshot (windows slide even when nothing is posted)."""
+        """Recompute every community's snapshot now, one after another."""
         for community in self.active_communities():
             await self.refresh(community)
 
+    async def analyse(self) -> None:
+        """The scheduler's analysis job: recompute the snapshots that are due, most stale
+        first (``monitor.analysis.plan``)."""
+        if self.snapshots is None or self.engine is None:
+            return
+        snapshots, engine = self.snapshots, self.engine
+
+        def due() -> list[CommunityBase]:
+            with Session(engine) as session:
+                versions = data_versions(session)
+            return self.plan.due(
+                self.active_communities(),
+                latest=snapshots.get,
+                versions=versions,
+                now=self._clock(),
+            )
+
+        try:
+            communities = await asyncio.to_thread(due)
+        except SQLAlchemyError as exc:
+            log.error("analysis could not read the store: %s", brief(exc))
+            return
+        for community in communities:
+            await self.refresh(community)
+
     async def refresh(self, community: CommunityBase) -> None:
+        """Recompute ``community``'s snapshot now."""
         if self.snapshots is None:
             return
+        now = int(self._clock())
         try:
-            await asyncio.to_thread(self.snapshots.refresh, community, now=int(self._clock()))
+            await asyncio.to_thread(self.snapshots.refresh, community, now=now)
+        except SQLAlchemyError as exc:
+            self.plan.failed(community.id, now=now)
+            log.error("analysis of %s failed: %s", community.id, brief(exc))
+        else:
+            self.plan.computed(community.id, now=now)
+
+    async def after_poll(self, community: CommunityBase) -> None:
+        """Show a poll's outcome: recompute the snapshot when the poll changed the
+        community's data (or it has none yet), else carry only its last success or error."""
+        if self.snapshots is None:
+            return
+        latest = self.snapshots.get(community.id)
+        try:
+            version = await asyncio.to_thread(self.snapshots.refresh_state, community)
         except SQLAlchemyError as exc:
             log.error("analysis of %s failed: %s", community.id, brief(exc))
+            return
+        if latest is None or version != latest.data_version:
+            await self.refresh(community)
 
     async def prune(self) -> None:
         """Drop expired post bodies (``retention_days``) and old poll history, each
@@ -282,8 +346,8 @@ class Service:
                 raise
             log.info("poll of %s stopped by shutdown; nothing of it was written", community.id)
             return PollOutcome(community.id, source_of(community), "cancelled")
-        if outcome.outcome in ("ok", "not_modified"):
-            await self.refresh(community)
+        if outcome.outcome != "deferred":
+            await self.after_poll(community)
         return outcome
 
     async def _scheduled_poll(self, community: CommunityBase) -> None:
@@ -311,10 +375,11 @@ class Service:
                 misfire_grace_time=max(1, int(community.interval)),
             )
         self.scheduler.add_job(
-            self.refresh_all,
+            self.analyse,
             "interval",
             id="analysis",
-            seconds=ANALYSIS_INTERVAL_SECONDS,
+            seconds=ANALYSIS_TICK_SECONDS,
+            next_run_time=now,  # the snapshots missing after a start, in the background
             max_instances=1,
             coalesce=True,
         )

@@ -3,13 +3,19 @@
 Nothing at scrape time scans posts: ``Snapshots.refresh`` runs the window
 queries, the daily series, coverage, trends and change points for one
 community and swaps the result in; the exporter and the API only read it.
+
+The daily series and what is computed from it (trends, change points, decline
+scores) cover complete UTC days only, so they change only when the community's
+data changes (``monitor.store.changes``), the day ends, or the coverage of a
+past day moves; a recompute that finds none of these reuses them
+(``SeriesBasis``) and runs only the rolling windows, which end "now".
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
@@ -21,6 +27,7 @@ from monitor.analysis.cusum import decline_score
 from monitor.analysis.rollups import DAY, daily_rows, day_of
 from monitor.analysis.windows import WINDOWS, WindowActivity, window_activity
 from monitor.config import CommunityBase, Settings
+from monitor.store.changes import data_version
 from monitor.store.models import PollState, Post
 
 SERIES_DAYS = 120
@@ -90,6 +97,17 @@ class DeclineResult:
 
 
 @dataclass(frozen=True)
+class SeriesBasis:
+    """Everything the daily series is computed from, but the rollup rows themselves:
+    the data version they belong to, the day the series ends before, and the coverage
+    of the days before it."""
+
+    data_version: int
+    today: int
+    past_spans: tuple[cov.Span, ...]
+
+
+@dataclass(frozen=True)
 class CommunitySnapshot:
     community: str
     source: str
@@ -105,6 +123,9 @@ class CommunitySnapshot:
     trends: list[Trend] = field(default_factory=list)
     changepoints: list[ChangePointResult] = field(default_factory=list)
     declines: list[DeclineResult] = field(default_factory=list)
+    data_version: int = 0
+    """The community's data version (``monitor.store.changes``) this was computed from."""
+    series_basis: SeriesBasis | None = None
 
 
 def community_spans(
@@ -150,8 +171,16 @@ def daily_series(
 
 
 def compute_snapshot(
-    session: Session, *, settings: Settings, community: CommunityBase, now: int
+    session: Session,
+    *,
+    settings: Settings,
+    community: CommunityBase,
+    now: int,
+    previous: CommunitySnapshot | None = None,
 ) -> CommunitySnapshot:
+    """The community's snapshot at ``now``; the daily series and its trends are taken
+    from ``previous`` when their basis is unchanged."""
+    version = data_version(session, community_id=community.id)  # before what it versions
     spans = community_spans(session, community=community, since=now - SERIES_DAYS * DAY, now=now)
     coverage = {
         name: cov.coverage_ratio(spans, start=now - seconds, end=now)
@@ -169,10 +198,20 @@ def compute_snapshot(
         select(func.max(Post.created_at)).where(Post.community_id == community.id)
     ).one()
     state = session.get(PollState, community.id)
-    daily = daily_series(
-        session, community_id=community.id, spans=spans, today=day_of(now), days=SERIES_DAYS
+    today = day_of(now)
+    basis = SeriesBasis(
+        data_version=version,
+        today=today,
+        past_spans=tuple((start, min(end, today)) for start, end in spans if start < today),
     )
-    changes, shifts, declines = signal_trends(daily, today=day_of(now))
+    if previous is not None and previous.series_basis == basis:
+        daily = previous.daily
+        changes, shifts, declines = previous.trends, previous.changepoints, previous.declines
+    else:
+        daily = daily_series(
+            session, community_id=community.id, spans=spans, today=today, days=SERIES_DAYS
+        )
+        changes, shifts, declines = signal_trends(daily, today=today)
     return CommunitySnapshot(
         community=community.id,
         source=str(getattr(community, "source", "")),
@@ -186,6 +225,8 @@ def compute_snapshot(
         trends=changes,
         changepoints=shifts,
         declines=declines,
+        data_version=version,
+        series_basis=basis,
     )
 
 
@@ -236,13 +277,34 @@ class Snapshots:
         self._latest: dict[str, CommunitySnapshot] = {}
 
     def refresh(self, community: CommunityBase, *, now: int) -> CommunitySnapshot:
+        """Recompute ``community``'s snapshot at ``now`` and swap it in, unless one from
+        newer data or a later time got there first."""
+        previous = self.get(community.id)
         with Session(self._engine) as session:
             snapshot = compute_snapshot(
-                session, settings=self._settings, community=community, now=now
+                session, settings=self._settings, community=community, now=now, previous=previous
             )
         with self._lock:
-            self._latest[community.id] = snapshot
+            current = self._latest.get(community.id)
+            if current is None or _newness(snapshot) >= _newness(current):
+                self._latest[community.id] = snapshot
         return snapshot
+
+    def refresh_state(self, community: CommunityBase) -> int | None:
+        """Carry the community's last poll outcome (success, error) into its snapshot
+        without recomputing it; returns the data version in the store."""
+        with Session(self._engine) as session:
+            version = data_version(session, community_id=community.id)
+            state = session.get(PollState, community.id)
+        if state is None:
+            return version
+        with self._lock:
+            current = self._latest.get(community.id)
+            if current is not None:
+                self._latest[community.id] = replace(
+                    current, last_success_at=state.last_success_at, last_error=state.last_error
+                )
+        return version
 
     def all(self) -> list[CommunitySnapshot]:
         with self._lock:
@@ -251,3 +313,7 @@ class Snapshots:
     def get(self, community_id: str) -> CommunitySnapshot | None:
         with self._lock:
             return self._latest.get(community_id)
+
+
+def _newness(snapshot: CommunitySnapshot) -> tuple[int, int]:
+    return snapshot.data_version, snapshot.computed_at

@@ -5,18 +5,22 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlmodel import Session
 
 from monitor.analysis.coverage import add_span, covered_spans, merge_spans
-from monitor.ingest import Ingestor
+from monitor.ingest import Ingestor, record_backfill
+from monitor.sources.base import Item
 from monitor.store import db
+from monitor.store.changes import data_version
 from monitor.store.models import Community, CoverageSpan, PollRun
 from tests.analysis import fixture as fx
 
 Span = tuple[int, int]
+H = 3600
 
 
 def random_spans(chance: random.Random, count: int) -> list[Span]:
@@ -61,7 +65,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 
 
 def test_incremental_spans_equal_merging_every_span(engine: Engine) -> None:
-    spans_equal_merging_every_span(engine, range(100), count=40)
+    spans_equal_merging_every_span(engine, range(60), count=40)
 
 
 @pytest.mark.postgres
@@ -100,4 +104,63 @@ def test_months_of_polls_are_one_span_that_outlives_the_poll_history(tmp_path: P
     with db.session_scope(engine) as session:
         session.execute(text("DELETE FROM poll_runs"))
     assert stored(engine, "gig") == [(first - 30 * fx.DAY, fx.NOW)]
+    engine.dispose()
+
+
+def test_the_data_version_moves_when_what_analysis_reads_changes(tmp_path: Path) -> None:
+    """Polls and backfills move the community's data version when they change posts or
+    coverage as analysis sees it, and leave it when they only confirm what it assumed."""
+    engine = fx.make_store(tmp_path)
+    settings = fx.settings()  # hourly polls: the grace interval is 1.5 h
+    ingestor = Ingestor(settings=settings, key=fx.KEY)
+    first = fx.NOW - 10 * H
+
+    def poll(at: int, items: list[Item] | None = None, **kwargs: Any) -> int:
+        fx.ingest(engine, ingestor, settings, "gig", items or [], now=at, **kwargs)
+        with Session(engine) as session:
+            return data_version(session, community_id="gig")
+
+    def backfill(start: int, end: int) -> int:
+        with db.session_scope(engine) as session:
+            record_backfill(
+                session,
+                community_id="gig",
+                covered_from=start,
+                covered_until=end,
+                new_items=0,
+                requests=1,
+            )
+            return data_version(session, community_id="gig")
+
+    def post(external_id: str, created: int, text: str = "Same here") -> Item:
+        return Item(
+            external_id=external_id,
+            kind="thread",
+            thread_id=external_id,
+            created_at=created,
+            author="a",
+            text=text,
+        )
+
+    version = poll(first, since=first - fx.DAY)
+    assert version > 0  # the first coverage
+    assert poll(first + H) == version  # nothing new, within the grace interval
+    version, previous = poll(first + 2 * H, [post("p1", first + 90 * 60)]), version
+    assert version > previous  # a new post
+    version, previous = poll(first + 3 * H, [post("p1", first + 90 * 60, "Edited")]), version
+    assert version > previous  # an edited post
+    # nothing new, but two hours after the last success: the gap analysis saw is closed
+    version, previous = poll(first + 5 * H), version
+    assert version > previous
+    # a bounded poll that reached back only to its own item leaves a gap: a new span
+    version, previous = poll(first + 8 * H, [post("p2", first + 7 * H)], complete=False), version
+    assert version > previous
+    with Session(engine) as session:
+        assert covered_spans(session, community_id="gig", since=0) == [
+            (first - fx.DAY, first + 5 * H),
+            (first + 7 * H, first + 8 * H),
+        ]
+    assert backfill(first - 5 * H, first) == version  # already covered
+    version, previous = backfill(first + 5 * H, first + 7 * H), version  # closes the gap
+    assert version > previous
     engine.dispose()
