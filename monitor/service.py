@@ -346,7 +346,7 @@ class Service:
                 raise
             log.info("poll of %s stopped by shutdown; nothing of it was written", community.id)
             return PollOutcome(community.id, source_of(community), "cancelled")
-        if outcome.outcome != "deferred":
+        if outcome.outcome not in ("deferred", "cancelled"):
             await self.after_poll(community)
         return outcome
 
