@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,46 @@ def test_the_data_version_moves_when_what_analysis_reads_changes(tmp_path: Path)
     version, previous = backfill(first + 5 * H, first + 7 * H), version  # closes the gap
     assert version > previous
     engine.dispose()
+
+
+def two_writers_take_turns(url: str) -> None:
+    """A poll and a backfill of one community in two processes at once: the second waits
+    for the first to commit, then merges with what it wrote."""
+    first, second = db.make_engine(url), db.make_engine(url)
+    try:
+        with db.session_scope(first) as session:
+            session.add(Community(id="c", source="rss", created_at=0))
+        errors: list[BaseException] = []
+
+        def backfill() -> None:
+            try:
+                with db.session_scope(second) as session:
+                    add_span(session, community_id="c", start=5, end=20)
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+
+        with db.session_scope(first) as session:
+            add_span(session, community_id="c", start=0, end=10)
+            other = threading.Thread(target=backfill)
+            other.start()
+            other.join(timeout=1.0)
+            assert other.is_alive(), "the second writer did not wait for the first"
+        other.join(timeout=15)
+        assert errors == []
+        assert stored(first, "c") == [(0, 20)]
+    finally:
+        first.dispose()
+        second.dispose()
+
+
+def test_concurrent_writers_of_one_community_keep_its_spans_merged(tmp_path: Path) -> None:
+    fx.make_store(tmp_path).dispose()
+    two_writers_take_turns(f"sqlite:///{tmp_path / 'forum.db'}")
+
+
+@pytest.mark.postgres
+def test_concurrent_writers_of_one_community_keep_its_spans_merged_postgres(
+    pg_url: str,
+) -> None:
+    fx.make_store(url=pg_url).dispose()
+    two_writers_take_turns(pg_url)
