@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= deploy/examples/config.toml
 
-.PHONY: run demo test lint typecheck pytest system-deps bench clean
+.PHONY: run demo test lint typecheck pytest system-deps bench generate clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,8 @@ system-deps:
 	@sh .ci/system-deps.sh
 
 lint: $(BIN)/.installed-dev
-	$(BIN)/ruff check monitor tests alembic grafana $(wildcard bench)
-	$(BIN)/ruff format --check monitor tests alembic grafana $(wildcard bench)
+	$(BIN)/ruff check monitor tests alembic grafana deploy $(wildcard bench)
+	$(BIN)/ruff format --check monitor tests alembic grafana deploy $(wildcard bench)
 
 typecheck: $(BIN)/.installed-dev
 	$(BIN)/mypy
@@ -44,6 +44,11 @@ pytest: $(BIN)/.installed-dev
 
 bench: $(BIN)/.installed-dev
 	$(BIN)/python -m bench
+
+## Regenerate the committed dashboards, then the Kubernetes manifests made from them and the rules.
+generate: $(BIN)/.installed-dev
+	$(BIN)/python grafana/generate.py
+	$(BIN)/python deploy/kubernetes/generate.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

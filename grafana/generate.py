@@ -3,8 +3,12 @@
     python grafana/generate.py           # writes grafana/dashboards/*.json
     python grafana/generate.py --check   # exits 1 if the committed JSON is stale
 
-Three dashboards, all on the Prometheus datasource provisioned with the fixed uid
-``DATASOURCE_UID`` (grafana/provisioning/datasources/prometheus.yml):
+Three dashboards. Every query runs on the datasource chosen in the dashboard's
+``$datasource`` variable (any Prometheus), so a dashboard imported through Grafana's UI
+works with whichever Prometheus that Grafana already has. The variable starts on the
+datasource provisioned with the fixed uid ``PROVISIONED_DATASOURCE_UID``
+(grafana/provisioning/datasources/prometheus.yml); where that one does not exist,
+Grafana picks its default (or first) Prometheus.
 
 - Overview: every community side by side;
 - Community: one community (``$community``) in depth, with change-point markers;
@@ -34,8 +38,10 @@ from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models import prometheus as prometheus_model
 
 OUTPUT_DIR = Path(__file__).resolve().parent / "dashboards"
-DATASOURCE_UID = "forum-monitor-prometheus"
-DATASOURCE = model.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
+PROVISIONED_DATASOURCE_UID = "forum-monitor-prometheus"
+PROVISIONED_DATASOURCE_NAME = "forum-monitor Prometheus"
+DATASOURCE_VARIABLE = "datasource"
+DATASOURCE = model.DataSourceRef(type_val="prometheus", uid=f"${{{DATASOURCE_VARIABLE}}}")
 TAGS = ["forum-monitor"]
 
 # The alert thresholds of deploy/prometheus/rules/forum-monitor.yml, drawn on panels.
@@ -263,6 +269,27 @@ class PrometheusAnnotation(cog.Builder[model.AnnotationQuery]):
         return self._model
 
 
+def datasource_variable() -> builders.DatasourceVariable:
+    """Which Prometheus the panels query: any one, starting on the provisioned one.
+
+    Grafana matches the saved current value by value (the uid, Grafana 9 and later) or by
+    text (the name, older ones); when neither exists it selects its default Prometheus.
+    """
+    return (
+        builders.DatasourceVariable(DATASOURCE_VARIABLE)
+        .id(DATASOURCE_VARIABLE)
+        .label("Prometheus")
+        .type("prometheus")
+        .current(
+            model.VariableOption(
+                selected=True,
+                text=PROVISIONED_DATASOURCE_NAME,
+                value=PROVISIONED_DATASOURCE_UID,
+            )
+        )
+    )
+
+
 def dashboard(uid: str, title: str, description: str) -> builders.Dashboard:
     links = builders.DashboardLink("forum-monitor").type(model.DashboardLinkType.DASHBOARDS)
     return (
@@ -276,6 +303,7 @@ def dashboard(uid: str, title: str, description: str) -> builders.Dashboard:
         .refresh("5m")
         .tooltip(model.DashboardCursorSync.CROSSHAIR)
         .link(links.tags(TAGS).as_dropdown(False).include_vars(True).keep_time(True))
+        .with_variable(datasource_variable())
     )
 
 

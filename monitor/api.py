@@ -19,24 +19,27 @@ from typing import Annotated, Any
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from monitor import __version__
+from monitor import __version__, exposition
 from monitor.analysis.snapshot import SERIES_DAYS, DayActivity, activity_known
 from monitor.analysis.windows import WINDOWS, WindowActivity
+from monitor.config import CommunityBase
 from monitor.service import Service
 from monitor.web.apidocs import render_api_docs
 from monitor.web.auth import BasicAuthUsers, RequireBasicAuth
 from monitor.web.headers import HeadAsGet, SecurityHeaders
-from monitor.web.status import render_status_page
+from monitor.web.status import Order, SortBy, render_community_page, render_status_page
 from monitor.web.view import CommunityView, Presentation, community_view
 
 log = logging.getLogger(__name__)
 
 MAX_ECHOED = 80
 """A refused value is quoted back at most this long."""
+MAX_KNOWN_LISTED = 5
+"""A 404 for an unknown community names at most this many known ones."""
 MAX_SERIES_DAYS = SERIES_DAYS
 """The snapshots hold this many complete days; ``days`` may not ask for more."""
 
@@ -285,35 +288,56 @@ def create_app(
             {"detail": _validation_message(exc), "errors": jsonable_errors(exc)}, status_code=422
         )
 
-    def views() -> list[CommunityView]:
-        now = int(clock())
+    def view_of(community: CommunityBase, *, now: int) -> CommunityView:
         snapshots = service.snapshots
-        return [
-            community_view(
-                community,
-                snapshots.get(community.id) if snapshots is not None else None,
-                presentation=shown,
-                now=now,
-                authors_counted_since=service.authors_counted_anew_since,
-                analysis_pending=service.analysis_pending(community.id),
-            )
-            for community in service.active_communities()
-        ]
-
-    def one_view(community_id: str) -> CommunityView:
-        for view in views():
-            if view.id == community_id:
-                return view
-        known = ", ".join(sorted(c.id for c in service.active_communities())) or "none"
-        shown_id = repr(community_id[:MAX_ECHOED]) + ("..." if community_id[MAX_ECHOED:] else "")
-        raise HTTPException(
-            status_code=404, detail=f"community_id: no community {shown_id}; known: {known}"
+        return community_view(
+            community,
+            snapshots.get(community.id) if snapshots is not None else None,
+            presentation=shown,
+            now=now,
+            authors_counted_since=service.authors_counted_anew_since,
+            analysis_pending=service.analysis_pending(community.id),
         )
 
+    def views() -> list[CommunityView]:
+        now = int(clock())
+        return [view_of(community, now=now) for community in service.active_communities()]
+
+    def one_view(community_id: str) -> CommunityView:
+        """Only this community's view: the cost does not grow with the number watched."""
+        community = service.active_community(community_id)
+        if community is not None:
+            return view_of(community, now=int(clock()))
+        raise HTTPException(status_code=404, detail=unknown_community(community_id))
+
+    def unknown_community(community_id: str) -> str:
+        ids = service.active_ids()
+        known = ", ".join(ids[:MAX_KNOWN_LISTED]) or "none"
+        if len(ids) > MAX_KNOWN_LISTED:
+            known += f", ... ({len(ids)} in all)"
+        shown_id = repr(community_id[:MAX_ECHOED]) + ("..." if community_id[MAX_ECHOED:] else "")
+        return f"community_id: no community {shown_id}; known: {known}"
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def status_page() -> HTMLResponse:
+    def status_page(
+        sort: Annotated[SortBy, Query(description="the column to sort by")] = SortBy.status,
+        order: Annotated[Order | None, Query(description="asc or desc")] = None,
+    ) -> HTMLResponse:
         page = render_status_page(
             views(),
+            presentation=shown,
+            now=int(clock()),
+            version=__version__,
+            authors_counted_since=service.authors_counted_anew_since,
+            sort=sort,
+            order=order,
+        )
+        return HTMLResponse(page)
+
+    @app.get("/community/{community_id}", response_class=HTMLResponse, include_in_schema=False)
+    def community_page(community_id: str) -> HTMLResponse:
+        page = render_community_page(
+            one_view(community_id),
             presentation=shown,
             now=int(clock()),
             version=__version__,
@@ -326,8 +350,14 @@ def create_app(
         return HTMLResponse(render_api_docs(app.openapi()))
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
-        return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+    def metrics(request: Request) -> Response:
+        body, coding = exposition.encode(
+            service.exposition(), accept_encoding=request.headers.get("accept-encoding", "")
+        )
+        headers = {"Vary": "Accept-Encoding"}
+        if coding is not None:
+            headers["Content-Encoding"] = coding
+        return Response(body, media_type=CONTENT_TYPE_LATEST, headers=headers)
 
     @app.get("/healthz", summary="The process is alive")
     def healthz() -> dict[str, str]:

@@ -20,8 +20,11 @@ Hacker News whole-site walk reaches 500 ids back). A failed step records no
 coverage.
 
 A server that fabricates endless older pages cannot keep a backfill going: it
-stops when a step brings items but none older than the steps before it (the
-walk no longer goes back in time), and when it has fetched more than the
+stops when a step brings items but none older or newer than the steps before it
+(the walk no longer moves in time: back, or forward for an adapter that walks
+oldest first, as Stack Exchange's does, which the poll's clock bounds; not checked
+for a walk in another order than creation, ``Source.walks_by_creation``, such as
+GitHub's by activity), and when it has fetched more than the
 requested days can hold (``MAX_POSTS_PER_DAY`` a day, ``STEPS_PER_DAY`` polls a
 day); ``stopped`` says which ("reached", "source_end", "no_progress",
 "budget"), and coverage then counts only what the walk fetched.
@@ -93,8 +96,10 @@ class _Tally:
     requests: int = 0
     fetched: int = 0
     oldest: int | None = None
-    went_back: bool = True
-    """Whether the last step brought something older than the steps before it (or nothing)."""
+    newest: int | None = None
+    moved: bool = True
+    """Whether the last step brought something older or newer than the steps before it
+    (or nothing): a walk back in time, or forward from its start."""
 
     def add(self, batch: Batch, result: IngestResult) -> None:
         self.steps += 1
@@ -102,9 +107,16 @@ class _Tally:
         self.updated_items += result.updated_items
         self.fetched += len(batch.envelopes)
         times = [envelope.item.created_at for envelope in batch.envelopes]
-        self.went_back = not times or self.oldest is None or min(times) < self.oldest
+        self.moved = (
+            not times
+            or self.oldest is None
+            or self.newest is None
+            or min(times) < self.oldest
+            or max(times) > self.newest
+        )
         if times:
             self.oldest = min(times) if self.oldest is None else min(self.oldest, *times)
+            self.newest = max(times) if self.newest is None else max(self.newest, *times)
 
     def progress(self, community: str) -> BackfillProgress:
         return BackfillProgress(community, self.steps, self.new_items, self.requests, self.oldest)
@@ -193,7 +205,7 @@ class Backfiller:
             pending = adapter.walk_pending(batch.cursor)
             if not pending or batch.cursor == cursor:
                 break
-            if not tally.went_back:
+            if adapter.walks_by_creation and not tally.moved:
                 stopped = "no_progress"
                 break
             if tally.fetched > MAX_POSTS_PER_DAY * days:
@@ -214,8 +226,10 @@ class Backfiller:
             covered_from = batch.covered_from  # the adapter vouches for its whole walk
         elif not pending and batch.complete:
             covered_from = batch.since
-        else:  # the walk is contiguous from its oldest item to the newest
+        elif adapter.walks_by_creation:  # contiguous from its oldest item to the newest
             covered_from = tally.oldest if tally.oldest is not None else started
+        else:  # a stopped walk in another order vouches for what its last poll says
+            covered_from = min(started, batch.covered_from or started)
         if not stopped:
             stopped = "reached" if covered_from <= batch.since else "source_end"
         await asyncio.to_thread(self._record, community, started, covered_from, tally)

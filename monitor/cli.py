@@ -165,16 +165,20 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def cmd_poll_once(args: argparse.Namespace) -> int:
     from monitor.service import Service
+    from monitor.store.single_poller import PollerLock
 
     settings = _settings(args.config)
     _configure_logging(settings.log_level if not args.json else "warning")
 
     async def run() -> list[dict[str, object]]:
         service = Service(settings, accept_new_key=args.accept_new_key)
+        lock = PollerLock(settings.resolved_database_url())
         try:
             await service.open()
+            lock.acquire()  # a serve on the same SQLite store already polls it
             return [outcome.as_json() for outcome in await service.poll_all()]
         finally:
+            lock.release()
             await service.stop()
 
     outcomes = asyncio.run(run())
@@ -311,6 +315,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from monitor import server
     from monitor.api import create_app
     from monitor.service import Service
+    from monitor.store.single_poller import PollerLock
     from monitor.web.auth import BasicAuthUsers
 
     settings = _settings(args.config)
@@ -328,6 +333,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # a store or key that cannot be used stops the start here, in one line, before anything
     # answers (a failure inside the server's lifespan would come out as a traceback)
     service.prepare()
+    poller_lock = PollerLock(settings.resolved_database_url())
+    poller_lock.acquire()  # held while this process serves (a SIGKILL frees it too)
     url = f"{'https' if web.tls else 'http'}://{server.format_address(host, port)}/metrics"
     server.serve(
         create_app(service, users=BasicAuthUsers(web.users) if web.users else None),
@@ -337,6 +344,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls=web.tls,
         announce=lambda: log.info("serving on %s%s", url, " (basic auth)" if web.users else ""),
     )
+    poller_lock.release()
     log.info("stopped")
     return EXIT_OK
 

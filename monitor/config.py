@@ -198,11 +198,117 @@ class MastodonCommunity(CommunityBase):
         return value
 
 
+_GITHUB_REPOSITORY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}")
+
+
+class GitHubCommunity(CommunityBase):
+    source: Literal["github"]
+    repository: str = Field(description="owner/name, e.g. PyGithub/PyGithub")
+    category: str | None = Field(
+        default=None, description="a discussion category's name or slug; omit for all"
+    )
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        name = value.partition("/")[2]
+        if _GITHUB_REPOSITORY.fullmatch(value) is None or name in (".", ".."):
+            raise ValueError(
+                f"{value!r} is not owner/name (a GitHub account, '/', a repository name: "
+                "letters, digits, '-', '_', '.'), e.g. PyGithub/PyGithub"
+            )
+        return value
+
+
+STACKEXCHANGE_TAG = re.compile(r"[a-z0-9#+.-]{1,35}")
+"""A Stack Exchange tag: lower case letters, digits and ``#+.-``, at most 35 characters."""
+STACKEXCHANGE_MAX_TAGS = 5
+"""The API ANDs ``tagged``; with more than 5 tags it answers nothing at all."""
+
+
+def _tag_list(value: object) -> object:
+    """``tagged`` as a list: a single tag may be written as a string."""
+    return [value] if isinstance(value, str) else value
+
+
+class StackExchangeCommunity(CommunityBase):
+    source: Literal["stackexchange"]
+    site: str = Field(description="the site's API name: stackoverflow, superuser, math, ...")
+    tagged: Annotated[list[str] | None, BeforeValidator(_tag_list)] = Field(
+        default=None,
+        description="questions carrying all of these tags, with their answers and comments",
+    )
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, value: str) -> str:
+        if re.fullmatch(r"[a-z0-9][a-z0-9.-]{0,99}", value) is None:
+            raise ValueError(
+                "the site's API name in lower case (stackoverflow, superuser, math, "
+                "meta.stackexchange, ...), as https://api.stackexchange.com/docs/sites lists it"
+            )
+        return value
+
+    @field_validator("tagged")
+    @classmethod
+    def _tagged(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        tags = [tag.strip().lower() for tag in value]
+        if not tags or len(tags) > STACKEXCHANGE_MAX_TAGS:
+            raise ValueError(
+                f"give 1 to {STACKEXCHANGE_MAX_TAGS} tags (a question must carry all of them)"
+            )
+        for tag in tags:
+            if STACKEXCHANGE_TAG.fullmatch(tag) is None:
+                raise ValueError(f"{tag!r} is not a tag (letters, digits, #+.- and 35 at most)")
+        return tags
+
+
+class LemmyCommunity(CommunityBase):
+    source: Literal["lemmy"]
+    base_url: str  # required: the instance whose API is read
+    community: str = Field(
+        description='"name" for a community of the instance, "name@host" for a federated one'
+    )
+
+    @field_validator("community")
+    @classmethod
+    def _community(cls, value: str) -> str:
+        if value.startswith("!"):
+            raise ValueError(f"{value!r}: give the community without Lemmy's leading !")
+        name, at, host = value.partition("@")
+        if re.fullmatch(r"[A-Za-z0-9_]{1,100}", name) is None:
+            raise ValueError(
+                f"{value!r}: the community's name (letters, digits and _), then optionally "
+                '"@" and its instance\'s host, e.g. "technology@lemmy.world"'
+            )
+        if at and re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?", host) is None:
+            raise ValueError(f"{value!r}: {host!r} after the @ is not a host name")
+        return value
+
+
 Community = Annotated[
-    RedditCommunity | DiscourseCommunity | HackerNewsCommunity | FeedCommunity | MastodonCommunity,
+    RedditCommunity
+    | DiscourseCommunity
+    | HackerNewsCommunity
+    | FeedCommunity
+    | MastodonCommunity
+    | GitHubCommunity
+    | StackExchangeCommunity
+    | LemmyCommunity,
     Field(discriminator="source"),
 ]
-SOURCE_KINDS = ("reddit", "discourse", "hackernews", "rss", "mastodon")
+SOURCE_KINDS = (
+    "reddit",
+    "discourse",
+    "hackernews",
+    "rss",
+    "mastodon",
+    "github",
+    "stackexchange",
+    "lemmy",
+)
 
 
 class RedditSettings(_Strict):
@@ -226,6 +332,35 @@ class RedditSettings(_Strict):
 
 class DiscourseSettings(_Strict):
     api_key: str | None = None
+
+
+class GitHubSettings(_Strict):
+    token: str | None = Field(
+        default=None,
+        repr=False,
+        description="a personal access token: GitHub's GraphQL API answers nothing without one",
+    )
+
+
+STACKEXCHANGE_QUOTA = {False: 300, True: 10_000}
+"""Requests a day the Stack Exchange API allows one IP without and with an app key."""
+STACKEXCHANGE_IDLE_REQUESTS = 3
+"""Requests of a poll that finds nothing new (questions, answers, comments)."""
+
+
+class StackExchangeSettings(_Strict):
+    key: str | None = Field(
+        default=None,
+        description="an app key (stackapps.com): 10,000 requests a day instead of 300; "
+        "not a secret, by Stack Exchange's own word: it travels in the query string",
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c.isspace() for c in value)):
+            raise ValueError("an app key is one word, as stackapps.com shows it")
+        return value
 
 
 class HttpSettings(_Strict):
@@ -314,6 +449,8 @@ class Settings(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     reddit: RedditSettings = Field(default_factory=RedditSettings)
     discourse: DiscourseSettings = Field(default_factory=DiscourseSettings)
+    github: GitHubSettings = Field(default_factory=GitHubSettings)
+    stackexchange: StackExchangeSettings = Field(default_factory=StackExchangeSettings)
     communities: list[Community] = Field(default_factory=list)
 
     @field_validator("listen")
@@ -358,16 +495,42 @@ class Settings(_Strict):
 
 def config_warnings(settings: Settings) -> list[str]:
     """Valid but unwise settings, one line each naming the fields (``check-config``)."""
+    warnings: list[str] = []
     polls_reddit = any(isinstance(c, RedditCommunity) and c.enabled for c in settings.communities)
     # model_fields_set: set in the file or by FORUM_MONITOR_CONTACT, not the default
     contact_set = "contact" in settings.model_fields_set
     if polls_reddit and settings.reddit.user_agent is None and not contact_set:
-        return [
+        warnings.append(
             "reddit.user_agent: not set and no contact configured; Reddit's User-Agent then "
             "names only the project's URL, which reaches no one running this monitor. Set "
             "contact (your URL or e-mail) or [reddit] user_agent (with your Reddit username)"
-        ]
-    return []
+        )
+    return warnings + _stackexchange_quota_warnings(settings)
+
+
+def _stackexchange_quota_warnings(settings: Settings) -> list[str]:
+    """A warning when idle polls alone would spend the API's daily quota for one IP."""
+    polled = [
+        c for c in settings.communities if isinstance(c, StackExchangeCommunity) and c.enabled
+    ]
+    per_day = sum(STACKEXCHANGE_IDLE_REQUESTS * 86400 / c.interval for c in polled)
+    keyed = settings.stackexchange.key is not None
+    quota = STACKEXCHANGE_QUOTA[keyed]
+    if per_day <= quota:
+        return []
+    advice = (
+        "poll less often"
+        if keyed
+        else "set [stackexchange] key (an app key from stackapps.com: 10,000 a day) or poll "
+        "less often"
+    )
+    communities = "1 community" if len(polled) == 1 else f"{len(polled)} communities"
+    return [
+        f"stackexchange.key: polling {communities} of Stack Exchange as configured asks at "
+        f"least {per_day:.0f} requests a day ({STACKEXCHANGE_IDLE_REQUESTS} a poll when "
+        f"nothing is new), over the {quota} a day the API allows one IP "
+        f"{'with' if keyed else 'without'} a key; {advice}"
+    ]
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -392,6 +555,8 @@ _ENV_NESTED = {
     "REDDIT_CLIENT_SECRET": ("reddit", "client_secret"),
     "REDDIT_USER_AGENT": ("reddit", "user_agent"),
     "DISCOURSE_API_KEY": ("discourse", "api_key"),
+    "GITHUB_TOKEN": ("github", "token"),
+    "STACKEXCHANGE_KEY": ("stackexchange", "key"),
     "WEB_CONFIG_FILE": ("server", "web_config_file"),
 }
 
@@ -459,12 +624,31 @@ def _duplicate_ids(data: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _missing_github_token(settings: Settings) -> list[str]:
+    """GitHub's GraphQL API refuses every request without a token: say so before polling."""
+    if (settings.github.token or "").strip():
+        return []
+    wanting = [
+        f"communities[{index}] ({community.id!r})"
+        for index, community in enumerate(settings.communities)
+        if isinstance(community, GitHubCommunity) and community.enabled
+    ]
+    if not wanting:
+        return []
+    return [
+        f"github.token: field required: {', '.join(wanting)} read GitHub Discussions, whose "
+        "GraphQL API answers nothing without a token; set [github] token or "
+        f"{ENV_PREFIX}GITHUB_TOKEN (a personal access token that can read the repository)"
+    ]
+
+
 def settings_from_mapping(data: Mapping[str, Any]) -> Settings:
     problems = _duplicate_ids(data)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(validation_problems(exc) + problems) from None
+    problems += _missing_github_token(settings)
     if problems:
         raise ConfigError(problems)
     return settings

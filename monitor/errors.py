@@ -21,7 +21,7 @@ is logged with its traceback.
         ├── PollCancelled        the service is stopping; the poll rolls back
         └── FetchError           one HTTP exchange failed; ``host``, ``url``
             ├── TransportError   connect error, reset, timeout (``reason`` timeout/connect)
-            ├── HTTPStatusError  a non-success status; ``status``
+            ├── HTTPStatusError  a non-success status; ``status`` (``body`` when asked for)
             │   └── RateLimited  429 or 503 with Retry-After; ``retry_after`` seconds
             ├── ResponseTooLarge the body passed the size cap
             ├── MalformedResponse the body is not what the API documents
@@ -156,10 +156,14 @@ class TransportError(FetchError):
 
 
 class HTTPStatusError(FetchError):
-    """The server answered with a status that is not a success."""
+    """The server answered with a status that is not a success; ``body`` holds the start of
+    its body when the request asked for it (else it is empty)."""
 
-    def __init__(self, message: str, *, host: str, url: str = "", status: int) -> None:
+    def __init__(
+        self, message: str, *, host: str, url: str = "", status: int, body: bytes = b""
+    ) -> None:
         self.status = status
+        self.body = body
         super().__init__(message, host=host, url=url)
         self.reason = "http_5xx" if status >= 500 else "http_4xx"
 
@@ -168,9 +172,16 @@ class RateLimited(HTTPStatusError):
     """The server asked us to wait ``retry_after`` seconds before asking again."""
 
     def __init__(
-        self, message: str, *, host: str, url: str = "", status: int, retry_after: float
+        self,
+        message: str,
+        *,
+        host: str,
+        url: str = "",
+        status: int,
+        retry_after: float,
+        body: bytes = b"",
     ) -> None:
-        super().__init__(message, host=host, url=url, status=status)
+        super().__init__(message, host=host, url=url, status=status, body=body)
         self.retry_after = retry_after
         self.reason = "rate_limited"
 

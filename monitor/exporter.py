@@ -1,20 +1,23 @@
-"""Community gauges, yielded fresh at each scrape from precomputed snapshots.
+"""Community gauges, from precomputed snapshots.
 
-A custom Collector (as in prometheus/client_python's docs): nothing here
-queries the store. Undefined values (no threads in the window, a baseline too
-short or with gaps) are left out rather than exported as 0, so a panel or a
-rule never mistakes "unknown" for "zero". So is every activity gauge of a window
-no successful poll covered (a community that has never been polled): its
+A custom Collector (as in prometheus/client_python's docs): nothing here queries the
+store, and a community's text is rendered when its snapshot is installed, not at every
+scrape (``monitor.exposition``). Undefined values (no threads in the window, a baseline
+too short or with gaps) are left out rather than exported as 0, so a panel or a rule
+never mistakes "unknown" for "zero". So is every activity gauge of a window no
+successful poll covered (a community that has never been polled): its
 ``forum_coverage_ratio`` of 0 is the one thing known about it.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from monitor import exposition
 from monitor.analysis.snapshot import CommunitySnapshot, Snapshots
 from monitor.analysis.windows import WindowActivity
 
@@ -67,18 +70,6 @@ WINDOW_GAUGES: list[tuple[str, str, Callable[[WindowActivity], float | None]]] =
         lambda w: w.sentiment_negative_ratio,
     ),
 ]
-
-
-class CommunityCollector(Collector):
-    def __init__(self, snapshots: Snapshots) -> None:
-        self._snapshots = snapshots
-
-    def collect(self) -> Iterator[Metric]:
-        snapshots = sorted(self._snapshots.all(), key=lambda s: s.community)
-        yield from _window_metrics(snapshots)
-        yield from _keyword_metrics(snapshots)
-        yield from _trend_metrics(snapshots)
-        yield from _coverage_metrics(snapshots)
 
 
 def _window_metrics(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:
@@ -181,3 +172,59 @@ def _coverage_metrics(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:
             last_post.add_metric([snapshot.community, snapshot.source], snapshot.last_post_at)
     yield coverage
     yield last_post
+
+
+def community_families(snapshots: list[CommunitySnapshot]) -> Iterator[Metric]:
+    """Every community family over ``snapshots``, in a fixed order, empty ones included."""
+    yield from _window_metrics(snapshots)
+    yield from _keyword_metrics(snapshots)
+    yield from _trend_metrics(snapshots)
+    yield from _coverage_metrics(snapshots)
+
+
+HEADERS = tuple(header for header, _ in exposition.render(list(community_families([]))))
+
+
+def render_community(snapshot: CommunitySnapshot) -> tuple[bytes, ...]:
+    """One community's sample lines of every family, in the order of ``HEADERS``."""
+    return tuple(lines for _, lines in exposition.render(list(community_families([snapshot]))))
+
+
+class CommunityCollector(Collector):
+    """The community families: as metric objects for the registry (``collect``), and as the
+    text of /metrics (``exposition``), in which each community's part is rendered once per
+    snapshot, when the snapshot is installed, not at every scrape."""
+
+    def __init__(self, snapshots: Snapshots) -> None:
+        self._snapshots = snapshots
+        self._lock = threading.Lock()
+        self._rendered: dict[str, tuple[CommunitySnapshot, tuple[bytes, ...]]] = {}
+        snapshots.on_install(self._render)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from community_families(sorted(self._snapshots.all(), key=lambda s: s.community))
+
+    def _render(self, snapshot: CommunitySnapshot) -> tuple[bytes, ...]:
+        text = render_community(snapshot)
+        with self._lock:
+            self._rendered[snapshot.community] = (snapshot, text)
+        return text
+
+    def exposition(self) -> bytes:
+        """The text ``generate_latest`` would write of ``collect()``."""
+        snapshots = sorted(self._snapshots.all(), key=lambda s: s.community)
+        with self._lock:
+            rendered = dict(self._rendered)
+        parts = []
+        for snapshot in snapshots:
+            found = rendered.get(snapshot.community)
+            # installed before this collector subscribed, or swapped in since this read
+            parts.append(found[1] if found and found[0] is snapshot else self._render(snapshot))
+        if len(rendered) > len(snapshots):
+            self._forget({s.community for s in snapshots})
+        return exposition.join(HEADERS, parts)
+
+    def _forget(self, keep: set[str]) -> None:
+        with self._lock:
+            for community in set(self._rendered) - keep:
+                del self._rendered[community]

@@ -8,13 +8,17 @@
   most the cap in memory. We ask for ``gzip, deflate`` and read only those (deflate
   zlib-wrapped or raw): stacked codings (``gzip, gzip``) and any we did not ask for (br,
   zstd, ...) are a ``MalformedResponse`` naming the coding, a compressed stream cut short
-  too. Only a success's body is read; an error's or a redirect's is left on the wire;
+  too. Only a success's body is read; an error's or a redirect's is left on the wire,
+  unless the request asks for it (``error_body``: Stack Exchange puts its error in a 400's
+  body), and then at most ``ERROR_BODY_BYTES`` of it, decoded, on the ``HTTPStatusError``;
 - retries with exponential backoff and "equal" jitter on connection errors,
   timeouts and 5xx: retry ``n`` waits between half and all of
   ``backoff_base * 2**n`` (capped), so the wait always grows and a struggling
   server is never asked again at once, while the jitter spreads replicas apart;
   a 4xx, a too-large or malformed body or a refused redirect is not retried;
-- ``Retry-After`` on 429/503 (seconds or an HTTP date): the host is not asked
+- ``Retry-After`` on 429/503, and on a 403 (GitHub's secondary rate limit), and a 403 or
+  429 whose ``X-Ratelimit-Remaining`` is 0 (GitHub's primary limit, until
+  ``X-Ratelimit-Reset``) are a ``RateLimited`` (seconds or an HTTP date): the host is not asked
   again before that moment, by this poll or any other; a server's wait
   (``Retry-After`` or ``X-Ratelimit-Reset``) counts up to ``MAX_SERVER_WAIT``
   (one hour) and no further, so a wait near 1e300 or dated year 9999 pauses a
@@ -46,7 +50,8 @@
   server sent validators;
 - ``forum_monitor_http_requests_total{host,code}`` (``code`` one of ``KNOWN_STATUSES``,
   ``other`` or ``error`` when no status came, so a server cannot mint label values)
-  and ``forum_monitor_rate_limit_remaining{host}``.
+  and ``forum_monitor_rate_limit_remaining{host}`` (from ``X-Ratelimit-Remaining``, or
+  what a source reads in its bodies through ``note_remaining``).
 
 httpx retries nothing by itself except connection setup, so this is ours.
 """
@@ -217,6 +222,11 @@ def _without_credentials(
 ) -> dict[str, str]:
     kept_back = CREDENTIAL_HEADERS | {name.lower() for name in credentials}
     return {name: value for name, value in headers.items() if name.lower() not in kept_back}
+
+
+ERROR_BODY_BYTES = 64 * 1024
+"""Most of an error's body read (decoded) when a request asks for it: an API's error object
+is a few hundred bytes; anything past this is not one."""
 
 
 MAX_SERVER_WAIT = 3600.0
@@ -496,20 +506,27 @@ class PoliteClient:
             if state.blocked_until <= until:
                 return  # not pushed back meanwhile (re-checking would spin on a test's sleep)
 
+    def note_remaining(self, host: str, remaining: float) -> None:
+        """Set ``host``'s rate-limit headroom from what a source read in a body (Stack
+        Exchange's ``quota_remaining``); not finite is ignored, below zero is zero."""
+        if math.isfinite(remaining):
+            self._telemetry.rate_limit_remaining.labels(host=host).set(max(0.0, remaining))
+
     def _note_rate_headers(self, host: str, headers: httpx.Headers) -> None:
-        remaining = headers.get("x-ratelimit-remaining")
-        if remaining is None:
-            return
-        try:
-            left = float(remaining)
-        except ValueError:
-            return
-        if not math.isfinite(left):
-            return
-        self._telemetry.rate_limit_remaining.labels(host=host).set(left)
-        if left < 1:
+        left = _remaining(headers)
+        if left is not None:
             reset = parse_rate_reset(headers.get("x-ratelimit-reset"), now=self._clock())
-            self._block(host, reset, "rate-limit budget spent")
+            self.note_rate_limit(host, remaining=left, reset_after=reset)
+
+    def note_rate_limit(self, host: str, *, remaining: float, reset_after: float) -> None:
+        """What a source says is left of ``host``'s budget (a header, or a field of the
+        body as GitHub's GraphQL ``rateLimit``): the gauge shows it, and a spent budget
+        pauses the host for ``reset_after`` seconds (at most ``MAX_SERVER_WAIT``)."""
+        if not math.isfinite(remaining):
+            return
+        self._telemetry.rate_limit_remaining.labels(host=host).set(remaining)
+        if remaining < 1:
+            self._block(host, server_wait(reset_after), "rate-limit budget spent")
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.policy.backoff_cap, self.policy.backoff_base * 2.0**attempt)
@@ -523,17 +540,23 @@ class PoliteClient:
         headers: Mapping[str, str],
         data: Mapping[str, str] | None,
         auth: tuple[str, str] | None,
+        json_body: Any = None,
+        error_body: bool = False,
     ) -> Response:
         host = httpx.URL(url).host
         cap = self.policy.max_body_bytes
         async with asyncio.timeout(self.policy.total_timeout):
             async with self._client.stream(
-                method, url, params=params, headers=headers, data=data, auth=auth
+                method, url, params=params, headers=headers, data=data, json=json_body, auth=auth
             ) as reply:
                 if not 200 <= reply.status_code < 300:
-                    # nobody reads the body of an error or a redirect: left unread (leaving
-                    # the ``stream`` block drops the connection), it costs no memory at all
-                    return Response(reply.status_code, str(reply.url), reply.headers, b"")
+                    # the body of an error or a redirect is left unread (leaving the
+                    # ``stream`` block drops the connection) unless the caller reads its
+                    # errors there, and then only its first ERROR_BODY_BYTES
+                    content = b""
+                    if error_body and reply.status_code not in REDIRECT_STATUSES:
+                        content = await _error_body(reply, cap=min(cap, ERROR_BODY_BYTES))
+                    return Response(reply.status_code, str(reply.url), reply.headers, content)
                 declared = reply.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > cap:
                     raise ResponseTooLarge(
@@ -559,12 +582,16 @@ class PoliteClient:
         headers: Mapping[str, str],
         data: Mapping[str, str] | None,
         auth: tuple[str, str] | None,
+        json_body: Any = None,
+        error_body: bool = False,
     ) -> Response:
         """One attempt, counted in ``http_requests_total``; httpx errors become ``FetchError``."""
         host = httpx.URL(url).host
         requests = self._telemetry.http_requests
         try:
-            response = await self._send_once(method, url, params, headers, data, auth)
+            response = await self._send_once(
+                method, url, params, headers, data, auth, json_body, error_body=error_body
+            )
         except (ResponseTooLarge, MalformedResponse):  # the status came, the body did not
             requests.labels(host=host, code="error").inc()
             raise
@@ -588,7 +615,12 @@ class PoliteClient:
         """The error for a non-success status; a 429 (or 503 with Retry-After) blocks the host."""
         status = response.status
         retry_after = parse_retry_after(response.headers.get("retry-after"), now=self._clock())
-        if status == 429 or (status == 503 and retry_after is not None):
+        spent = _remaining(response.headers)
+        if retry_after is None and status in (403, 429) and spent is not None and spent < 1:
+            # GitHub's answer to a spent budget: 403 (or 429) until X-RateLimit-Reset
+            reset = response.headers.get("x-ratelimit-reset")
+            retry_after = parse_rate_reset(reset, now=self._clock())
+        if status == 429 or (status in (403, 503) and retry_after is not None):
             wait = retry_after if retry_after is not None else self._backoff(attempt + 2)
             self._block(host, wait, f"answered {status}")
             return RateLimited(
@@ -597,8 +629,11 @@ class PoliteClient:
                 url=url,
                 status=status,
                 retry_after=wait,
+                body=response.content,
             )
-        return HTTPStatusError(f"{host} answered {status}", host=host, url=url, status=status)
+        return HTTPStatusError(
+            f"{host} answered {status}", host=host, url=url, status=status, body=response.content
+        )
 
     async def get(
         self,
@@ -609,8 +644,10 @@ class PoliteClient:
         credentials: Mapping[str, str] | None = None,
         validators: Mapping[str, str] | None = None,
         counter: RequestCounter | None = None,
+        error_body: bool = False,
     ) -> Response:
-        """GET ``url`` under the policy; a 304 is returned, other failures raise ``FetchError``."""
+        """GET ``url`` under the policy; a 304 is returned, other failures raise ``FetchError``
+        (carrying the start of their body when ``error_body`` asks for it)."""
         return await self.request(
             "GET",
             url,
@@ -619,6 +656,7 @@ class PoliteClient:
             credentials=credentials,
             validators=validators,
             counter=counter,
+            error_body=error_body,
         )
 
     async def request(
@@ -633,8 +671,11 @@ class PoliteClient:
         counter: RequestCounter | None = None,
         data: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
+        json: Any = None,
+        error_body: bool = False,
     ) -> Response:
-        """Send one request under the policy (a form POST is for token endpoints only).
+        """Send one request under the policy. A POST carries a form (``data``: token
+        endpoints) or a JSON body (``json``: GraphQL queries), and is never redirected.
 
         ``credentials`` are headers that authenticate us to ``url``'s origin (an API key,
         a bearer token): sent there and to no other origin a redirect leads to, like
@@ -653,7 +694,9 @@ class PoliteClient:
                     credentials=credentials or {},
                     data=data,
                     auth=auth,
+                    json_body=json,
                     counter=counter,
+                    error_body=error_body,
                 )
             except TransportError as exc:
                 if isinstance(exc.__cause__, _NOT_TRANSIENT):
@@ -690,6 +733,8 @@ class PoliteClient:
         data: Mapping[str, str] | None,
         auth: tuple[str, str] | None,
         counter: RequestCounter | None,
+        json_body: Any = None,
+        error_body: bool = False,
     ) -> Response:
         """One request and the redirects it may follow, each hop a request of its own (its
         host's turn, its count, its status); credentials go to ``url``'s origin only."""
@@ -710,6 +755,8 @@ class PoliteClient:
                 sent,
                 data,
                 auth if home else None,
+                json_body,
+                error_body=error_body,
             )
             if response.status not in REDIRECT_STATUSES or "location" not in response.headers:
                 return response
@@ -749,6 +796,30 @@ class PoliteClient:
                 target=str(target),
             )
         return target
+
+
+def _remaining(headers: httpx.Headers) -> float | None:
+    """``X-Ratelimit-Remaining`` as a finite number, or None."""
+    try:
+        left = float(headers.get("x-ratelimit-remaining", "nan"))
+    except ValueError:
+        return None
+    return left if math.isfinite(left) else None
+
+
+async def _error_body(reply: httpx.Response, *, cap: int) -> bytes:
+    """Up to ``cap`` decoded bytes of an error's body; what does not decode, or does not end
+    within the cap, is no error object and is dropped (the status is what went wrong)."""
+    host = httpx.URL(str(reply.url)).host
+    try:
+        body = BodyReader(
+            encoding=reply.headers.get("content-encoding"), cap=cap, host=host, url=str(reply.url)
+        )
+        async for chunk in _raw(reply):
+            body.feed(chunk)
+        return body.finish()
+    except (ResponseTooLarge, MalformedResponse, httpx.HTTPError):
+        return b""
 
 
 def _raw(reply: httpx.Response) -> AsyncIterator[bytes]:

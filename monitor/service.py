@@ -88,11 +88,14 @@ class Service:
         self.scheduler: AsyncIOScheduler | None = None
         self.snapshots: Snapshots | None = None
         self.plan = AnalysisPlan()
+        self.community_collector: CommunityCollector | None = None
         self.key: bytes | None = None
         self.key_state: keys.KeyState | None = None
         self.migrated = False
         self._inflight: set[asyncio.Task[PollOutcome]] = set()
         self._running: set[str] = set()
+        self._active = {c.id: c for c in settings.communities if c.enabled}
+        self._active_ids = sorted(self._active)
 
     @property
     def ready(self) -> bool:
@@ -175,8 +178,7 @@ class Service:
             ingestor=self.ingestor,
             clock=self._clock,
         )
-        self.snapshots = Snapshots(settings=self.settings, engine=self.engine)
-        self.registry.register(CommunityCollector(self.snapshots))
+        self.use_snapshots(Snapshots(settings=self.settings, engine=self.engine))
         for community in self.active_communities():
             self.telemetry.declare_community(
                 community.id, source_of(community), interval=community.interval
@@ -185,6 +187,20 @@ class Service:
         await asyncio.to_thread(self._restore_health)
         # no analysis here: the scheduler's analysis job computes the snapshots in the
         # background, so serving does not wait for communities x history
+
+    def use_snapshots(self, snapshots: Snapshots) -> None:
+        """Serve ``snapshots``: the status page and API read them, /metrics exports them."""
+        self.snapshots = snapshots
+        self.community_collector = CommunityCollector(snapshots)
+        self.registry.register(self.community_collector)
+
+    def exposition(self) -> bytes:
+        """The /metrics text: what ``generate_latest(self.registry)`` writes, from parts
+        rendered when they change rather than at every scrape (``monitor.exposition``)."""
+        body = self.telemetry.exposition()
+        if self.community_collector is not None:
+            body += self.community_collector.exposition()
+        return body
 
     def _restore_health(self) -> None:
         """Carry the last poll outcomes over a restart, so staleness rules see real ages."""
@@ -312,6 +328,14 @@ class Service:
 
     def active_communities(self) -> list[CommunityBase]:
         return [c for c in self.settings.communities if c.enabled]
+
+    def active_community(self, community_id: str) -> CommunityBase | None:
+        """The enabled community ``community_id``, found without a walk over the others."""
+        return self._active.get(community_id)
+
+    def active_ids(self) -> list[str]:
+        """Every enabled community's id, sorted."""
+        return self._active_ids
 
     async def poll_all(self) -> list[PollOutcome]:
         """Poll every enabled community once, a few at a time."""

@@ -122,6 +122,7 @@ def service_config(
         "database_url": f"sqlite:///{tmp_path / 'store.db'}",
         "data_dir": str(tmp_path),
         "pseudonym_key": "integration-test-key-0123456789abcdef",
+        "github": {"token": "fake-github-token"},  # what monitor.fakeforum.github expects
         "http": {
             "rate_per_minute": {"127.0.0.1": 100000},
             "connect_timeout": "2s",

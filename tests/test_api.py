@@ -121,16 +121,25 @@ def test_openapi_and_offline_docs(client: httpx.Client) -> None:
     assert "cdn" not in docs.text.lower() and "<script" not in docs.text
 
 
-def test_status_page_is_self_contained(client: httpx.Client) -> None:
-    page = client.get("/")
+@pytest.mark.parametrize("path", ["/", "/community/gigwork"])
+def test_status_pages_are_self_contained(client: httpx.Client, path: str) -> None:
+    page = client.get(path)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     html = page.text
     assert "Simulated data" in html
-    for community in ("gigwork", "rival", "control"):
-        assert f'data-community="{community}"' in html
-    assert html.count("<svg") == 9  # three charts per community
     assert "<script" not in html and "<link" not in html
     assert "src=" not in html
     assert 'href="http' not in html
-    assert "Platform cut pay rates" in html
     assert '<meta name="viewport"' in html
+
+
+def test_the_status_table_links_each_community_to_its_page_of_charts(client: httpx.Client) -> None:
+    table = client.get("/").text
+    for community in ("gigwork", "rival", "control"):
+        assert f'<tr data-community="{community}"' in table
+        assert f'href="/community/{community}"' in table
+    assert "<svg" not in table
+    gig = client.get("/community/gigwork").text
+    assert gig.count("<svg") == 3  # posts, participants, sentiment
+    assert "Platform cut pay rates" in gig
+    assert 'data-community="rival"' not in gig

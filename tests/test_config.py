@@ -56,6 +56,55 @@ MALFORMED: list[tuple[str, str, list[tuple[str, str]]]] = [
         [("communities[0].hashtag", "without its leading #")],
     ),
     (
+        "stackexchange without a site",
+        '[[communities]]\nid = "a"\nsource = "stackexchange"\n',
+        [("communities[0].site", "field required")],
+    ),
+    (
+        "stackexchange site given as a URL",
+        '[[communities]]\nid = "a"\nsource = "stackexchange"\nsite = "https://stackoverflow.com"\n',
+        [("communities[0].site", "API name")],
+    ),
+    (
+        "stackexchange with six tags (the API answers nothing for more than five)",
+        '[[communities]]\nid = "a"\nsource = "stackexchange"\nsite = "stackoverflow"\n'
+        'tagged = ["a", "b", "c", "d", "e", "f"]\n',
+        [("communities[0].tagged", "1 to 5 tags")],
+    ),
+    (
+        "stackexchange tag with a space",
+        '[[communities]]\nid = "a"\nsource = "stackexchange"\nsite = "stackoverflow"\n'
+        'tagged = "pay cut"\n',
+        [("communities[0].tagged", "'pay cut' is not a tag")],
+    ),
+    (
+        "stackexchange key of two words",
+        '[stackexchange]\nkey = "my key"\n',
+        [("stackexchange.key", "one word")],
+    ),
+    (
+        "lemmy without instance or community",
+        '[[communities]]\nid = "a"\nsource = "lemmy"\n',
+        [
+            ("communities[0].base_url", "field required"),
+            ("communities[0].community", "field required"),
+        ],
+    ),
+    (
+        "lemmy community as a mention, a link and a bad host",
+        '[[communities]]\nid = "a"\nsource = "lemmy"\nbase_url = "https://lemmy.world"\n'
+        'community = "!technology@lemmy.world"\n'
+        '[[communities]]\nid = "b"\nsource = "lemmy"\nbase_url = "https://lemmy.world"\n'
+        'community = "https://lemmy.world/c/technology"\n'
+        '[[communities]]\nid = "c"\nsource = "lemmy"\nbase_url = "https://lemmy.world"\n'
+        'community = "technology@lemmy world"\n',
+        [
+            ("communities[0].community", "without Lemmy's leading !"),
+            ("communities[1].community", "the community's name"),
+            ("communities[2].community", "not a host name"),
+        ],
+    ),
+    (
         "interval in parsecs",
         f'[[communities]]\n{GOOD_COMMUNITY}interval = "5 parsecs"\n',
         [("communities[0].interval", "not a duration")],
@@ -392,3 +441,62 @@ def test_no_warning_when_reddit_can_reach_the_operator(
     run = check_config(tmp_path, text, env)
     assert run.returncode == 0
     assert run.stderr == ""
+
+
+def test_stackexchange_community_with_a_tag_or_several(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[stackexchange]\nkey = "U4DMV*8nvpm3EOpvf69Rxw(("\n'
+        '[[communities]]\nid = "py"\nsource = "stackexchange"\nsite = "stackoverflow"\n'
+        'tagged = "Python"\n'
+        '[[communities]]\nid = "gig"\nsource = "stackexchange"\nsite = "freelancing"\n'
+        'tagged = ["payment", "upwork"]\n'
+        '[[communities]]\nid = "math"\nsource = "stackexchange"\nsite = "math"\n'
+    )
+    settings = load_settings(path, {})
+    assert [getattr(c, "tagged", None) for c in settings.communities] == [
+        ["python"],  # one tag may be a string; tags are lower case on Stack Exchange
+        ["payment", "upwork"],
+        None,
+    ]
+    assert settings.stackexchange.key == "U4DMV*8nvpm3EOpvf69Rxw(("
+    overridden = load_settings(path, {"FORUM_MONITOR_STACKEXCHANGE_KEY": "other-key"})
+    assert overridden.stackexchange.key == "other-key"
+
+
+STACKEXCHANGE = 'id = "so"\nsource = "stackexchange"\nsite = "stackoverflow"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "warned"),
+    [
+        # 3 requests an idle poll, every 5 minutes: 864 a day, over the 300 without a key
+        (f"[[communities]]\n{STACKEXCHANGE}", "at least 864 requests a day"),
+        # every 15 minutes: 288 a day, under 300
+        (f'[[communities]]\n{STACKEXCHANGE}interval = "15m"\n', None),
+        # two of them every 15 minutes: 576
+        (
+            f'[[communities]]\n{STACKEXCHANGE}interval = "15m"\n'
+            f'[[communities]]\n{STACKEXCHANGE.replace("so", "so2", 1)}interval = "15m"\n',
+            "at least 576 requests a day",
+        ),
+        # with a key, 10,000 a day: 864 is well under
+        (f'[stackexchange]\nkey = "k"\n[[communities]]\n{STACKEXCHANGE}', None),
+        # every 20 seconds with a key: 12,960 a day, over 10,000
+        (
+            f'[stackexchange]\nkey = "k"\n[[communities]]\n{STACKEXCHANGE}interval = "20s"\n',
+            "at least 12960 requests a day",
+        ),
+    ],
+    ids=["5m without key", "15m without key", "two at 15m", "5m with key", "20s with key"],
+)
+def test_stackexchange_polls_that_would_spend_the_daily_quota_warn(
+    tmp_path: Path, text: str, warned: str | None
+) -> None:
+    run = check_config(tmp_path, text)
+    assert run.returncode == 0
+    if warned is None:
+        assert run.stderr == ""
+    else:
+        [line] = run.stderr.splitlines()
+        assert line.startswith("warning: stackexchange.key: ") and warned in line, line

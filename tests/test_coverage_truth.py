@@ -26,12 +26,15 @@ from monitor.analysis.coverage import covered_spans
 from monitor.config import settings_from_mapping
 from monitor.fakeforum.discourse import FakeDiscourse
 from monitor.fakeforum.feeds import FakeFeeds
+from monitor.fakeforum.github import FakeGitHub
 from monitor.fakeforum.hackernews import FakeHackerNews
+from monitor.fakeforum.lemmy import FakeLemmy, Version
 from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
+from monitor.fakeforum.stackexchange import FakeStackExchange
 from monitor.service import Service
-from monitor.sources import discourse, hackernews, mastodon, reddit
+from monitor.sources import discourse, github, hackernews, lemmy, mastodon, reddit, stackexchange
 from monitor.store.models import Post
 from tests.support import service_config
 
@@ -161,6 +164,32 @@ def hn_platform(router: Router, base: str, *, query: bool) -> Platform:
     )
 
 
+def lemmy_platform(router: Router, base: str, *, version: Version) -> Platform:
+    fake = FakeLemmy(prefix="/lemmy", version=version)
+    gig = fake.add_community("gig")
+    fake.register(router)
+    posts: list[Any] = []
+
+    def add(at: int) -> None:
+        if not posts or at % 3 == 0:
+            posts.append(fake.add_post(gig, published=at, author=f"l{at % 7}"))
+        else:
+            fake.add_comment(posts[-1], published=at, author=f"k{at % 9}", host="other.example")
+
+    def tune(monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(lemmy.Lemmy, "page_size", 20)
+        monkeypatch.setattr(lemmy.Lemmy, "max_pages", 3)
+
+    def truth() -> dict[str, int]:
+        return {
+            **{f"post/{n}": int(post.published) for n, post in fake.posts.items()},
+            **{f"comment/{n}": int(c.published) for n, c in fake.comments.items()},
+        }
+
+    community = {"id": "lemmy", "source": "lemmy", "base_url": base + "/lemmy", "community": "gig"}
+    return Platform(community, add, truth, tune, resumes=False)
+
+
 def feed_platform(router: Router, base: str) -> Platform:
     feeds = FakeFeeds()
     feeds.add_feed("/feed.rss", limit=30)
@@ -175,6 +204,89 @@ def feed_platform(router: Router, base: str) -> Platform:
     return Platform({"id": "feed", "source": "rss", "url": base + "/feed.rss"}, add, lambda: added)
 
 
+def github_platform(router: Router, base: str) -> Platform:
+    fake = FakeGitHub(prefix="/gh")
+    fake.add_repository("acme/gig")
+    fake.register(router)
+    threads: list[str] = []
+    comments: list[str] = []
+
+    def add(at: int) -> None:
+        pick = random.Random(at)
+        roll = pick.random()
+        if not threads or at % 4 == 0:
+            threads.append(fake.add_discussion("acme/gig", created=at, author=f"g{at % 7}"))
+        elif roll < 0.2 and comments:  # a reply, to a recent comment or an old one
+            comment = comments[-1] if roll < 0.1 else pick.choice(comments)
+            fake.add_reply(comment, created=at, author=f"r{at % 5}")
+        else:  # a comment, on the newest discussion or on an old one
+            thread = threads[-1] if roll < 0.85 else pick.choice(threads)
+            comments.append(fake.add_comment(thread, created=at, author=f"c{at % 9}"))
+
+    def tune(monkeypatch: pytest.MonkeyPatch) -> None:
+        # small pages and windows, so walks are cut and discussions need follow-ups
+        monkeypatch.setattr(github.GitHub, "discussions_page", 5)
+        monkeypatch.setattr(github.GitHub, "comments_window", 3)
+        monkeypatch.setattr(github.GitHub, "replies_window", 2)
+        monkeypatch.setattr(github.GitHub, "follow_page", 10)
+        monkeypatch.setattr(github.GitHub, "max_requests", 10)
+
+    return Platform(
+        {"id": "gh", "source": "github", "repository": "acme/gig", "base_url": base + "/gh"},
+        add,
+        lambda: {key: int(created) for key, created in fake.thread_posts("acme/gig").items()},
+        tune,
+    )
+
+
+def stackexchange_platform(router: Router, base: str, *, tagged: bool) -> Platform:
+    """Questions, answers to recent questions and comments on recent posts; a tagged
+    community's scope is its questions (every other one) with their answers and comments."""
+    for state in (stackexchange.ROOT_CACHE, stackexchange.SCOPE_CACHE, stackexchange.BACKOFFS):
+        state.clear()  # process-wide: a port used by an earlier test must not leak ids
+    prefix = "/set" if tagged else "/se"
+    fake = FakeStackExchange(prefix=prefix)
+    fake.register(router)
+    questions: list[int] = []
+    posts: list[int] = []
+
+    def add(at: int) -> None:
+        rng = random.Random(at)
+        roll = rng.random()
+        if not questions or roll < 0.25:
+            tags = ("other",) if tagged and len(questions) % 2 else ("gig",)
+            questions.append(fake.add_question(created=at, tags=tags, author=f"q{at % 7}"))
+            posts.append(questions[-1])
+        elif roll < 0.6:
+            question = rng.choice(questions[-6:])
+            posts.append(fake.add_answer(question, created=at, author=f"a{at % 11}"))
+        else:
+            fake.add_comment(rng.choice(posts[-12:]), created=at, author=f"c{at % 13}")
+
+    def truth() -> dict[str, int]:
+        def inside(item: Any) -> bool:
+            question = fake.question_of(item)
+            return question is not None and (not tagged or "gig" in question.tags)
+
+        found = {str(p.id): p.created for p in fake.posts.values() if inside(p)}
+        return found | {f"c{c.id}": c.created for c in fake.comments.values() if inside(c)}
+
+    def tune(monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(stackexchange, "PAGE_SIZE", 25)  # so walks take several pages
+        monkeypatch.setattr(stackexchange.StackExchange, "max_pages", 2)
+        monkeypatch.setattr(stackexchange.StackExchange, "max_lookups", 2)
+
+    community: dict[str, Any] = {
+        "id": "set" if tagged else "se",
+        "source": "stackexchange",
+        "site": "stackoverflow",
+        "base_url": base + prefix,
+    }
+    if tagged:
+        community["tagged"] = "gig"
+    return Platform(community, add, truth, tune)
+
+
 PLATFORMS: dict[str, Callable[[Router, str], Platform]] = {
     "reddit": reddit_platform,
     "discourse": discourse_platform,
@@ -182,6 +294,11 @@ PLATFORMS: dict[str, Callable[[Router, str], Platform]] = {
     "hackernews-site": lambda router, base: hn_platform(router, base, query=False),
     "hackernews-query": lambda router, base: hn_platform(router, base, query=True),
     "rss": feed_platform,
+    "github": github_platform,
+    "stackexchange": lambda router, base: stackexchange_platform(router, base, tagged=False),
+    "stackexchange-tagged": lambda router, base: stackexchange_platform(router, base, tagged=True),
+    "lemmy": lambda router, base: lemmy_platform(router, base, version="0.19"),
+    "lemmy-1.0": lambda router, base: lemmy_platform(router, base, version="1.0"),
 }
 
 

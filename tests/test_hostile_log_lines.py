@@ -3,12 +3,14 @@
 Whole polls through the service, against one server on 127.0.0.1 that answers every
 community with words meant for the log: an OAuth ``error`` field of a megabyte with
 forged lines in it, a redirect whose path decodes to CR LF and runs on for 8 KB, a
-Content-Type of 8 KB. Every record logged, and every failure's message (what the
+Content-Type of 8 KB, a Stack Exchange error object whose name and message forge lines.
+Every record logged, and every failure's message (what the
 status page shows), must be one line of bounded length.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,10 @@ def hostile(request: Request) -> FakeResponse:
         # another origin (another port): refused, and its target quoted in the error
         location = "http://127.0.0.1:9/%0A" + FORGED.replace(" ", "%20") + "/z" * 4000
         return FakeResponse(301, b"", {"Location": location})
+    if request.path == "/se/2.3/questions":
+        forged = f"x\n{FORGED}\n" + "y" * 30_000  # read: under the 64 KiB an error may hold
+        error = {"error_id": 400, "error_name": forged, "error_message": forged}
+        return FakeResponse(400, json.dumps(error).encode(), {"Content-Type": "application/json"})
     if request.path in ("/feed.xml", "/m/api/v1/timelines/tag/pay"):
         page = b"<html>not what you asked for</html>"
         return FakeResponse(200, page, {"Content-Type": "text/" + "h" * 8000})
@@ -75,6 +81,12 @@ async def test_remote_words_reach_the_log_escaped_and_cut(
                 {"id": "forum", "source": "discourse", "base_url": base + "/d"},
                 {"id": "news", "source": "rss", "url": base + "/feed.xml"},
                 {"id": "toots", "source": "mastodon", "base_url": base + "/m", "hashtag": "pay"},
+                {
+                    "id": "so",
+                    "source": "stackexchange",
+                    "site": "stackoverflow",
+                    "base_url": base + "/se",
+                },
             ],
         )
         (tmp_path / "anonymous").mkdir()
@@ -86,6 +98,7 @@ async def test_remote_words_reach_the_log_escaped_and_cut(
         "forum": "redirect",
         "news": "malformed",
         "toots": "malformed",
+        "so": "http_4xx",  # the API's error object, its words quoted escaped
     }
     # ours: the service sets the HTTP stack's own loggers (httpx, httpcore) to WARNING
     for record in (r for r in caplog.records if r.name.startswith("monitor")):
@@ -105,6 +118,7 @@ async def test_remote_words_reach_the_log_escaped_and_cut(
         "(redirected to '/subreddits/search.json\\r\\n2026-01-01" in line for line in failing
     )
     assert any("redirected to '127.0.0.1' ('http://127.0.0.1:9/%0A2026" in line for line in failing)
+    assert any("Stack Exchange error 400 'x\\n2026-01-01 00:00:00,000" in line for line in failing)
 
 
 def test_a_failure_message_that_quoted_a_server_raw_is_escaped_and_cut() -> None:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.errors import HTTPStatusError, MalformedResponse, ResponseTooLarge
 from monitor.fakeforum.server import FakeForumServer, FakeResponse, Request
-from monitor.http import BodyReader
+from monitor.http import BodyReader, HttpPolicy, PoliteClient
 from monitor.telemetry import Telemetry
 from tests.test_http_support import MIB, ClientFactory, client_factory, requests_total
 
@@ -246,3 +246,65 @@ async def test_an_error_page_is_not_read_so_its_coding_does_not_matter(
             await make_client().get(server.base_url + "/gone.json")
     assert caught.value.status == 404  # not a malformed body: the status is what went wrong
     assert requests_total(registry, "404") == 1
+
+
+# --- an error's body, for the APIs that put their error there -------------------------------
+
+ERROR = b'{"error_id":400,"error_name":"bad_parameter","error_message":"site is required"}'
+"""The shape of Stack Exchange's error object (answered with HTTP 400)."""
+
+
+def erring(wire: bytes, encoding: str, status: int = 400) -> FakeForumServer:
+    def handler(request: Request) -> FakeResponse:
+        return FakeResponse(status, wire, {"Content-Encoding": encoding})
+
+    return FakeForumServer(handler)
+
+
+async def test_an_error_body_is_read_decoded_only_when_asked_for(
+    make_client: ClientFactory, registry: CollectorRegistry
+) -> None:
+    with erring(gzip.compress(ERROR), "gzip") as server:
+        client = make_client()
+        with pytest.raises(HTTPStatusError) as asked:
+            await client.get(server.base_url + "/2.3/questions", error_body=True)
+        with pytest.raises(HTTPStatusError) as not_asked:
+            await client.get(server.base_url + "/2.3/questions")
+    assert (asked.value.status, asked.value.body) == (400, ERROR)  # gzip undone
+    assert not_asked.value.body == b""
+    assert requests_total(registry, "400") == 2  # a 4xx is not retried, asked or not
+
+
+@pytest.mark.parametrize(
+    ("wire", "encoding"),
+    [
+        (gzip.compress(b"x" * (65 * 1024)), "gzip"),  # past ERROR_BODY_BYTES once inflated
+        (b"\x1f\x8b not even gzip", "gzip"),
+        (gzip.compress(ERROR)[:20], "gzip"),  # a stream cut short
+    ],
+    ids=["over the cap", "not gzip", "cut short"],
+)
+async def test_an_error_body_that_is_no_error_object_is_dropped_not_raised(
+    make_client: ClientFactory, wire: bytes, encoding: str
+) -> None:
+    with erring(wire, encoding) as server:
+        with pytest.raises(HTTPStatusError) as caught:
+            await make_client().get(server.base_url + "/2.3/answers", error_body=True)
+    assert (caught.value.status, caught.value.body) == (400, b"")  # the status still tells
+
+
+def test_headroom_a_source_reads_in_its_bodies_sets_the_gauge(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    client = PoliteClient(policy=HttpPolicy(), telemetry=telemetry)
+
+    def remaining() -> float | None:
+        labels = {"host": "api.stackexchange.com"}
+        return registry.get_sample_value("forum_monitor_rate_limit_remaining", labels)
+
+    client.note_remaining("api.stackexchange.com", 285)
+    assert remaining() == 285
+    client.note_remaining("api.stackexchange.com", float("nan"))  # ignored
+    assert remaining() == 285
+    client.note_remaining("api.stackexchange.com", -89970)  # a recorded answer: spent
+    assert remaining() == 0

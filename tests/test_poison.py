@@ -28,13 +28,17 @@ from sqlmodel import Session, select
 from monitor.config import settings_from_mapping
 from monitor.fakeforum.discourse import FakeDiscourse, iso
 from monitor.fakeforum.feeds import FakeFeeds
+from monitor.fakeforum.github import FakeGitHub
 from monitor.fakeforum.hackernews import FakeHackerNews
+from monitor.fakeforum.lemmy import FakeLemmy
 from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.reddit import FakeReddit
 from monitor.fakeforum.server import FakeForumServer, Fault, Router
+from monitor.fakeforum.stackexchange import FakeStackExchange
 from monitor.http import MAX_SERVER_WAIT
 from monitor.ingest import ensure_community
 from monitor.service import Service
+from monitor.sources import stackexchange
 from monitor.store.models import PollRun, PollState, Post
 from tests.support import service_config, stored_posts
 
@@ -57,7 +61,8 @@ def unquote_markers(body: bytes) -> bytes:
 
 
 class Forums:
-    """Reddit, Discourse, Mastodon, Hacker News (both modes) and a feed on one server."""
+    """Reddit, Discourse, Mastodon, Hacker News (both modes), a feed, GitHub Discussions,
+    a Stack Exchange site and Lemmy on one server."""
 
     def __init__(self) -> None:
         self.reddit = FakeReddit()
@@ -70,12 +75,28 @@ class Forums:
         self.hn = FakeHackerNews()
         self.feeds = FakeFeeds()
         self.feeds.add_feed("/feed.rss", limit=100)
+        self.github = FakeGitHub(prefix="/gh")
+        self.github.add_repository("acme/gig")
+        self.gh_thread = self.github.add_discussion("acme/gig", created=NOW - 6 * HOUR)
+        for state in (stackexchange.ROOT_CACHE, stackexchange.BACKOFFS):
+            state.clear()  # process-wide: ids of an earlier test's site must not leak in
+        self.stackexchange = FakeStackExchange(prefix="/se")
+        self.stackexchange.rewrite = unquote_markers  # its bodies are gzipped on the wire
+        self.se_question = self.stackexchange.add_question(created=NOW - 6 * HOUR)
+        self.lemmy = FakeLemmy(prefix="/lemmy")
+        self.lemmy_gig = self.lemmy.add_community("gig")
+        self.lemmy_post = self.lemmy.add_post(
+            self.lemmy_gig, published=NOW - 6 * HOUR, author="op", title="Gig pay"
+        )
         router = Router()
+        self.stackexchange.register(router)
         self.reddit.register(router)
         self.mastodon.register(router)
         self.discourse.register(router)
         self.hn.register(router, prefix="/hn")
         self.feeds.register(router)
+        self.github.register(router)
+        self.lemmy.register(router)
         self.server = FakeForumServer(router)
         self.server.rewrite = unquote_markers
         self.story = self.hn.add_story(by="op", title="Gig pay", time=NOW - 6 * HOUR)
@@ -91,6 +112,12 @@ class Forums:
             self.discourse.add_reply(topic_id=self.topic, author=f"d{n % 3}", created_at=at)
         elif community == "mastodon":
             self.mastodon.add_status("gig", created=at, author=f"m{n % 3}")
+        elif community == "github":
+            self.github.add_comment(self.gh_thread, created=at, author=f"g{n % 3}")
+        elif community == "stackexchange":
+            self.stackexchange.add_answer(self.se_question, created=at, author=f"s{n % 3}")
+        elif community == "lemmy":
+            self.lemmy.add_comment(self.lemmy_post, published=at, author=f"l{n % 3}")
         elif community in ("hn_site", "hn_query"):
             self.hn.add_comment(parent=self.story, by=f"h{n % 3}", text=f"gig {n}", time=at)
         else:
@@ -167,6 +194,66 @@ def discourse_raw(post_id: str) -> Callable[[Forums], None]:
     return add
 
 
+def github_comment(**fields: Any) -> Callable[[Forums], None]:
+    """A comment whose rendered fields ``fields`` replace (hand-made: no recording has one)."""
+
+    def add(forums: Forums) -> None:
+        ident = forums.github.add_comment(forums.gh_thread, created=NOW - 90 * 60)
+        forums.github.posts[ident].extra = dict(fields)
+
+    return add
+
+
+def lemmy_comment(**fields: Any) -> Callable[[Forums], None]:
+    """A comment on the community's post, listed at 90 minutes ago, ``fields`` as served."""
+
+    def add(forums: Forums) -> None:
+        comment = forums.lemmy.add_comment(forums.lemmy_post, published=NOW - 90 * 60)
+        comment.extra = dict(fields)
+
+    return add
+
+
+def se_answer(**extra: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        site = forums.stackexchange
+        answer = site.add_answer(forums.se_question, created=NOW - 90 * 60)
+        site.posts[answer].extra = dict(extra)
+
+    return add
+
+
+def github_discussion_updated_in_9999(forums: Forums) -> None:
+    """A discussion whose ``updatedAt`` says 9999: listed first, it must not become the
+    mark that every later activity lies below."""
+    ident = forums.github.add_discussion("acme/gig", created=NOW - 90 * 60)
+    forums.github.posts[ident].extra = {"updatedAt": "9999-12-31T23:59:59Z"}
+
+
+def se_question(**extra: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        question = forums.stackexchange.add_question(created=NOW - 90 * 60)
+        forums.stackexchange.posts[question].extra = dict(extra)
+
+    return add
+
+
+def se_comment(**extra: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        site = forums.stackexchange
+        comment = site.add_comment(forums.se_question, created=NOW - 90 * 60)
+        site.comments[comment].extra = dict(extra)
+
+    return add
+
+
+def lemmy_post(**fields: Any) -> Callable[[Forums], None]:
+    def add(forums: Forums) -> None:
+        forums.lemmy.add_post(forums.lemmy_gig, published=NOW - 90 * 60).extra = dict(fields)
+
+    return add
+
+
 def far_future_status(forums: Forums) -> None:
     """A status whose id encodes the year 2286: every later id would sit below it."""
     forums.mastodon.add_status("gig", created=NOW - 90 * 60, arrived=10_000_000_000)
@@ -205,6 +292,50 @@ POISONS = [
     Poison("hn_query", "year 9999", hn_comment(time=YEAR_9999), "bad_time"),
     Poison("hn_query", "1e400 time", hn_comment(time="__1e400__"), "bad_time"),
     Poison("hn_query", "surrogates", hn_comment(by=SURROGATE, text="gig " + SURROGATE), None),
+    Poison("github", "year 9999", github_comment(createdAt="9999-12-31T23:59:59Z"), "bad_time"),
+    Poison("github", "unreadable time", github_comment(createdAt="yesterday"), "missing_field"),
+    Poison("github", "updated in 9999", github_discussion_updated_in_9999, None),
+    Poison(
+        "github",
+        "surrogates",
+        github_comment(author={"__typename": "User", "login": SURROGATE}, bodyText=SURROGATE),
+        None,
+    ),
+    Poison("github", "NUL bytes", github_comment(bodyText="a\x00b"), None),
+    Poison("github", "long id", github_comment(id="DC_" + LONG_ID_TAIL), None),
+    Poison("github", "profile link", github_comment(url="https://github.com/mallory"), None),
+    Poison("stackexchange", "year 9999", se_answer(creation_date=YEAR_9999), "bad_time"),
+    Poison("stackexchange", "NaN time", se_answer(creation_date="__NaN__"), "bad_time"),
+    Poison("stackexchange", "1e400 time", se_answer(creation_date="__1e400__"), "bad_time"),
+    Poison("stackexchange", "1e20 time", se_answer(creation_date=1e20), "bad_time"),
+    Poison("stackexchange", "time as text", se_answer(creation_date="today"), "bad_time"),
+    Poison("stackexchange", "no time", se_answer(creation_date=None), "missing_field"),
+    Poison("stackexchange", "impossible id", se_answer(answer_id=2**60), "bad_id"),
+    Poison("stackexchange", "id as text", se_answer(answer_id="x1"), "bad_id"),
+    Poison("stackexchange", "no question", se_answer(question_id=None), "missing_field"),
+    Poison("stackexchange", "comment on no post", se_comment(post_id=None), "missing_field"),
+    # a post the site does not have (deleted meanwhile): taken for a question of its own
+    Poison("stackexchange", "comment on a gone post", se_comment(post_id=987_654), None),
+    Poison("stackexchange", "surrogates", se_answer(body=SURROGATE), None),
+    Poison("stackexchange", "NUL bytes", se_question(title=NUL_TITLE, body="a\x00b"), None),
+    Poison(
+        "stackexchange",
+        "long link",
+        se_question(link="https://stackoverflow.com" + LONG_PATH),
+        None,
+    ),
+    Poison("lemmy", "year 9999", lemmy_comment(published="9999-12-31T23:59:59Z"), "bad_time"),
+    Poison("lemmy", "before Lemmy", lemmy_post(published="2001-01-01T00:00:00Z"), "bad_time"),
+    Poison("lemmy", "unreadable time", lemmy_comment(published="yesterday"), "bad_time"),
+    Poison("lemmy", "no time", lemmy_comment(published=None), "missing_field"),
+    Poison("lemmy", "id past PostgreSQL's integer", lemmy_comment(id=2**40), "bad_id"),
+    Poison("lemmy", "id true", lemmy_post(id=True), "bad_id"),
+    Poison("lemmy", "surrogates", lemmy_comment(content=SURROGATE), None),
+    Poison("lemmy", "NUL bytes", lemmy_post(name=NUL_TITLE, body="a\x00b"), None),
+    Poison("lemmy", "long link", lemmy_comment(ap_id="https://lemmy.example" + LONG_PATH), None),
+    Poison("lemmy", "broken path", lemmy_comment(path="0.x.y"), None),
+    Poison("lemmy", "path of odd digits", lemmy_comment(path="0.\u00b2." + "9" * 5000), None),
+    Poison("lemmy", "unsplittable link", lemmy_comment(ap_id="http://[lemmy.example/1"), None),
     Poison("rss", "year 9999", feed_entry(published=YEAR_9999), "bad_time"),
     Poison("rss", "control characters", feed_entry(title="Bad\x01\x1b title"), None),
     Poison("rss", "long id", feed_entry(guid="g" * 300), None),
@@ -229,6 +360,19 @@ def config(forums: Forums, tmp_path: Path, database_url: str) -> dict[str, Any]:
                 "search_base_url": base + "/hn",
             },
             {"id": "rss", "source": "rss", "url": base + "/feed.rss"},
+            {
+                "id": "github",
+                "source": "github",
+                "repository": "acme/gig",
+                "base_url": base + "/gh",
+            },
+            {
+                "id": "stackexchange",
+                "source": "stackexchange",
+                "site": "stackoverflow",
+                "base_url": base + "/se",
+            },
+            {"id": "lemmy", "source": "lemmy", "base_url": base + "/lemmy", "community": "gig"},
         ],
     )
     return {**data, "database_url": database_url, "store_bodies": True}
@@ -283,9 +427,11 @@ async def test_one_bad_item_neither_blocks_nor_blinds(
         assert service.engine is not None
         with Session(service.engine) as session:
             stored = session.exec(select(Post).where(Post.community_id == name)).all()
-        # 8 good items, the story Hacker News comments (or the topic Discourse replies)
-        # answer, and the poison if made safe
-        expected = 8 + name.startswith(("hn_", "discourse")) + (poison.rejected is None)
+        # 8 good items, the story Hacker News comments (the topic Discourse replies, the
+        # discussion GitHub comments, the question Stack Exchange answers, the post Lemmy
+        # comments) answer, and the poison if made safe
+        expected = 8 + name.startswith(("hn_", "discourse", "github", "stackexchange", "lemmy"))
+        expected += poison.rejected is None
         assert stored_posts(service.engine, name) == (expected, expected)
         assert second.new_items >= 3  # not blinded: the posts after the poison came in
         if poison.rejected:

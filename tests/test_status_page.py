@@ -93,11 +93,21 @@ def test_demo_status_page_in_headless_chromium(demo: Demo, tmp_path: Path) -> No
     dom = chromium(tmp_path, "--dump-dom", demo.base_url + "/").stdout
     assert verdict_of(dom, "gigwork") == "declining"
     assert verdict_of(dom, "control") == "steady"
-    assert "Simulated data" in dom and "simulated data" in dom
-    gig = dom[dom.index('data-community="gigwork"') : dom.index('data-community="rival"')]
-    assert "ForumParticipationDrop" in gig
-    assert "Platform cut pay rates" in gig
-    control = dom[dom.index('data-community="control"') :]
+    assert "Simulated data" in dom
+    gig_row = dom[dom.index('data-community="gigwork"') :].split("</tr>")[0]
+    assert "ForumParticipationDrop" in gig_row and 'href="/community/gigwork"' in gig_row
+
+    page = tmp_path / "community-page.png"
+    gig_url = demo.base_url + "/community/gigwork"
+    shot = chromium(tmp_path, "--window-size=1280,1600", f"--screenshot={page}", gig_url)
+    assert shot.returncode == 0, shot.stderr
+    assert page.stat().st_size > 20_000
+    gig = chromium(tmp_path, "--dump-dom", gig_url).stdout
+    assert verdict_of(gig, "gigwork") == "declining"
+    assert "simulated data" in gig
+    assert "ForumParticipationDrop" in gig and "Platform cut pay rates" in gig
+    assert gig.count("<svg") == 3
+    control = chromium(tmp_path, "--dump-dom", demo.base_url + "/community/control").stdout
     assert "Nothing out of line." in control
 
 

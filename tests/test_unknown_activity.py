@@ -111,7 +111,8 @@ async def test_api_and_status_page_show_unknown_not_zero(
             broken = (await http.get("/api/v1/communities/broken")).json()
             gig = (await http.get("/api/v1/communities/gig")).json()
             series = (await http.get("/api/v1/communities/broken/series?days=3")).json()
-            page = (await http.get("/")).text
+            table = (await http.get("/")).text
+            page = (await http.get("/community/broken")).text
         assert broken["windows"] == {"1d": None, "7d": None, "28d": None}
         assert broken["coverage"] == {"1d": 0.0, "7d": 0.0, "28d": 0.0}
         assert broken["last_error"] is not None and broken["last_success_at"] is None
@@ -123,5 +124,9 @@ async def test_api_and_status_page_show_unknown_not_zero(
         posts = re.search(r"<dt>Posts, 7 days</dt><dd>(.*?)</dd>", section.group(0))
         assert posts is not None and "unknown" in posts.group(1)
         assert ">0<" not in section.group(0)
+        row = re.search(r'<tr data-community="broken".*?</tr>', table)
+        assert row is not None
+        assert row.group(0).count(">unknown<") == 2  # participants and posts, 7 days
+        assert ">0<" not in row.group(0)
     finally:
         await service.stop()

@@ -21,6 +21,8 @@ from tests.support import chromium, service_config, serving
 ROUTES = [
     # (path, status of GET, is HTML)
     ("/", 200, True),
+    ("/?sort=posts_7d&order=desc", 200, True),
+    ("/community/quiet", 200, True),
     ("/docs", 200, True),
     ("/metrics", 200, False),
     ("/healthz", 200, False),
@@ -32,6 +34,8 @@ ROUTES = [
     ("/api/v1/communities/nowhere", 404, False),
     ("/api/v1/communities/quiet/series?days=0", 422, False),
     ("/no-such-page", 404, False),
+    ("/community/nowhere", 404, False),
+    ("/?sort=likes", 422, False),
 ]
 
 
@@ -69,7 +73,7 @@ def test_every_route_says_nosniff_and_html_has_a_strict_policy(
         assert "'unsafe-eval'" not in policy and "*" not in policy, policy
 
 
-@pytest.mark.parametrize("path", ["/", "/docs"])
+@pytest.mark.parametrize("path", ["/", "/community/quiet", "/docs"])
 def test_the_pages_own_stylesheet_is_the_one_style_the_policy_allows(
     base_url: str, path: str
 ) -> None:
@@ -101,7 +105,7 @@ def test_other_methods_are_still_refused(base_url: str) -> None:
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
-@pytest.mark.parametrize("path", ["/", "/docs"])
+@pytest.mark.parametrize("path", ["/", "/community/quiet", "/docs"])
 def test_chromium_applies_the_pages_under_their_policy(
     base_url: str, path: str, tmp_path: Path
 ) -> None:

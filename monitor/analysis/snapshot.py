@@ -275,6 +275,12 @@ class Snapshots:
         self._engine = engine
         self._lock = threading.Lock()
         self._latest: dict[str, CommunitySnapshot] = {}
+        self._listeners: list[Callable[[CommunitySnapshot], object]] = []
+
+    def on_install(self, listener: Callable[[CommunitySnapshot], object]) -> None:
+        """Call ``listener`` with every snapshot installed from now on, once it is the
+        latest (the exporter renders its text then, rather than at each scrape)."""
+        self._listeners.append(listener)
 
     def refresh(self, community: CommunityBase, *, now: int) -> CommunitySnapshot:
         """Recompute ``community``'s snapshot at ``now`` and swap it in, unless one from
@@ -284,11 +290,19 @@ class Snapshots:
             snapshot = compute_snapshot(
                 session, settings=self._settings, community=community, now=now, previous=previous
             )
-        with self._lock:
-            current = self._latest.get(community.id)
-            if current is None or _newness(snapshot) >= _newness(current):
-                self._latest[community.id] = snapshot
+        self.install(snapshot)
         return snapshot
+
+    def install(self, snapshot: CommunitySnapshot) -> bool:
+        """Make ``snapshot`` its community's latest, unless one from newer data or a later
+        time is there already; says whether it was installed."""
+        with self._lock:
+            current = self._latest.get(snapshot.community)
+            if current is not None and _newness(snapshot) < _newness(current):
+                return False
+            self._latest[snapshot.community] = snapshot
+        self._announce(snapshot)
+        return True
 
     def refresh_state(self, community: CommunityBase) -> int | None:
         """Carry the community's last poll outcome (success, error) into its snapshot
@@ -300,11 +314,21 @@ class Snapshots:
             return version
         with self._lock:
             current = self._latest.get(community.id)
-            if current is not None:
-                self._latest[community.id] = replace(
-                    current, last_success_at=state.last_success_at, last_error=state.last_error
-                )
+            if current is None:
+                return version
+            outcome = (state.last_success_at, state.last_error)
+            if (current.last_success_at, current.last_error) == outcome:
+                return version
+            updated = replace(
+                current, last_success_at=state.last_success_at, last_error=state.last_error
+            )
+            self._latest[community.id] = updated
+        self._announce(updated)
         return version
+
+    def _announce(self, snapshot: CommunitySnapshot) -> None:
+        for listener in self._listeners:
+            listener(snapshot)
 
     def all(self) -> list[CommunitySnapshot]:
         with self._lock:

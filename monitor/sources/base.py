@@ -248,6 +248,12 @@ class Source(ABC):
     """No item of this source is older (UTC epoch seconds): the source's own beginning."""
     rate_per_minute: ClassVar[float] = 60.0
     """Default polite rate for this kind's host; ``[http] rate_per_minute`` overrides it."""
+    walks_by_creation: ClassVar[bool] = True
+    """Whether a walk spread over polls reaches back in creation time, each poll's items
+    together with the polls' before it forming every item from the oldest to now.
+    ``backfill`` judges a walk's progress, and what a walk it stops covers, by that; an
+    adapter whose walk runs in another order (GitHub's, by latest activity) says False,
+    and then only its own ``covered_from`` says what a stopped walk covers."""
 
     def __init__(
         self, community: CommunityBase, *, settings: Settings, client: PoliteClient
@@ -281,6 +287,7 @@ class Source(ABC):
         *,
         params: Mapping[str, Any] | None = None,
         validators: Mapping[str, str] | None = None,
+        error_body: bool = False,
     ) -> Response:
         host = httpx.URL(url).host
         self.client.set_rate(host, self.rate_for(host))
@@ -291,6 +298,7 @@ class Source(ABC):
             credentials=self.credentials(),
             validators=validators,
             counter=self.counter,
+            error_body=error_body,
         )
 
     async def get_json(self, url: str, *, params: Mapping[str, Any] | None = None) -> Any:

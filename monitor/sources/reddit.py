@@ -5,7 +5,10 @@ Endpoints: ``/r/{sub}/new.json`` (submissions, kind ``thread``) and
 ``limit=100`` (Reddit's maximum) and ``raw_json=1`` (no HTML-entity escaping).
 
 Paging goes back in time with ``after=<fullname of the last item>`` until an
-item at or older than the cursor shows up. ``before=`` is never used: Reddit
+item at or older than the cursor shows up. A poll that has a cursor starts with
+a page of ``FIRST_PAGE_SIZE`` (10) items and widens to 100 only while every
+item it lists is new, so an idle poll downloads a tenth of what two full
+pages weigh. ``before=`` is never used: Reddit
 answers an empty listing when the ``before`` item was deleted or removed, which
 would stall a poller forever without an error.
 
@@ -83,6 +86,9 @@ WWW_BASE = "https://www.reddit.com"
 OAUTH_BASE = "https://oauth.reddit.com"
 TOKEN_PATH = "/api/v1/access_token"
 PAGE_SIZE = 100
+FIRST_PAGE_SIZE = 10
+"""The first page of a poll that has a mark: an idle poll of a busy subreddit reads 10
+items a listing (about 25 KB on real pages) rather than 100 (about 250 KB)."""
 MAX_PAGES = 10
 """10 x 100 items: as far back as Reddit lists anything."""
 HORIZON_ITEMS = 500
@@ -351,10 +357,15 @@ class Reddit(Source):
         walk = _Walk(complete_from=mark.created if mark else since)
         after: str | None = None
         listed = 0
-        for page_number in range(MAX_PAGES):
+        # after a mark, most polls find little new: a small first page says so cheaply, and
+        # the walk widens to full pages only while every item it lists is new
+        limit = FIRST_PAGE_SIZE if mark is not None else PAGE_SIZE
+        pages = MAX_PAGES + (limit < PAGE_SIZE)  # the small page does not shorten the reach
+        for page_number in range(pages):
             if page_number and self.out_of_time():
                 break  # the poll's deadline: what is listed so far is kept
-            params: dict[str, Any] = {"limit": PAGE_SIZE, "raw_json": 1}
+            params: dict[str, Any] = {"limit": limit, "raw_json": 1}
+            limit = PAGE_SIZE
             if after is not None:
                 params["after"] = after
             page = parse_listing(await self._get_json(url, params), url=url, web_root=self.web_root)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
 from grafana.panel_queries import (
     DASHBOARD_DIR,
@@ -88,15 +91,46 @@ def test_check_mode_reports_stale_output(generate: ModuleType, tmp_path: Path) -
     assert generate.main(["--check", "--output", str(tmp_path)]) == 1
 
 
-def test_dashboards_have_fixed_uids_and_the_provisioned_datasource(boards: dict) -> None:
+def datasource_refs(node: object, where: str = "") -> Iterator[tuple[str, object]]:
+    """Every ``datasource`` value anywhere in a dashboard, with where it was found."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "datasource":
+                yield where, value
+            yield from datasource_refs(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from datasource_refs(value, f"{where}/{index}")
+
+
+def test_every_query_runs_on_the_datasource_variable(boards: dict) -> None:
+    """No hard-coded datasource: a dashboard imported into any Grafana finds its Prometheus."""
+    for uid, board in boards.items():
+        refs = list(datasource_refs(board))
+        # panels, their queries' panels, annotations and the community query variable
+        assert len(refs) >= len(list(iter_panels(board))), uid
+        for where, ref in refs:
+            assert ref == {"type": "prometheus", "uid": "${datasource}"}, (uid, where, ref)
+        text = json.dumps(board)
+        # the provisioned uid appears once: as the variable's starting value
+        assert text.count(f'"{DATASOURCE_UID}"') == 1, uid
+
+
+def test_datasource_variable_starts_on_the_provisioned_prometheus(boards: dict) -> None:
     assert set(boards) == UIDS
-    provisioned = (PROVISIONING / "datasources" / "prometheus.yml").read_text()
-    assert f"uid: {DATASOURCE_UID}\n" in provisioned
-    for board in boards.values():
-        for panel in iter_panels(board):
-            assert panel["datasource"]["uid"] == DATASOURCE_UID, panel["title"]
-        for annotation in board["annotations"].get("list", []):
-            assert annotation["datasource"]["uid"] == DATASOURCE_UID
+    provisioned = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yml").read_text())
+    (source,) = provisioned["datasources"]
+    assert source["uid"] == DATASOURCE_UID and source["type"] == "prometheus"
+    for uid, board in boards.items():
+        variables = board["templating"]["list"]
+        # first, so that variables querying through it (community) resolve after it
+        variable = variables[0]
+        assert variable["name"] == "datasource" and variable["type"] == "datasource", uid
+        assert variable["query"] == "prometheus", uid
+        assert variable["hide"] == 0, uid  # an importer can switch it
+        # value for Grafana 9+ (uids), text for older ones (names)
+        assert variable["current"]["value"] == source["uid"], uid
+        assert variable["current"]["text"] == source["name"], uid
 
 
 def test_every_panel_has_a_query_and_a_unique_id(boards: dict) -> None:

@@ -206,11 +206,13 @@ async def test_idle_poll_costs_one_request_per_endpoint(
 @pytest.mark.parametrize(
     ("new_threads", "new_comments", "thread_requests", "comment_requests"),
     [
-        # K=30: one page holds them and reaches the cursor -> 1 (bound ceil(30/100)+1 = 2)
-        # K=250: pages of 100, 100, then 50 new + older ones -> 3 (bound 4)
-        (30, 250, 1, 3),
-        # K=100: page 1 is all new, page 2 reaches the cursor -> 2 (bound exactly 2)
+        # A poll with a cursor first asks for 10 items, then pages of 100. K=30: 10 all
+        # new, then 20 new + older ones -> 2. K=250: 10, 100, 100, then 40 new + older -> 4.
+        (30, 250, 2, 4),
+        # K=100: 10 all new, then 90 new + older ones -> 2
         (100, 100, 2, 2),
+        # K=5: the small page reaches the cursor -> 1
+        (5, 0, 1, 1),
     ],
 )
 async def test_new_items_cost_at_most_a_page_each_plus_one(
@@ -234,10 +236,35 @@ async def test_new_items_cost_at_most_a_page_each_plus_one(
         assert sorted(ids(batch)) == sorted(threads + comments)
         assert listing_requests(server, "alpha", "new") == thread_requests
         assert listing_requests(server, "alpha", "comments") == comment_requests
-        assert thread_requests <= math.ceil(new_threads / 100) + 1
-        assert comment_requests <= math.ceil(new_comments / 100) + 1
+        # the bound: the small page, then a page of 100 for what is left (and the next item)
+        assert thread_requests <= 1 + math.ceil(max(new_threads + 1 - 10, 0) / 100)
+        assert comment_requests <= 1 + math.ceil(max(new_comments + 1 - 10, 0) / 100)
     finally:
         await poller.client.aclose()
+
+
+async def test_an_idle_poll_asks_for_a_small_page(
+    fake: FakeReddit, server: FakeForumServer, telemetry: Telemetry, real_samples: Path
+) -> None:
+    """An idle poll downloaded two full pages (about 250 KB each on real listings) to learn
+    that nothing is new; it now asks for 10 items a listing."""
+    thread = fake.add_thread("alpha", created=NOW - 9000)
+    add_comments(fake, thread, 150, start=NOW - 8000)
+    poller = Poller(telemetry, make_settings(server))
+    try:
+        await poller.poll()  # a first poll reads full pages back to history_days
+        server.clear()
+        idle = await poller.poll()
+        assert idle.envelopes == [] and idle.requests == 2
+        assert [r.query["limit"] for r in server.requests] == [["10"], ["10"]]
+    finally:
+        await poller.client.aclose()
+    # on a recorded real listing of 100 comments, 10 of them weigh a tenth as much
+    page = json.loads((real_samples / "reddit" / "r_askreddit_comments.json").read_text())
+    children = page["data"]["children"]
+    assert len(children) == 100
+    tenth = len(json.dumps(children[:10])) / len(json.dumps(children))
+    assert 0.05 < tenth < 0.2
 
 
 async def test_first_poll_reaches_back_history_days(

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
+import psycopg
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 from sqlmodel import Session, SQLModel
 
 from monitor.analysis.coverage import covered_spans, merge_spans
 from monitor.store import db
+from tests.support import REPO_ROOT
+
+
+def _migration_lock() -> int:
+    """The advisory lock key alembic/env.py takes (env.py runs only under alembic)."""
+    source = (REPO_ROOT / "alembic" / "env.py").read_text()
+    line = next(line for line in source.splitlines() if line.startswith("MIGRATION_LOCK ="))
+    return int(line.split("=")[1].split("#")[0].strip(), 0)
+
+
+MIGRATION_LOCK = _migration_lock()
 
 TABLES = {
     "communities",
@@ -169,6 +185,34 @@ def _compacts_runs_and_back(url: str) -> None:
         engine.dispose()
 
 
+def _db_upgrade(url: str, cwd: Path) -> subprocess.Popen[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FORUM_MONITOR_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "monitor", "db", "upgrade"],
+        cwd=cwd,
+        env={**environ, "FORUM_MONITOR_DATABASE_URL": url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_replicas_migrating_together_take_turns(pg_url: str, tmp_path: Path) -> None:
+    """Replicas started together on an empty database raced through the same migration:
+    one died on a UniqueViolation of alembic_version (a 99-line traceback)."""
+    runs = [_db_upgrade(pg_url, tmp_path) for _ in range(4)]
+    errors = [run.communicate(timeout=120)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0, 0], errors
+    engine = db.make_engine(pg_url)
+    try:
+        assert (
+            db.current_revision(engine)
+            == ScriptDirectory.from_config(db.alembic_config(engine)).get_current_head()
+        )
+    finally:
+        engine.dispose()
+
+
 def test_sqlite_upgrade_compacts_poll_runs_into_spans(tmp_path: Path) -> None:
     _compacts_runs_and_back(f"sqlite:///{tmp_path / 'store.db'}")
 
@@ -176,3 +220,21 @@ def test_sqlite_upgrade_compacts_poll_runs_into_spans(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_postgres_upgrade_compacts_poll_runs_into_spans(pg_url: str) -> None:
     _compacts_runs_and_back(pg_url)
+
+
+def test_a_migration_waits_for_the_one_under_way(pg_url: str, tmp_path: Path) -> None:
+    """While another process holds the migration lock, ``db upgrade`` waits and creates
+    nothing; once the lock is free it migrates."""
+    url = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        run = _db_upgrade(pg_url, tmp_path)
+        with pytest.raises(subprocess.TimeoutExpired):
+            run.wait(timeout=3)  # still waiting for the lock the test holds
+        tables = holder.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'alembic_version'"
+        ).fetchone()
+        assert tables == (0,)
+        holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
