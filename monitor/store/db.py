@@ -29,7 +29,19 @@ from monitor.filemodes import make_private_dir, warn_if_open
 
 log = logging.getLogger(__name__)
 
-ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def migrations_dir() -> Path:
+    """The Alembic scripts: alembic/ beside monitor/ in a checkout or an editable install,
+    else the copy an installed wheel carries as ``monitor/_alembic`` (pyproject.toml)."""
+    checkout = PACKAGE_DIR.parent / "alembic"
+    if (checkout / "env.py").exists():
+        return checkout
+    return PACKAGE_DIR / "_alembic"
+
+
+ALEMBIC_DIR = migrations_dir()
 
 
 def describe_url(url: str) -> str:
