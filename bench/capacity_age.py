@@ -293,6 +293,9 @@ def fill(engine: Engine, settings: Settings, shape: Shape, *, seed: int = 5) -> 
                 ("community_id", "covered_from", "covered_until"),
                 [(cid, start, end) for start, end in spans],
             )
+    if engine.dialect.name == "postgresql":  # as autovacuum would have, over the months
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("ANALYZE")
 
 
 PG_BIN = Path(os.environ.get("FORUM_MONITOR_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -445,6 +448,8 @@ YEAR = 365
 AGE_COMMUNITIES = 4
 AGE_POSTS_PER_DAY = 274
 BLOCK = 8
+AGE_BLOCKS = 8
+"""Blocks of BLOCK recomputes per store (``--blocks``)."""
 
 
 def full_recompute(engine: Engine, settings: Settings, community_index: int) -> None:
@@ -484,7 +489,7 @@ def age_part(url_for: Any, cpu: Cpu, folder: Path, label: str) -> list[tuple[str
         stores.append((engine, settings))
     for engine, settings in stores:  # warm caches alike
         full_recompute(engine, settings, 0)
-    young, old = refresh_cpu(stores, cpu, blocks=12)
+    young, old = refresh_cpu(stores, cpu, blocks=AGE_BLOCKS)
     if PROFILE:
         print_profile(*stores[-1], label=label)
     for engine, _ in stores:
@@ -525,7 +530,9 @@ def print_profile(engine: Engine, settings: Settings, *, label: str) -> None:
 
 FLEET = 1000
 FLEET_POSTS_PER_DAY = 10
-STEADY_MINUTES = 10
+STEADY_MINUTES = 5
+SERVE_RUNS = 1
+"""Starts of ``serve`` per store (``--serve-runs``); the median is reported."""
 NEWS_SHARE = 0.3
 
 
@@ -565,6 +572,10 @@ def startup_in_process(settings: Settings, cpu: Cpu) -> tuple[float, float, floa
         return ready_wall, ready_cpu, warm_wall, warm_cpu
 
     return asyncio.run(run())
+
+
+STOPS: list[float] = []
+"""Wall seconds each ``serve`` took to exit after SIGTERM."""
 
 
 def process_cpu(pid: int) -> float:
@@ -609,7 +620,9 @@ def serve_until_ready(
             time.sleep(0.05)
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        stopping = time.perf_counter()
+        process.wait(timeout=300)
+        STOPS.append(time.perf_counter() - stopping)
 
 
 def config_file(folder: Path, name: str, url: str, fleet: int) -> Path:
@@ -737,7 +750,8 @@ def fleet_part(
             config_file(folder, f"full-{label}", url, fleet),
         ]
         runs: list[list[tuple[float, float]]] = [[], []]
-        for _ in range(3):  # in turn, so load weighs on both alike
+        STOPS.clear()
+        for _ in range(SERVE_RUNS):  # in turn, so load weighs on both alike
             for config, found in zip(configs, runs, strict=True):
                 found.append(serve_until_ready(config, folder, server))
         (empty_wall, empty_cpu), (full_wall, full_cpu) = (
@@ -761,6 +775,11 @@ def fleet_part(
                 f"{full_cpu:.2f} CPU-s",
                 f"{full_wall:.2f} s wall; CPU ratio {full_cpu / empty_cpu:.2f}; "
                 f"target < 10 s {verdict}",
+            ),
+            (
+                f"(b) {label}: serve's exit after SIGTERM, slowest",
+                f"{max(STOPS):.1f} s wall",
+                "info",
             ),
             (
                 f"(b) {label}: every snapshot, in the background",
@@ -817,17 +836,29 @@ def age_rows(
 
 
 def main(argv: Sequence[str] = ()) -> bool:
+    global PROFILE, AGE_BLOCKS, SERVE_RUNS, STEADY_MINUTES
     parser = argparse.ArgumentParser(prog="python -m bench.capacity_age")
     parser.add_argument("--parts", default="abc", help="which of a, b, c to run (default abc)")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument(
         "--communities", type=int, default=FLEET, help=f"for (b) and (c) (default {FLEET})"
     )
+    parser.add_argument(
+        "--blocks", type=int, default=AGE_BLOCKS, help=f"(a): blocks of {BLOCK} recomputes"
+    )
+    parser.add_argument(
+        "--serve-runs", type=int, default=SERVE_RUNS, help="(b): starts of serve per store"
+    )
+    parser.add_argument(
+        "--steady-minutes", type=int, default=STEADY_MINUTES, help="(c): simulated minutes"
+    )
     parser.add_argument("--profile", action="store_true", help="profile (a)'s year-old store")
     args = parser.parse_args(list(argv))
-    global PROFILE
-    PROFILE = args.profile
+    PROFILE, AGE_BLOCKS = args.profile, args.blocks
+    SERVE_RUNS, STEADY_MINUTES = args.serve_runs, args.steady_minutes
+    started = time.perf_counter()
     rows = age_rows(parts=args.parts, use_postgres=not args.no_postgres, fleet=args.communities)
+    rows.append(("whole run", f"{time.perf_counter() - started:.0f} s wall", "info"))
     width = max(len(measure) for measure, _, _ in rows)
     print("capacity as the store ages (CPU: this process, and the server on PostgreSQL)")
     for measure, result, judgement in rows:
