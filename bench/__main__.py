@@ -6,12 +6,14 @@ unknown name.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bench import (
     capacity,
+    capacity_age,
     capacity_read,
     decline_detection,
     flows,
@@ -42,8 +44,13 @@ CAPACITY_SECTIONS: list[CapacitySection] = [
         ("measure", *(f"{size:,} communities" for size in capacity_read.SIZES), "target", "result"),
         capacity_read.read_rows,
     ),
-    # Age: the refresh cost on a year-old store against a young one, and startup, go here
-    # as CapacitySection("age ...", <its header>, bench.capacity_age.age_rows).
+    CapacitySection(
+        "age: refresh cost on a year-old store, startup and steady analysis (bench.capacity_age)",
+        ("measure", "result", "target"),
+        lambda: capacity_age.age_rows(
+            fleet=1000 if os.environ.get("FORUM_MONITOR_BENCH_FULL") == "1" else 100
+        ),
+    ),
 ]
 """Issue 12's capacity targets, one section per concern, run in this order."""
 

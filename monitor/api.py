@@ -106,9 +106,10 @@ class CommunityModel(BaseModel):
     id: str
     source: str
     status: str = Field(
-        description='down, declining, growing, steady or warming up; "not analysed" when '
-        "the community has no analysis yet (its first analysis has not run, or the store could "
-        "not be read: see the service log), and then only id and source are filled in"
+        description="down, declining, growing, steady or warming up; a community without "
+        'analysis has only id and source filled in, and is "warming up" while its first '
+        'analysis is still to come (after a start) or "not analysed" when that failed (the '
+        "store could not be read: see the service log)"
     )
     computed_at: int | None
     last_success_at: int | None
@@ -366,6 +367,7 @@ def create_app(
             presentation=shown,
             now=now,
             authors_counted_since=service.authors_counted_anew_since,
+            analysis_pending=service.analysis_pending(community.id),
         )
 
     def views() -> list[CommunityView]:

@@ -29,7 +29,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Table, select, update
 from sqlmodel import Session
 
-from monitor.analysis.coverage import BACKFILL_OUTCOME
+from monitor.analysis.coverage import BACKFILL_OUTCOME, GRACE_INTERVALS, add_span
 from monitor.analysis.rollups import day_of
 from monitor.analysis.terms import post_terms
 from monitor.analysis.text import KeywordMatcher, sentiment, strip_markup
@@ -38,6 +38,7 @@ from monitor.privacy import namespace_pseudonym, pseudonym
 from monitor.sources import account_name, author_namespace
 from monitor.sources.base import Batch, Envelope, Item
 from monitor.store.bulk import bulk_insert, bulk_update
+from monitor.store.changes import mark_changed
 from monitor.store.models import Author, Community, PollRun, PollState, Post, Thread
 from monitor.store.terms import DayTerm, record_uses
 
@@ -307,6 +308,8 @@ class Ingestor:
             session.execute(update(POSTS).where(POSTS.c.id == post_id).values(**row))
         self._update_threads(session, community.id, new_rows)
         record_uses(session, community_id=community.id, uses=term_uses(with_terms))
+        if new_rows or changed_rows:
+            mark_changed(session, community_id=community.id)
         session.flush()
         return result
 
@@ -547,6 +550,10 @@ class Ingestor:
                 covered_from=covered_from,
             )
         )
+        change = add_span(session, community_id=community.id, start=covered_from, end=now)
+        grace = GRACE_INTERVALS * community.interval
+        if change is not None and change.moves_analysis(now=now, grace_seconds=grace):
+            mark_changed(session, community_id=community.id)
 
     @staticmethod
     def _covered_from(batch: Batch, last_success: int | None, started_at: int) -> int:
@@ -631,8 +638,8 @@ def record_backfill(
     """Remember a finished backfill; the poll cursor is not touched.
 
     Its data is complete from ``covered_from`` to ``covered_until`` (when it began
-    fetching): the run's ``started_at``/``finished_at`` are that span's end, which is
-    what ``monitor.analysis.coverage`` reads.
+    fetching): that span joins the community's coverage, and the run's
+    ``started_at``/``finished_at`` are its end.
     """
     session.add(
         PollRun(
@@ -645,6 +652,9 @@ def record_backfill(
             covered_from=covered_from,
         )
     )
+    change = add_span(session, community_id=community_id, start=covered_from, end=covered_until)
+    if change is not None and change.changed:
+        mark_changed(session, community_id=community_id)
 
 
 def load_poll_state(session: Session, community_id: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -16,8 +16,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, select
 
 from monitor.admission import PollQueue
+from monitor.analysis.plan import AnalysisPlan
 from monitor.analysis.snapshot import Snapshots
 from monitor.config import CommunityBase, Settings
 from monitor.errors import PseudonymKeyError
@@ -30,15 +32,20 @@ from monitor.privacy import key_file, key_fingerprint, load_or_create_key
 from monitor.replicas import Replicas
 from monitor.sources import SOURCES, author_namespace
 from monitor.store import db, keys, retention
+from monitor.store.changes import data_versions
+from monitor.store.models import PollState
 from monitor.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-ANALYSIS_INTERVAL_SECONDS = 60
-"""Windows end "now", so every snapshot is recomputed this often even without polls."""
+ANALYSIS_TICK_SECONDS = 10
+"""How often the analysis job looks for snapshots that are due (``monitor.analysis.plan``);
+a tick with nothing due reads one row per community."""
 FLOWS_REFRESH_SECONDS = 15
 """After a poll brings new posts, its namespace's participant flows are recomputed at most
-this often (and every namespace's at each analysis run)."""
+this often."""
+FLOWS_ALL_SECONDS = 300
+"""Every namespace's participant flows are recomputed this often (their windows slide)."""
 PRUNE_INTERVAL_SECONDS = 3600
 SHUTDOWN_GRACE_SECONDS = 6.0
 """How long a poll in flight may take to commit or roll back when the service stops."""
@@ -128,6 +135,7 @@ class Service:
         self.poller: Poller | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.snapshots: Snapshots | None = None
+        self.plan = AnalysisPlan()
         self.community_collector: CommunityCollector | None = None
         self.key: bytes | None = None
         self.key_state: keys.KeyState | None = None
@@ -138,6 +146,7 @@ class Service:
         self.polls: PollQueue | None = None
         self._followups: set[asyncio.Task[None]] = set()
         self._flows_at: dict[str, float] = {}
+        self._flows_all_at = -math.inf
         self._flows_stale: set[str] = set()
         """When each namespace's participant flows were last computed (service clock)."""
         self._active = {c.id: c for c in settings.communities if c.enabled}
@@ -146,6 +155,13 @@ class Service:
     @property
     def ready(self) -> bool:
         return self.migrated and self.scheduler is not None and self.scheduler.running
+
+    def analysis_pending(self, community_id: str) -> bool:
+        """Whether the community has no snapshot yet but its analysis is still to come."""
+        if self.snapshots is None or self.scheduler is None or not self.scheduler.running:
+            return False
+        missing = self.snapshots.get(community_id) is None
+        return missing and not self.plan.has_failed(community_id)
 
     @property
     def authors_counted_anew_since(self) -> int | None:
@@ -230,9 +246,10 @@ class Service:
             self.telemetry.declare_community(
                 community.id, source_of(community), interval=community.interval
             )
-        await self.prune()
-        await self.refresh_all()
-        self._restore_health()
+        await self.expire_bodies()  # the poll history is pruned by the scheduled job
+        await asyncio.to_thread(self._restore_health)
+        # no analysis here: the scheduler's analysis job computes the snapshots in the
+        # background, so serving does not wait for communities x history
 
     def use_snapshots(self, snapshots: Snapshots) -> None:
         """Serve ``snapshots``: the status page and API read them, /metrics exports them."""
@@ -254,21 +271,28 @@ class Service:
 
     def _restore_health(self, only: frozenset[str] | None = None) -> None:
         """Carry the last poll outcomes over a restart (or from the replica that polled a
-        community before this one), so staleness rules see real ages."""
-        assert self.snapshots is not None
-        for snapshot in self.snapshots.all():
-            if only is not None and snapshot.community not in only:
-                continue
-            if snapshot.last_success_at is not None:
-                self.telemetry.last_success.labels(community=snapshot.community).set(
-                    snapshot.last_success_at
+        community before this one: ``only`` those), so staleness rules see real ages."""
+        assert self.engine is not None
+        active = {community.id for community in self.active_communities()}
+        if only is not None:
+            active &= only
+        try:
+            with Session(self.engine) as session:
+                states = [s for s in session.exec(select(PollState)) if s.community_id in active]
+        except SQLAlchemyError as exc:
+            log.error("reading the last poll outcomes failed: %s", brief(exc))
+            return
+        for state in states:
+            if state.last_success_at is not None:
+                self.telemetry.last_success.labels(community=state.community_id).set(
+                    state.last_success_at
                 )
-                up = 1 if snapshot.last_error is None else 0
-                self.telemetry.source_up.labels(community=snapshot.community).set(up)
+                up = 1 if state.last_error is None else 0
+                self.telemetry.source_up.labels(community=state.community_id).set(up)
 
     async def refresh_all(self) -> None:
-        """Recompute participant flows, then every community's snapshot (windows slide even
-        when nothing is posted)."""
+        """Recompute participant flows, then every community's snapshot now, one after
+        another."""
         await self.refresh_flows()
         for community in self.active_communities():
             await self.refresh(community)
@@ -304,39 +328,132 @@ class Service:
         if namespace in self._flows_stale and due:
             await self.refresh_flows(namespace)
 
+    async def analyse(self) -> None:
+        """The scheduler's analysis job: recompute the snapshots that are due, most stale
+        first (``monitor.analysis.plan``); every namespace's participant flows before them
+        every ``FLOWS_ALL_SECONDS``."""
+        if self.snapshots is None or self.engine is None:
+            return
+        if self._clock() - self._flows_all_at >= FLOWS_ALL_SECONDS:
+            self._flows_all_at = self._clock()
+            await self.refresh_flows()
+        snapshots, engine = self.snapshots, self.engine
+
+        def due() -> list[CommunityBase]:
+            with Session(engine) as session:
+                versions = data_versions(session)
+            return self.plan.due(
+                self.active_communities(),
+                latest=snapshots.get,
+                versions=versions,
+                now=self._clock(),
+            )
+
+        try:
+            communities = await asyncio.to_thread(due)
+        except SQLAlchemyError as exc:
+            log.error("analysis could not read the store: %s", brief(exc))
+            return
+        for community in communities:
+            await self.refresh(community)
+
     async def refresh(self, community: CommunityBase) -> None:
+        """Recompute ``community``'s snapshot now."""
         if self.snapshots is None:
             return
+        now = int(self._clock())
         try:
-            await asyncio.to_thread(self.snapshots.refresh, community, now=int(self._clock()))
+            await asyncio.to_thread(self.snapshots.refresh, community, now=now)
+        except SQLAlchemyError as exc:
+            self.plan.failed(community.id, now=now)
+            log.error("analysis of %s failed: %s", community.id, brief(exc))
+        else:
+            self.plan.computed(community.id, now=now)
+
+    async def after_poll(self, community: CommunityBase) -> None:
+        """Show a poll's outcome: recompute the snapshot when the poll changed the
+        community's data (or it has none yet), else carry only its last success or error."""
+        if self.snapshots is None:
+            return
+        latest = self.snapshots.get(community.id)
+        try:
+            version = await asyncio.to_thread(self.snapshots.refresh_state, community)
         except SQLAlchemyError as exc:
             log.error("analysis of %s failed: %s", community.id, brief(exc))
+            return
+        if latest is None or version != latest.data_version:
+            await self.refresh(community)
 
     async def prune(self) -> None:
-        """Drop expired post bodies (``retention_days``) and old poll history; settle closed
-        days' term counts and drop expired ones (``terms.retention_days``)."""
+        """Drop expired post bodies (``retention_days``) and old poll history, each
+        community's runs in a transaction of their own so that polls write in between;
+        settle closed days' term counts and drop expired ones (``terms.retention_days``)."""
+        assert self.engine is not None
+        engine = self.engine
+        now = int(self._clock())
+
+        def history() -> int:
+            with Session(engine) as session:
+                stored = retention.stored_communities(session)
+            dropped = 0
+            for community_id in stored:
+                with db.write_scope(engine) as session:
+                    dropped += retention.prune_poll_history(
+                        session, community_id=community_id, now=now
+                    )
+            return dropped
+
+        if not await self.expire_bodies():
+            return
+        try:
+            runs = await asyncio.to_thread(history)
+        except SQLAlchemyError as exc:
+            log.error("pruning the poll history failed: %s", brief(exc))
+            return
+        if runs:
+            days = retention.POLL_HISTORY_DAYS
+            log.info("retention: dropped %d poll runs older than %d days", runs, days)
+        await self.settle_terms()
+
+    async def settle_terms(self) -> None:
+        """Fold closed days' term uses into their counts and drop expired counts."""
         assert self.engine is not None
         engine = self.engine
 
-        def run() -> tuple[int, int]:
-            now = int(self._clock())
+        def run() -> int:
             with db.write_scope(engine) as session:
-                found = retention.prune(session, now=now)
-            with db.write_scope(engine) as session:
-                _, expired = retention.settle_terms(session, settings=self.settings, now=now)
-            if expired:
-                log.info("retention: dropped %d expired term counts", expired)
-            return found
+                _, expired = retention.settle_terms(
+                    session, settings=self.settings, now=int(self._clock())
+                )
+            return expired
 
         try:
-            bodies, runs = await asyncio.to_thread(run)
+            expired = await asyncio.to_thread(run)
+        except SQLAlchemyError as exc:
+            log.error("settling term counts failed: %s", brief(exc))
+            return
+        if expired:
+            log.info("retention: dropped %d expired term counts", expired)
+
+    async def expire_bodies(self) -> bool:
+        """Drop the kept bodies whose retention ended; False when the store failed."""
+        assert self.engine is not None
+        engine = self.engine
+
+        def run() -> int:
+            with db.write_scope(engine) as session:
+                return retention.expire_bodies(session, now=int(self._clock()))
+
+        try:
+            bodies = await asyncio.to_thread(run)
             if bodies:
                 await asyncio.to_thread(db.truncate_wal, engine)
         except SQLAlchemyError as exc:
             log.error("retention pruning failed: %s", brief(exc))
-            return
-        if bodies or runs:
-            log.info("retention: dropped %d expired bodies and %d old poll runs", bodies, runs)
+            return False
+        if bodies:
+            log.info("retention: dropped %d expired bodies", bodies)
+        return True
 
     def active_communities(self) -> list[CommunityBase]:
         return [c for c in self.settings.communities if c.enabled]
@@ -373,7 +490,8 @@ class Service:
             raise
         if outcome.outcome in ("ok", "not_modified"):
             await self._refresh_flows_after_poll(community, new=bool(outcome.new_items))
-            await self.refresh(community)
+        if outcome.outcome not in ("deferred", "cancelled", "lease_lost"):
+            await self.after_poll(community)
         return outcome
 
     async def _scheduled_poll(self, community: CommunityBase) -> None:
@@ -418,13 +536,13 @@ class Service:
             if community is not None:
                 await self.refresh(community)
         if self.snapshots is not None:
-            self._restore_health(only=gained)
+            await asyncio.to_thread(self._restore_health, gained)
 
-    async def _scheduled_refresh_all(self) -> None:
+    async def _scheduled_analyse(self) -> None:
         try:
-            await self.refresh_all()
+            await self.analyse()
         except asyncio.CancelledError:
-            return  # the scheduler is shutting down: the next start recomputes everything
+            return  # the scheduler is shutting down: the next start recomputes what is due
 
     def share_work(self) -> Replicas:
         """Divide the communities with the other replicas of a shared store (PostgreSQL);
@@ -483,10 +601,12 @@ class Service:
                 misfire_grace_time=max(1, int(community.interval)),
             )
         self.scheduler.add_job(
-            self._scheduled_refresh_all,
+            self._scheduled_analyse,
             "interval",
             id="analysis",
-            seconds=ANALYSIS_INTERVAL_SECONDS,
+            seconds=ANALYSIS_TICK_SECONDS,
+            # the snapshots missing after a start, in the background
+            next_run_time=datetime.now(UTC),
             max_instances=1,
             coalesce=True,
         )
@@ -495,6 +615,8 @@ class Service:
             "interval",
             id="prune",
             seconds=PRUNE_INTERVAL_SECONDS,
+            # in the background: pruning is not a condition of readiness
+            next_run_time=datetime.now(UTC),
             max_instances=1,
             coalesce=True,
         )

@@ -3,6 +3,12 @@
 Nothing at scrape time scans posts: ``Snapshots.refresh`` runs the window
 queries, the daily series, coverage, trends and change points for one
 community and swaps the result in; the exporter and the API only read it.
+
+The daily series and what is computed from it (trends, change points, decline
+scores) cover complete UTC days only, so they change only when the community's
+data changes (``monitor.store.changes``), the day ends, or the coverage of a
+past day moves; a recompute that finds none of these reuses them
+(``SeriesBasis``) and runs only the rolling windows, which end "now".
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
@@ -25,10 +31,11 @@ from monitor.analysis.terms import MAX_RECENT_DAYS, RankingRules, RisingTerm, Te
 from monitor.analysis.windows import WINDOWS, WindowActivity, window_activity
 from monitor.config import CommunityBase, Settings
 from monitor.store import terms as term_store
+from monitor.store.changes import data_version
 from monitor.store.models import PollState, Post
 
 SERIES_DAYS = 120
-COVERAGE_GRACE_INTERVALS = 1.5
+COVERAGE_GRACE_INTERVALS = cov.GRACE_INTERVALS
 """Time since the last success shorter than this many poll intervals is not a gap yet."""
 
 
@@ -94,6 +101,17 @@ class DeclineResult:
 
 
 @dataclass(frozen=True)
+class SeriesBasis:
+    """Everything the daily series is computed from, but the rollup rows themselves:
+    the data version they belong to, the day the series ends before, and the coverage
+    of the days before it."""
+
+    data_version: int
+    today: int
+    past_spans: tuple[cov.Span, ...]
+
+
+@dataclass(frozen=True)
 class CommunitySnapshot:
     community: str
     source: str
@@ -117,6 +135,9 @@ class CommunitySnapshot:
     """The last 7 days' rising terms, best first (the status page and the gauge read it)."""
     terms_exported: int = 0
     """How many of ``rising_terms`` the gauge exports (``terms.exported``)."""
+    data_version: int = 0
+    """The community's data version (``monitor.store.changes``) this was computed from."""
+    series_basis: SeriesBasis | None = None
 
 
 def community_spans(
@@ -162,8 +183,16 @@ def daily_series(
 
 
 def compute_snapshot(
-    session: Session, *, settings: Settings, community: CommunityBase, now: int
+    session: Session,
+    *,
+    settings: Settings,
+    community: CommunityBase,
+    now: int,
+    previous: CommunitySnapshot | None = None,
 ) -> CommunitySnapshot:
+    """The community's snapshot at ``now``; the daily series and its trends are taken
+    from ``previous`` when their basis is unchanged."""
+    version = data_version(session, community_id=community.id)  # before what it versions
     spans = community_spans(session, community=community, since=now - SERIES_DAYS * DAY, now=now)
     coverage = {
         name: cov.coverage_ratio(spans, start=now - seconds, end=now)
@@ -181,10 +210,20 @@ def compute_snapshot(
         select(func.max(Post.created_at)).where(Post.community_id == community.id)
     ).one()
     state = session.get(PollState, community.id)
-    daily = daily_series(
-        session, community_id=community.id, spans=spans, today=day_of(now), days=SERIES_DAYS
+    today = day_of(now)
+    basis = SeriesBasis(
+        data_version=version,
+        today=today,
+        past_spans=tuple((start, min(end, today)) for start, end in spans if start < today),
     )
-    changes, shifts, declines = signal_trends(daily, today=day_of(now))
+    if previous is not None and previous.series_basis == basis:
+        daily = previous.daily
+        changes, shifts, declines = previous.trends, previous.changepoints, previous.declines
+    else:
+        daily = daily_series(
+            session, community_id=community.id, spans=spans, today=today, days=SERIES_DAYS
+        )
+        changes, shifts, declines = signal_trends(daily, today=today)
     history = term_history(session, settings=settings, community_id=community.id, now=now)
     rising = history.rising(rules=ranking_rules(settings)) if history is not None else []
     return CommunitySnapshot(
@@ -203,6 +242,8 @@ def compute_snapshot(
         terms=history,
         rising_terms=rising,
         terms_exported=settings.terms.exported,
+        data_version=version,
+        series_basis=basis,
     )
 
 
@@ -305,16 +346,29 @@ class Snapshots:
                 now=now,
                 min_authors=self._settings.flow_min_authors,
             )
+        updated: list[CommunitySnapshot] = []
         with self._lock:
             # communities of the namespaces recomputed are replaced; the others kept
             recomputed = {c for c, n in namespaces.items() if n is not None}
             kept = {c: f for c, f in self._flows.items() if c not in recomputed}
             self._flows = {**kept, **flows}
+            # and shown at once: a snapshot is recomputed only when its own data moves
+            for community_id in recomputed:
+                current = self._latest.get(community_id)
+                found = self._flows.get(community_id, [])
+                if current is not None and current.flows != found:
+                    self._latest[community_id] = replace(current, flows=found)
+                    updated.append(self._latest[community_id])
+        for snapshot in updated:
+            self._announce(snapshot)
 
     def refresh(self, community: CommunityBase, *, now: int) -> CommunitySnapshot:
+        """Recompute ``community``'s snapshot at ``now`` and swap it in, unless one from
+        newer data or a later time got there first."""
+        previous = self.get(community.id)
         with Session(self._engine) as session:
             snapshot = compute_snapshot(
-                session, settings=self._settings, community=community, now=now
+                session, settings=self._settings, community=community, now=now, previous=previous
             )
         with self._lock:
             flows = self._flows.get(community.id, [])
@@ -322,10 +376,40 @@ class Snapshots:
         self.install(snapshot)
         return snapshot
 
-    def install(self, snapshot: CommunitySnapshot) -> None:
-        """Make ``snapshot`` its community's latest."""
+    def install(self, snapshot: CommunitySnapshot) -> bool:
+        """Make ``snapshot`` its community's latest, unless one from newer data or a later
+        time is there already; says whether it was installed."""
         with self._lock:
+            current = self._latest.get(snapshot.community)
+            if current is not None and _newness(snapshot) < _newness(current):
+                return False
             self._latest[snapshot.community] = snapshot
+        self._announce(snapshot)
+        return True
+
+    def refresh_state(self, community: CommunityBase) -> int | None:
+        """Carry the community's last poll outcome (success, error) into its snapshot
+        without recomputing it; returns the data version in the store."""
+        with Session(self._engine) as session:
+            version = data_version(session, community_id=community.id)
+            state = session.get(PollState, community.id)
+        if state is None:
+            return version
+        with self._lock:
+            current = self._latest.get(community.id)
+            if current is None:
+                return version
+            outcome = (state.last_success_at, state.last_error)
+            if (current.last_success_at, current.last_error) == outcome:
+                return version
+            updated = replace(
+                current, last_success_at=state.last_success_at, last_error=state.last_error
+            )
+            self._latest[community.id] = updated
+        self._announce(updated)
+        return version
+
+    def _announce(self, snapshot: CommunitySnapshot) -> None:
         for listener in self._listeners:
             listener(snapshot)
 
@@ -336,3 +420,7 @@ class Snapshots:
     def get(self, community_id: str) -> CommunitySnapshot | None:
         with self._lock:
             return self._latest.get(community_id)
+
+
+def _newness(snapshot: CommunitySnapshot) -> tuple[int, int]:
+    return snapshot.data_version, snapshot.computed_at

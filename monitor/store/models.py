@@ -7,7 +7,7 @@ pseudonyms (see ``monitor.privacy``); bodies only when ``store_bodies`` is on.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Float, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -17,6 +17,11 @@ class Community(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=63)
     source: str = Field(max_length=32)
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    data_version: int = Field(
+        default=0,
+        sa_column=Column(BigInteger, nullable=False, server_default="0"),
+        description="moves on whenever what analysis reads of the community changes",
+    )
 
 
 class Author(SQLModel, table=True):
@@ -68,6 +73,13 @@ class Post(SQLModel, table=True):
         UniqueConstraint("community_id", "external_id"),
         Index("ix_posts_community_created", "community_id", "created_at"),
         Index("ix_posts_community_thread", "community_id", "thread_external_id"),
+        # only kept bodies: expiring them reads these, not every post of the history
+        Index(
+            "ix_posts_body_expires",
+            "body_expires_at",
+            sqlite_where=text("body_expires_at IS NOT NULL"),
+            postgresql_where=text("body_expires_at IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -106,7 +118,11 @@ class PollState(SQLModel, table=True):
 
 
 class PollRun(SQLModel, table=True):
-    """One poll attempt; the poll history is what coverage is computed from."""
+    """One poll attempt: the recent poll history (``retention.POLL_HISTORY_DAYS``).
+
+    Coverage is not read from here but from ``CoverageSpan``, which each successful
+    run (and backfill) extends in the same transaction.
+    """
 
     __tablename__ = "poll_runs"
     __table_args__ = (Index("ix_poll_runs_community_started", "community_id", "started_at"),)
@@ -123,6 +139,19 @@ class PollRun(SQLModel, table=True):
         sa_column=Column(BigInteger, nullable=True),
         description="a successful poll's data is complete from here to finished_at",
     )
+
+
+class CoverageSpan(SQLModel, table=True):
+    """A stretch of time a community's data is complete for: the successful polls and
+    backfills that cover it, merged. One community's spans never overlap nor touch, so
+    each new span rewrites a handful of rows (``monitor.analysis.coverage.add_span``)."""
+
+    __tablename__ = "coverage_spans"
+    __table_args__ = (Index("ix_coverage_spans_community_until", "community_id", "covered_until"),)
+
+    community_id: str = Field(primary_key=True, foreign_key="communities.id", max_length=63)
+    covered_from: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    covered_until: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class DailyRollup(SQLModel, table=True):

@@ -255,6 +255,12 @@ def _not_analysed(view: CommunityView) -> str:
         ("Poll interval", describe_duration(view.community.interval)),
     ]
     items = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
+    if view.verdict == "warming up":
+        return (
+            f'<dl class="facts">{items}</dl><p class="muted">Warming up: the service started '
+            "a moment ago and analyses its communities in the background; this one's results "
+            "follow shortly.</p>"
+        )
     return (
         f'<dl class="facts">{items}</dl><p class="muted">Not analysed yet: no result of its '
         "polls has been analysed. Its first poll may still be running, or the store could "

@@ -28,8 +28,9 @@ class Presentation:
 
 
 Status = Verdict | Literal["not analysed"]
-"""A verdict, or "not analysed" for a configured community without a snapshot yet (its
-analysis has not run, or failed: the store could not be read)."""
+"""A verdict, or for a configured community without a snapshot: "warming up" while its
+first analysis is still to come (after a start), "not analysed" when it failed (the
+store could not be read) or no analysis runs."""
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,17 @@ def community_view(
     presentation: Presentation,
     now: int,
     authors_counted_since: int | None = None,
+    analysis_pending: bool = False,
 ) -> CommunityView:
-    """What to show of ``community``; without a snapshot it is still listed, as not analysed."""
+    """What to show of ``community``; without a snapshot it is still listed, as warming up
+    while ``analysis_pending``, else as not analysed."""
     annotations = [a for a in presentation.annotations if a.community == community.id]
     if snapshot is None:
         return CommunityView(
             community=community,
             snapshot=None,
             conditions=[],
-            verdict="not analysed",
+            verdict="warming up" if analysis_pending else "not analysed",
             annotations=annotations,
             authors_counted_since=authors_counted_since,
         )

@@ -215,7 +215,13 @@ def test_communities_without_analysis_are_listed_not_hidden(tmp_path: Path) -> N
                 assert process.poll() is None, (tmp_path / "stderr.log").read_text()
                 assert time.monotonic() < deadline, "serve never became ready"
                 time.sleep(0.1)
-            listed = httpx.get(base + "/api/v1/communities").json()["communities"]
+            # ready does not wait for analysis: wait for its first try, which fails
+            while True:
+                listed = httpx.get(base + "/api/v1/communities").json()["communities"]
+                if all(c["status"] != "warming up" for c in listed):
+                    break
+                assert time.monotonic() < deadline, listed
+                time.sleep(0.1)
             one = httpx.get(base + "/api/v1/communities/rival").json()
             series = httpx.get(base + "/api/v1/communities/rival/series").json()
             page = httpx.get(base + "/").text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,10 @@ from pathlib import Path
 import psycopg
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
-from sqlmodel import SQLModel
+from sqlalchemy import Connection, inspect, text
+from sqlmodel import Session, SQLModel
 
+from monitor.analysis.coverage import covered_spans, merge_spans
 from monitor.store import db
 from tests.support import REPO_ROOT
 
@@ -37,6 +39,7 @@ TABLES = {
     "pseudonym_keys",
     "term_counts",
     "term_days",
+    "coverage_spans",
 }
 
 
@@ -100,6 +103,90 @@ def test_unreachable_postgres_names_host_without_password() -> None:
     assert "s3cret-pw" not in message
 
 
+def _random_runs(chance: random.Random, communities: list[str]) -> list[dict[str, object]]:
+    """Poll runs as the older versions wrote them: successes, failures, backfills,
+    overlapping, touching, empty and inverted spans, in no particular order."""
+    runs: list[dict[str, object]] = []
+    for community in communities:
+        for _ in range(chance.randrange(0, 60)):
+            start = chance.randrange(0, 400)
+            finished = start + chance.choice([0, 1, 3, 10, 40, -5])
+            outcome = chance.choice(["ok", "ok", "not_modified", "backfill", "http_5xx", "timeout"])
+            covered_from = None if outcome in ("http_5xx", "timeout") else start
+            if outcome == "ok" and chance.random() < 0.1:
+                covered_from = None  # written before coverage was recorded (0002)
+            runs.append(
+                {
+                    "community_id": community,
+                    "started_at": finished,
+                    "finished_at": finished,
+                    "outcome": outcome,
+                    "new_items": 0,
+                    "requests": 1,
+                    "covered_from": covered_from,
+                }
+            )
+    chance.shuffle(runs)
+    return runs
+
+
+def _spans_of_runs(connection: Connection, community: str) -> list[tuple[int, int]]:
+    """Coverage as versions up to 0004 computed it: every successful run's span, merged."""
+    rows = connection.execute(
+        text(
+            "SELECT covered_from, finished_at FROM poll_runs WHERE community_id = :c "
+            "AND outcome IN ('ok', 'not_modified', 'backfill') AND covered_from IS NOT NULL"
+        ),
+        {"c": community},
+    ).all()
+    return merge_spans([(int(a), int(b)) for a, b in rows])
+
+
+def _compacts_runs_and_back(url: str) -> None:
+    """Upgrading a store with poll history gives the spans the runs gave; downgrading
+    after the runs were pruned gives them back to the older version."""
+    engine = db.make_engine(url)
+    chance = random.Random(7)
+    communities = [f"c{n}" for n in range(12)]
+    try:
+        db.upgrade(engine, "0004")
+        with engine.begin() as connection:
+            for community in communities:
+                connection.execute(
+                    text("INSERT INTO communities (id, source, created_at) VALUES (:c, 'rss', 0)"),
+                    {"c": community},
+                )
+            connection.execute(
+                text(
+                    "INSERT INTO poll_runs (community_id, started_at, finished_at, outcome, "
+                    "new_items, requests, covered_from) VALUES (:community_id, :started_at, "
+                    ":finished_at, :outcome, :new_items, :requests, :covered_from)"
+                ),
+                _random_runs(chance, communities),
+            )
+        with engine.connect() as connection:
+            before = {c: _spans_of_runs(connection, c) for c in communities}
+        assert sum(len(s) for s in before.values()) > 40, "overlaps and gaps, not one span each"
+
+        db.upgrade(engine)
+        with Session(engine) as session:
+            after = {c: covered_spans(session, community_id=c, since=-1) for c in communities}
+        assert after == before
+
+        with engine.begin() as connection:  # pruned poll history: only the spans keep it
+            connection.execute(text("DELETE FROM poll_runs"))
+        db.downgrade(engine, "0004")
+        with engine.connect() as connection:
+            assert {c: _spans_of_runs(connection, c) for c in communities} == before
+        db.upgrade(engine)
+        db.downgrade(engine, "0004")  # again: no duplicate runs pile up
+        with engine.connect() as connection:
+            runs = connection.execute(text("SELECT count(*) FROM poll_runs")).scalar()
+        assert runs == sum(len(s) for s in before.values())
+    finally:
+        engine.dispose()
+
+
 def _db_upgrade(url: str, cwd: Path) -> subprocess.Popen[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("FORUM_MONITOR_")}
     return subprocess.Popen(
@@ -126,6 +213,15 @@ def test_replicas_migrating_together_take_turns(pg_url: str, tmp_path: Path) -> 
         )
     finally:
         engine.dispose()
+
+
+def test_sqlite_upgrade_compacts_poll_runs_into_spans(tmp_path: Path) -> None:
+    _compacts_runs_and_back(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+@pytest.mark.postgres
+def test_postgres_upgrade_compacts_poll_runs_into_spans(pg_url: str) -> None:
+    _compacts_runs_and_back(pg_url)
 
 
 def test_a_migration_waits_for_the_one_under_way(pg_url: str, tmp_path: Path) -> None:
