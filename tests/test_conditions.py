@@ -53,32 +53,40 @@ def test_thresholds_equal_the_alert_rules() -> None:
     exprs = rule_exprs()
     participation = exprs["ForumParticipationDrop"]
     assert 'signal="active_participants", window="7d"' in participation
-    assert number(r"\} < ([\d.]+)", participation) == cond.PARTICIPATION_DROP_RATIO
+    assert number(r"\}\)? < ([\d.]+)", participation) == cond.PARTICIPATION_DROP_RATIO
     activity = exprs["ForumActivityDrop"]
     assert 'signal="posts", window="7d"' in activity
-    assert number(r"\} < ([\d.]+)", activity) == cond.ACTIVITY_DROP_RATIO
+    assert number(r"\}\)? < ([\d.]+)", activity) == cond.ACTIVITY_DROP_RATIO
     sentiment = exprs["ForumSentimentDrop"]
     assert number(r"\) < -([\d.]+)", sentiment) == cond.SENTIMENT_DROP
-    assert number(r'forum_posts\{window="7d"\} >= (\d+)', sentiment) == cond.SENTIMENT_MIN_POSTS
+    assert number(r'forum_posts\{window="7d"\}\)? >= (\d+)', sentiment) == cond.SENTIMENT_MIN_POSTS
     unanswered = exprs["ForumUnansweredSurge"]
     assert number(r"\) > ([\d.]+)", unanswered) == cond.UNANSWERED_SURGE
     assert (
-        number(r'forum_threads_started\{window="7d"\} >= (\d+)', unanswered)
+        number(r'forum_threads_started\{window="7d"\}\)? >= (\d+)', unanswered)
         == cond.UNANSWERED_MIN_THREADS
     )
     changepoint = exprs["ForumChangePointDetected"]
-    assert number(r"shift_ratio < ([\d.]+)", changepoint) == cond.CHANGEPOINT_SHIFT_RATIO
+    assert number(r"shift_ratio\)? < ([\d.]+)", changepoint) == cond.CHANGEPOINT_SHIFT_RATIO
     assert number(r"< (\d+) \* 86400", changepoint) == cond.CHANGEPOINT_MAX_AGE_DAYS
     down = exprs["ForumSourceDown"]
-    assert number(r"> (\d+) \* forum_monitor_poll_interval", down) == cond.SOURCE_DOWN_INTERVALS
+    assert (
+        number(r"> (\d+) \* (?:max without \(instance\) \()?forum_monitor_poll_interval", down)
+        == cond.SOURCE_DOWN_INTERVALS
+    )
     gate = exprs["community_source:forum_coverage_ratio_7d:trusted"]
-    assert number(r'forum_coverage_ratio\{window="7d"\} >= ([\d.]+)', gate) == (
+    assert number(r'forum_coverage_ratio\{window="7d"\}\)? >= ([\d.]+)', gate) == (
         cond.TRUSTED_COVERAGE
     )
-    assert number(r"> (\d+) \* forum_monitor_poll_interval", gate) == cond.SOURCE_DOWN_INTERVALS
+    assert (
+        number(r"> (\d+) \* (?:max without \(instance\) \()?forum_monitor_poll_interval", gate)
+        == cond.SOURCE_DOWN_INTERVALS
+    )
     score = exprs["ForumDeclineDetected"]
     assert number(r"\[3d\]\) > ([\d.]+)", score) == cond.DECLINE_SCORE_THRESHOLD
-    assert f'signal=~"{"|".join(cond.DECLINE_SCORE_SIGNALS)}"' in score
+    assert "community_source_signal:forum_decline_score:max" in score
+    recorded = exprs["community_source_signal:forum_decline_score:max"]
+    assert f'signal=~"{"|".join(cond.DECLINE_SCORE_SIGNALS)}"' in recorded
     # the decline score is withheld by the analysis stage itself, not gated (see the rule)
     for name in cond.DECLINE_ALERTS - {"ForumDeclineDetected"}:
         assert "community_source:forum_coverage_ratio_7d:trusted" in exprs[name], name

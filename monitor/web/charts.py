@@ -187,8 +187,11 @@ def day_chart(
         v for v, c in zip(values, coverage, strict=True) if v is not None and c >= GOOD_COVERAGE
     ]
     low, high, y_step = y_scale(known, floor_zero=floor_zero)
-    tick_values = [low + n * y_step for n in range(round((high - low) / y_step) + 1)]
-    left = 8 + max(_text_width(value_format(v), font) for v in tick_values)
+    # no value known, no scale to read: a labelled 0 would pass for a measured zero
+    tick_values = (
+        [low + n * y_step for n in range(round((high - low) / y_step) + 1)] if known else []
+    )
+    left = 8 + max((_text_width(value_format(v), font) for v in tick_values), default=0)
     right = 8
     count = max(1, len(days))
     plot_width = size.width - left - right
