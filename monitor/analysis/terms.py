@@ -22,7 +22,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from itertools import pairwise
 
 MAX_WORD_CHARS = 32
 """Longer "words" are pasted identifiers or junk; they are dropped."""
@@ -74,10 +74,24 @@ def post_terms(text: str) -> frozenset[str]:
     text = text.lower()
     if "@" in text or "/" in text or "www." in text:  # most posts hold none: skip the scan
         text = _DROPPED.sub(f" {_BREAK} ", text)
+    tokens = _TOKEN.findall(text)
+    if len(tokens) >= MAX_TERMS_PER_POST // 2:  # enough tokens to reach the cap
+        return _capped_terms(tokens)
+    # Fewer tokens than that cannot reach the cap (a word and a phrase at most per token), so
+    # the whole post is taken at once: C-level map and set building, no per-token branches.
+    words = list(map(_WORDS.__getitem__, tokens))
+    terms: set[str | None] = set(words)
+    terms.discard(None)
+    terms.update([f"{a} {b}" for a, b in pairwise(words) if a and b])
+    return frozenset(terms)  # type: ignore[arg-type]  # None was discarded
+
+
+def _capped_terms(tokens: Iterable[str]) -> frozenset[str]:
+    """``post_terms`` of a long post: word by word, up to ``MAX_TERMS_PER_POST`` terms."""
     terms: set[str] = set()
     previous: str | None = None
-    for token in _TOKEN.findall(text):
-        word = _word(token)
+    for token in tokens:
+        word = _WORDS[token]
         if word is None:
             previous = None
             continue
@@ -90,7 +104,6 @@ def post_terms(text: str) -> frozenset[str]:
     return frozenset(terms)
 
 
-@lru_cache(maxsize=1 << 16)
 def _word(token: str) -> str | None:
     """The token as a term's word, or None where it ends a phrase (a break, punctuation, a
     number, a stop word, a single letter, junk)."""
@@ -102,6 +115,21 @@ def _word(token: str) -> str | None:
     if not token.replace("'", "").replace("-", "").isalpha():
         return None  # digits, underscores (snake_case names), marks
     return token
+
+
+class _WordCache(dict[str, str | None]):
+    """Token -> ``_word(token)``: a hit is one dict lookup in C (a post's tokens are mostly
+    words seen before). Emptied when full, so a stream of distinct tokens stays bounded."""
+
+    def __missing__(self, token: str) -> str | None:
+        if len(self) >= _WORD_CACHE_SIZE:
+            self.clear()
+        word = self[token] = _word(token)
+        return word
+
+
+_WORD_CACHE_SIZE = 1 << 16
+_WORDS = _WordCache()
 
 
 _LABEL_SAFE = re.compile(r"[^\w' -]|[\d_]")
