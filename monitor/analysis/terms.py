@@ -22,7 +22,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import chain, pairwise
 
 MAX_WORD_CHARS = 32
 """Longer "words" are pasted identifiers or junk; they are dropped."""
@@ -74,24 +74,22 @@ def post_terms(text: str) -> frozenset[str]:
     text = text.lower()
     if "@" in text or "/" in text or "www." in text:  # most posts hold none: skip the scan
         text = _DROPPED.sub(f" {_BREAK} ", text)
-    tokens = _TOKEN.findall(text)
-    if len(tokens) >= MAX_TERMS_PER_POST // 2:  # enough tokens to reach the cap
-        return _capped_terms(tokens)
-    # Fewer tokens than that cannot reach the cap (a word and a phrase at most per token), so
-    # the whole post is taken at once: C-level map and set building, no per-token branches.
-    words = list(map(_WORDS.__getitem__, tokens))
-    terms: set[str | None] = set(words)
-    terms.discard(None)
-    terms.update([f"{a} {b}" for a, b in pairwise(words) if a and b])
-    return frozenset(terms)  # type: ignore[arg-type]  # None was discarded
+    # Tokens never hold white space, so the post's words are those of its white-space
+    # separated chunks in order, and a chunk's words are looked up (in C) once computed.
+    words = list(chain.from_iterable(map(_CHUNK_WORDS.__getitem__, text.split())))
+    if len(words) >= MAX_TERMS_PER_POST // 2:  # enough tokens to reach the cap
+        return _capped_terms(words)
+    # Fewer tokens cannot reach the cap (a word and a phrase at most per token): the post is
+    # taken whole, without a branch per token.
+    phrases = [f"{a} {b}" for a, b in pairwise(words) if a and b]
+    return frozenset(chain(filter(None, words), phrases))
 
 
-def _capped_terms(tokens: Iterable[str]) -> frozenset[str]:
+def _capped_terms(words: Iterable[str | None]) -> frozenset[str]:
     """``post_terms`` of a long post: word by word, up to ``MAX_TERMS_PER_POST`` terms."""
     terms: set[str] = set()
     previous: str | None = None
-    for token in tokens:
-        word = _WORDS[token]
+    for word in words:
         if word is None:
             previous = None
             continue
@@ -117,19 +115,23 @@ def _word(token: str) -> str | None:
     return token
 
 
-class _WordCache(dict[str, str | None]):
-    """Token -> ``_word(token)``: a hit is one dict lookup in C (a post's tokens are mostly
-    words seen before). Emptied when full, so a stream of distinct tokens stays bounded."""
+class _ChunkWords(dict[str, tuple[str | None, ...]]):
+    """White-space separated chunk -> the words of its tokens (``_word``, None where a token
+    ends a phrase). Most chunks are words seen before, so a post's lookups are mostly hits
+    in C. Long chunks are not kept, and the cache is emptied when full: bounded memory."""
 
-    def __missing__(self, token: str) -> str | None:
-        if len(self) >= _WORD_CACHE_SIZE:
-            self.clear()
-        word = self[token] = _word(token)
-        return word
+    def __missing__(self, chunk: str) -> tuple[str | None, ...]:
+        words = tuple(map(_word, _TOKEN.findall(chunk)))
+        if len(chunk) <= _CACHED_CHUNK_CHARS:
+            if len(self) >= _CACHED_CHUNKS:
+                self.clear()
+            self[chunk] = words
+        return words
 
 
-_WORD_CACHE_SIZE = 1 << 16
-_WORDS = _WordCache()
+_CACHED_CHUNKS = 1 << 16
+_CACHED_CHUNK_CHARS = 2 * MAX_WORD_CHARS
+_CHUNK_WORDS = _ChunkWords()
 
 
 _LABEL_SAFE = re.compile(r"[^\w' -]|[\d_]")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import random
+import re
+import unicodedata
 
 import pytest
 
@@ -14,6 +16,7 @@ from monitor.analysis.terms import (
     STOP_WORDS,
     RankingRules,
     TermHistory,
+    _word,
     post_terms,
     rising_terms,
     term_label,
@@ -108,6 +111,44 @@ def test_short_and_long_posts_follow_the_word_by_word_rule(seed: int) -> None:
     assert capped == _one_word_at_a_time(distinct)
     assert len(capped) == MAX_TERMS_PER_POST - 1  # 200 words and 199 phrases
     assert "qha qhb" in capped and vocabulary[199] in capped and vocabulary[200] not in capped
+
+
+def test_white_space_and_punctuation_split_tokens_as_one_pass_over_the_text() -> None:
+    """Words are looked up per white-space separated chunk; that gives the tokens one regex
+    pass over the whole text gives, for every kind of white space and punctuation inside
+    or around words."""
+    pieces = [
+        "pay",
+        "cut",
+        "queue.",
+        "(rival",
+        "platform)",
+        "don't",
+        "co-op",
+        "it's",
+        "x",
+        "--",
+        "'quoted'",
+        "a.b.c",
+        "end!?",
+        "42nd",
+        "snake_case",
+        "\u00e9t\u00e9",
+        "the",
+    ]
+    spaces = [" ", "  ", "\t", "\n", "\x1c", "\x1f", "\x85", "\u2003", "\u3000", "\xa0"]
+    chance = random.Random(3)
+    for _ in range(200):
+        parts = [
+            chance.choice(pieces) + chance.choice(spaces) for _ in range(chance.randint(1, 30))
+        ]
+        text = "".join(parts)
+        normal = unicodedata.normalize("NFKC", text).lower()
+        words = [_word(t) for t in re.findall(r"[\w'-]+|[^\w\s'-]", normal)]
+        expected = {w for w in words if w} | {
+            f"{a} {b}" for a, b in zip(words, words[1:], strict=False) if a and b
+        }
+        assert post_terms(text) == expected, text
 
 
 def test_term_label_keeps_letters_apostrophes_hyphens_and_single_spaces() -> None:
