@@ -71,6 +71,9 @@ def record_posts(session: Session, *, community_id: str, posts: Iterable[PostTer
         table = by_day[day]
         for term in sorted(table):
             ids = table[term]
+            if len(ids) == 1:  # most of a poll's terms: one post
+                rows.append((community_id, day, term, 1, ids[0], 1))
+                continue
             distinct = dict.fromkeys(ids)  # first use first, so the kept ids are the first
             if len(distinct) > AUTHOR_ENTRIES:
                 kept = ",".join(islice(distinct, AUTHOR_ENTRIES))
