@@ -20,6 +20,7 @@ distinct term of a poll.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from itertools import islice
@@ -53,19 +54,15 @@ StagedRow = tuple[str, int, str, int, str, int]
 def record_posts(session: Session, *, community_id: str, posts: Iterable[PostTerms]) -> None:
     """Add the terms of new posts to the staging table: one row per day and term of them,
     in one statement. The same as ``record_uses`` of their uses, without building them."""
-    by_day: dict[int, dict[str, list[str]]] = {}
+    by_day: dict[int, defaultdict[str, list[str]]] = {}
     for day, author, terms in posts:
         table = by_day.get(day)
         if table is None:
-            table = by_day[day] = {}
+            table = by_day[day] = defaultdict(list)
         # one id per post on each of its (distinct) terms: a list's length is the term's posts
         author_id = str(author)
         for term in terms:
-            ids = table.get(term)
-            if ids is None:
-                table[term] = [author_id]
-            else:
-                ids.append(author_id)
+            table[term].append(author_id)
     rows: list[StagedRow] = []
     for day in sorted(by_day):
         table = by_day[day]
