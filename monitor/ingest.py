@@ -40,7 +40,7 @@ from monitor.sources.base import Batch, Envelope, Item
 from monitor.store.bulk import bulk_insert, bulk_update
 from monitor.store.changes import mark_changed
 from monitor.store.models import Author, Community, PollRun, PollState, Post, Thread
-from monitor.store.terms import DayTerm, record_uses
+from monitor.store.terms import PostTerms, record_posts
 
 CHUNK = 500
 _NOTHING_TO_SCORE = {"", "[deleted]", "[removed]"}
@@ -135,35 +135,13 @@ def scoring_text(item: Item) -> str:
     return f"{item.title}\n{text}".strip() if item.title else text.strip()
 
 
-def item_terms(item: Item) -> frozenset[str]:
-    """The terms the item's text holds (``monitor.analysis.terms``); none for a deleted one."""
+def item_terms(item: Item, *, scored: Scored | None = None) -> frozenset[str]:
+    """The terms the item's text holds (``monitor.analysis.terms``); none for a deleted one.
+    ``scored``, the item's score when at hand, saves building its text again."""
     if item.deleted:
         return frozenset()
-    text = scoring_text(item)
+    text = scoring_text(item) if scored is None else scored.text
     return frozenset() if text in _NOTHING_TO_SCORE else post_terms(text)
-
-
-def term_uses(
-    posts: Iterable[tuple[int, int, frozenset[str]]],
-) -> dict[DayTerm, tuple[int, set[int]]]:
-    """(day, term) -> (posts holding it, their authors' ids), from (day, author id, terms)."""
-    by_day: dict[int, dict[str, tuple[list[int], set[int]]]] = {}
-    for day, author, terms in posts:
-        table = by_day.get(day)
-        if table is None:
-            table = by_day[day] = {}
-        for term in terms:
-            entry = table.get(term)
-            if entry is None:
-                table[term] = ([1], {author})
-            else:
-                entry[0][0] += 1
-                entry[1].add(author)
-    return {
-        (day, term): (count[0], authors)
-        for day, table in by_day.items()
-        for term, (count, authors) in table.items()
-    }
 
 
 class Ingestor:
@@ -215,8 +193,12 @@ class Ingestor:
             digest = hashes[item.external_id] = content_hash(item)
             if known.get(item.external_id) != digest:
                 scored[item.external_id] = self._score(community, item)
-            if count_terms and item.external_id not in known and name:
-                terms[item.external_id] = item_terms(item)
+        # Tokenized in a pass of its own, not between two VADER calls, so that neither
+        # evicts the other's tables from the CPU caches at every post.
+        for envelope in batch.envelopes if count_terms else ():
+            item = envelope.item
+            if item.author and item.external_id not in known:
+                terms[item.external_id] = item_terms(item, scored=scored.get(item.external_id))
         return Prepared(
             aliases=aliases, hashes=hashes, scored=scored, linkable=linkable, terms=terms
         )
@@ -280,7 +262,7 @@ class Ingestor:
         result.touched_days.update(moved_days)
         new_rows: list[dict[str, Any]] = []
         changed_rows: list[dict[str, Any]] = []
-        with_terms: list[tuple[int, int, frozenset[str]]] = []
+        with_terms: list[PostTerms] = []
         for envelope in batch.envelopes:
             item = envelope.item
             author_id = authors.get(item.author) if item.author else None
@@ -307,7 +289,7 @@ class Ingestor:
             post_id = row.pop("post_id")
             session.execute(update(POSTS).where(POSTS.c.id == post_id).values(**row))
         self._update_threads(session, community.id, new_rows)
-        record_uses(session, community_id=community.id, uses=term_uses(with_terms))
+        record_posts(session, community_id=community.id, posts=with_terms)
         if new_rows or changed_rows:
             mark_changed(session, community_id=community.id)
         session.flush()

@@ -22,7 +22,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from itertools import chain, pairwise
 
 MAX_WORD_CHARS = 32
 """Longer "words" are pasted identifiers or junk; they are dropped."""
@@ -74,10 +74,22 @@ def post_terms(text: str) -> frozenset[str]:
     text = text.lower()
     if "@" in text or "/" in text or "www." in text:  # most posts hold none: skip the scan
         text = _DROPPED.sub(f" {_BREAK} ", text)
+    # Tokens never hold white space, so the post's words are those of its white-space
+    # separated chunks in order, and a chunk's words are looked up (in C) once computed.
+    words = list(chain.from_iterable(map(_CHUNK_WORDS.__getitem__, text.split())))
+    if len(words) >= MAX_TERMS_PER_POST // 2:  # enough tokens to reach the cap
+        return _capped_terms(words)
+    # Fewer tokens cannot reach the cap (a word and a phrase at most per token): the post is
+    # taken whole, without a branch per token.
+    phrases = [f"{a} {b}" for a, b in pairwise(words) if a and b]
+    return frozenset(chain(filter(None, words), phrases))
+
+
+def _capped_terms(words: Iterable[str | None]) -> frozenset[str]:
+    """``post_terms`` of a long post: word by word, up to ``MAX_TERMS_PER_POST`` terms."""
     terms: set[str] = set()
     previous: str | None = None
-    for token in _TOKEN.findall(text):
-        word = _word(token)
+    for word in words:
         if word is None:
             previous = None
             continue
@@ -90,7 +102,6 @@ def post_terms(text: str) -> frozenset[str]:
     return frozenset(terms)
 
 
-@lru_cache(maxsize=1 << 16)
 def _word(token: str) -> str | None:
     """The token as a term's word, or None where it ends a phrase (a break, punctuation, a
     number, a stop word, a single letter, junk)."""
@@ -102,6 +113,25 @@ def _word(token: str) -> str | None:
     if not token.replace("'", "").replace("-", "").isalpha():
         return None  # digits, underscores (snake_case names), marks
     return token
+
+
+class _ChunkWords(dict[str, tuple[str | None, ...]]):
+    """White-space separated chunk -> the words of its tokens (``_word``, None where a token
+    ends a phrase). Most chunks are words seen before, so a post's lookups are mostly hits
+    in C. Long chunks are not kept, and the cache is emptied when full: bounded memory."""
+
+    def __missing__(self, chunk: str) -> tuple[str | None, ...]:
+        words = tuple(map(_word, _TOKEN.findall(chunk)))
+        if len(chunk) <= _CACHED_CHUNK_CHARS:
+            if len(self) >= _CACHED_CHUNKS:
+                self.clear()
+            self[chunk] = words
+        return words
+
+
+_CACHED_CHUNKS = 1 << 16
+_CACHED_CHUNK_CHARS = 2 * MAX_WORD_CHARS
+_CHUNK_WORDS = _ChunkWords()
 
 
 _LABEL_SAFE = re.compile(r"[^\w' -]|[\d_]")

@@ -4,13 +4,19 @@ expected values were worked out by hand (the arithmetic is in the comments)."""
 from __future__ import annotations
 
 import math
+import random
+import re
+import unicodedata
 
 import pytest
 
 from monitor.analysis.terms import (
     MAX_TERM_CHARS,
+    MAX_TERMS_PER_POST,
+    STOP_WORDS,
     RankingRules,
     TermHistory,
+    _word,
     post_terms,
     rising_terms,
     term_label,
@@ -65,6 +71,84 @@ def test_hostile_text_gives_bounded_plain_terms() -> None:
     assert len(terms) <= 400
     assert "evil" in terms and "nul" in terms
     assert all(term_label(t) == t for t in terms)
+
+
+def _one_word_at_a_time(text: str) -> frozenset[str]:
+    """The rule spelled out for texts of lower-case words, stop words, numbers and stand-alone
+    punctuation separated by spaces: each word a term, each pair of adjacent words a phrase,
+    stopping once MAX_TERMS_PER_POST - 1 terms are reached."""
+    terms: set[str] = set()
+    previous = None
+    for token in text.split():
+        word = token if token.isalpha() and token not in STOP_WORDS else None
+        if word is None:
+            previous = None
+            continue
+        terms.add(word)
+        if previous is not None:
+            terms.add(f"{previous} {word}")
+        if len(terms) >= MAX_TERMS_PER_POST - 1:
+            break
+        previous = word
+    return frozenset(terms)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_short_and_long_posts_follow_the_word_by_word_rule(seed: int) -> None:
+    """Short posts are taken whole, long ones word by word up to the cap: both give what
+    the rule gives, including posts just under, at and over the length where the cap can
+    bite (MAX_TERMS_PER_POST / 2 tokens)."""
+    chance = random.Random(seed)
+    vocabulary = [f"q{chr(97 + i)}{chr(97 + j)}" for i in range(26) for j in range(26)]
+    vocabulary += ["the", "and", "of", "42", "7", ".", ",", "!", "?", "(", ")"]
+    half = MAX_TERMS_PER_POST // 2
+    lengths = [0, 1, 2, 5, 30, half - 2, half - 1, half, half + 1, 2 * half, 900]
+    for length in lengths:
+        text = " ".join(chance.choice(vocabulary) for _ in range(length))
+        assert post_terms(text) == _one_word_at_a_time(text), length
+    distinct = " ".join(vocabulary[:300])  # 300 words, 299 phrases: the cap stops it
+    capped = post_terms(distinct)
+    assert capped == _one_word_at_a_time(distinct)
+    assert len(capped) == MAX_TERMS_PER_POST - 1  # 200 words and 199 phrases
+    assert "qha qhb" in capped and vocabulary[199] in capped and vocabulary[200] not in capped
+
+
+def test_white_space_and_punctuation_split_tokens_as_one_pass_over_the_text() -> None:
+    """Words are looked up per white-space separated chunk; that gives the tokens one regex
+    pass over the whole text gives, for every kind of white space and punctuation inside
+    or around words."""
+    pieces = [
+        "pay",
+        "cut",
+        "queue.",
+        "(rival",
+        "platform)",
+        "don't",
+        "co-op",
+        "it's",
+        "x",
+        "--",
+        "'quoted'",
+        "a.b.c",
+        "end!?",
+        "42nd",
+        "snake_case",
+        "\u00e9t\u00e9",
+        "the",
+    ]
+    spaces = [" ", "  ", "\t", "\n", "\x1c", "\x1f", "\x85", "\u2003", "\u3000", "\xa0"]
+    chance = random.Random(3)
+    for _ in range(200):
+        parts = [
+            chance.choice(pieces) + chance.choice(spaces) for _ in range(chance.randint(1, 30))
+        ]
+        text = "".join(parts)
+        normal = unicodedata.normalize("NFKC", text).lower()
+        words = [_word(t) for t in re.findall(r"[\w'-]+|[^\w\s'-]", normal)]
+        expected = {w for w in words if w} | {
+            f"{a} {b}" for a, b in zip(words, words[1:], strict=False) if a and b
+        }
+        assert post_terms(text) == expected, text
 
 
 def test_term_label_keeps_letters_apostrophes_hyphens_and_single_spaces() -> None:

@@ -175,6 +175,76 @@ def test_the_store_applies_the_pure_rule(engine: Engine) -> None:
             assert any(found.values())
 
 
+def _staging_rows(engine: Engine) -> dict[tuple[int, str], tuple[int, list[str], int]]:
+    with Session(engine) as session:
+        rows = session.execute(
+            text("SELECT day, term, pending, authors, author_entries FROM term_days")
+        )
+        return {(int(d), str(t)): (int(p), str(a).split(","), int(n)) for d, t, p, a, n in rows}
+
+
+def test_staging_posts_stages_their_uses(engine: Engine, tmp_path: Path) -> None:
+    """``record_posts`` (ingest's path: posts straight to rows) stages what ``record_uses``
+    stages for the same posts' uses, over polls that repeat days, terms and authors; a row
+    keeps AUTHOR_ENTRIES distinct ids once more authors used its term."""
+    chance = random.Random(11)
+    words = [f"w{chr(97 + i)}" for i in range(8)]
+    polls = []
+    for poll in range(4):
+        posts = []
+        for _ in range(60):
+            day = TODAY - chance.randrange(3) * DAY
+            terms = frozenset(chance.sample(words, chance.randint(0, 4)))
+            posts.append((day, chance.randrange(1, 12), terms))
+        # "crowd": 50 new authors a poll; "throng": 70 authors in the first poll alone
+        posts += [(TODAY, 1000 + 50 * poll + n, frozenset({"crowd"})) for n in range(50)]
+        posts += [(TODAY, 2000 + n, frozenset({"throng"})) for n in range(70 if poll == 0 else 0)]
+        polls.append(posts)
+    other = fx.make_store(tmp_path / "by-uses") if engine.dialect.name == "sqlite" else None
+    for target in (engine, other):
+        if target is None:
+            continue
+        with db.session_scope(target) as session:
+            session.execute(
+                text("INSERT INTO communities (id, source, created_at) VALUES ('gig', 'reddit', 0)")
+            )
+    by_uses: dict[tuple[int, str], tuple[int, set[int]]] = {}
+    for posts in polls:
+        uses: dict[tuple[int, str], tuple[int, set[int]]] = {}
+        for day, author, terms in posts:
+            for term in terms:
+                count, authors = uses.get((day, term)) or (0, set())
+                uses[(day, term)] = (count + 1, authors | {author})
+                count, authors = by_uses.get((day, term)) or (0, set())
+                by_uses[(day, term)] = (count + 1, authors | {author})
+        with db.session_scope(engine) as session:
+            term_store.record_posts(session, community_id="gig", posts=posts)
+        if other is not None:
+            with db.session_scope(other) as session:
+                term_store.record_uses(session, community_id="gig", uses=uses)
+    staged = _staging_rows(engine)
+    assert staged.keys() == by_uses.keys()
+    for key, (pending, ids, entries) in staged.items():
+        posts_of_term, authors = by_uses[key]
+        assert pending == posts_of_term, key
+        assert entries == len(ids), key
+        if key[1] not in ("crowd", "throng"):  # fewer than AUTHOR_ENTRIES authors: all kept
+            assert set(ids) == {str(a) for a in authors}, key
+    # 50 ids from the first poll and 50 from the second (the row held 50 < 64 before it);
+    # the third and fourth polls add posts but no ids: the row is full
+    assert staged[(TODAY, "crowd")] == (200, [str(1000 + n) for n in range(100)], 100)
+    # 70 distinct authors in one poll: the first 64 are kept
+    assert staged[(TODAY, "throng")] == (70, [str(2000 + n) for n in range(64)], 64)
+    if other is not None:
+        by_record_uses = _staging_rows(other)
+        other.dispose()
+        assert by_record_uses.keys() == staged.keys()
+        for key, (pending, ids, entries) in by_record_uses.items():
+            assert (pending, entries) == staged[key][::2], key
+            if key[1] != "throng":  # record_uses keeps any 64 of the 70
+                assert set(ids) == set(staged[key][1]), key
+
+
 def test_term_counts_follow_retention_days_unless_set(engine: Engine) -> None:
     old = TODAY - 40 * DAY
     items = [_post(i, f"a{i}", old + 60 * i, "pay cut") for i in range(5)]
