@@ -71,6 +71,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.analysis.plan import MAX_AGE_SECONDS
 from monitor.config import Settings, settings_from_mapping
+from monitor.poller import source_of
 from monitor.service import FLOWS_ALL_SECONDS, PRUNE_INTERVAL_SECONDS, Service
 
 POSTS_PER_DAY = 20
@@ -138,6 +139,8 @@ class Context:
     limit: int | None = None
     """``max_concurrent_polls``; None: the default."""
     steady_window: float = STEADY_WINDOW
+    steady_age: str = "young"
+    """The steady part's store: "young" (filled by a first round) or "year" (a year)."""
     postgres: PgCluster | None = None
     _databases: int = 0
 
@@ -825,6 +828,7 @@ def instrumented(service: Service, book: CpuBook) -> Iterator[None]:
 @dataclass
 class SteadyResult:
     communities: int
+    age: str
     window: float
     warmup: float
     cpu: float
@@ -837,6 +841,44 @@ class SteadyResult:
     prune_cpu: float
     prune_database_cpu: float
     database_cpu: float
+
+
+YEAR_DAYS = 365
+STORE_AGES = ("young", "year")
+
+
+def fill_year(settings: Settings, sources: dict[str, str]) -> None:
+    """A year of history for every community, written as ``bench.capacity_age`` writes it
+    (posts at ``POSTS_PER_DAY``, daily rollups, a poll run every 5 minutes of which the
+    last ``POLL_HISTORY_DAYS`` are kept, their merged coverage), ending now; the
+    communities' cursors are empty, so each one's first poll resumes from its newest
+    stored post."""
+    from bench import capacity_age
+    from monitor.store import retention
+
+    engine = capacity_age.new_store(settings.resolved_database_url())
+    saved = capacity_age.NOW
+    capacity_age.NOW = int(time.time()) - 120
+    try:
+        shape = capacity_age.Shape(
+            communities=len(settings.communities),
+            days=YEAR_DAYS,
+            posts_per_day=POSTS_PER_DAY,
+            polled_days=YEAR_DAYS,
+            kept_days=retention.POLL_HISTORY_DAYS,
+        )
+        capacity_age.fill(engine, settings, shape)
+        with engine.begin() as connection:  # the builder writes every community as Reddit's
+            for community_id, source in sources.items():
+                connection.exec_driver_sql(
+                    "UPDATE communities SET source = %s WHERE id = %s"
+                    if engine.dialect.name == "postgresql"
+                    else "UPDATE communities SET source = ? WHERE id = ?",
+                    (source, community_id),
+                )
+    finally:
+        capacity_age.NOW = saved
+        engine.dispose()
 
 
 async def fill_store(settings: Settings) -> None:
@@ -875,13 +917,24 @@ async def settle(service: Service, pruned: asyncio.Event, *, timeout: float) -> 
 
 
 async def steady(
-    settings: Settings, *, window: float, database_cpu: Callable[[], float] | None = None
+    settings: Settings,
+    *,
+    window: float,
+    age: str = "young",
+    database_cpu: Callable[[], float] | None = None,
 ) -> SteadyResult:
-    """``serve``'s scheduler on a store filled by a first round, restarted: after the
-    start's work, ``window`` seconds of every job as it runs, with /metrics scraped every
-    30 s; then one prune alone (the job runs hourly)."""
+    """``serve``'s scheduler restarted on a store filled by a first round (``age`` "young")
+    or holding a year of history ("year"): after the start's work, ``window`` seconds of
+    every job as it runs, with /metrics scraped every 30 s; then one prune alone (the
+    job runs hourly)."""
     db_cpu = database_cpu or (lambda: 0.0)
-    await fill_store(settings)
+    if age == "year":
+        sources = {c.id: source_of(c) for c in settings.communities}
+        built = time.perf_counter()
+        await asyncio.to_thread(fill_year, settings, sources)
+        _progress(f"a year of history written in {time.perf_counter() - built:.0f} s")
+    else:
+        await fill_store(settings)
     book = CpuBook()
     with tallied_logs() as logs:
         service = Service(settings, registry=CollectorRegistry())
@@ -937,6 +990,7 @@ async def steady(
             await service.stop()
     return SteadyResult(
         communities=len(settings.communities),
+        age=age,
         window=wall,
         warmup=warmup,
         cpu=cpu,
@@ -966,11 +1020,17 @@ def steady_rows(context: Context) -> list[Row]:
                     context, store, forums.communities, name=f"steady-{size}", interval=INTERVAL
                 )
                 found = asyncio.run(
-                    steady(settings, window=context.steady_window, database_cpu=database_cpu)
+                    steady(
+                        settings,
+                        window=context.steady_window,
+                        age=context.steady_age,
+                        database_cpu=database_cpu,
+                    )
                 )
             _progress(
-                f"{store} N={size} steady: {found.polls:.0f} polls, {found.cpu:.1f} CPU-s in "
-                f"{found.window:.0f} s after a {found.warmup:.0f} s start; "
+                f"{store} N={size} steady, {found.age} store: {found.polls:.0f} polls, "
+                f"{found.cpu:.1f} CPU-s in {found.window:.0f} s "
+                f"after a {found.warmup:.0f} s start; "
                 + ", ".join(f"{k} {v:.2f}" for k, v in sorted(found.book.seconds.items()))
             )
             rows += _steady_table(store, found)
@@ -995,13 +1055,14 @@ def _steady_table(store: str, found: SteadyResult) -> list[Row]:
     def each(name: str) -> str:
         return f"{1000 * seconds[name] / calls[name]:.1f} ms each" if calls[name] else "none"
 
+    age_text = "young store" if found.age == "young" else "a year of history"
     cycle = "" if found.window >= CYCLE_SECONDS else " (shorter than a cycle: a smoke test)"
     rows = [
         Row(
             "steady",
             store,
             n,
-            f"window: {found.window:.0f} s at a 5-minute interval{cycle}",
+            f"window: {found.window:.0f} s at a 5-minute interval, {age_text}{cycle}",
             f"{found.polls:.0f} polls, {found.failed} failed, {found.locked} 'database is "
             f"locked', {found.coalesced:.0f} coalesced; {found.cpu:.1f} CPU-s "
             f"(start before it: {found.warmup:.0f} s)",
@@ -1068,7 +1129,7 @@ def _steady_table(store: str, found: SteadyResult) -> list[Row]:
             "steady",
             store,
             n,
-            "per 5 min: total, share of one core (young store)",
+            f"per 5 min: total, share of one core ({age_text})",
             f"{total_5m:.1f} CPU-s = {100 * share:.0f} %",
             f"<= {100 * CORE_SHARE_TARGET:.0f} %",
             "PASS" if share <= CORE_SHARE_TARGET else "FAIL",
@@ -1113,6 +1174,7 @@ def run(
     full: bool = False,
     limit: int | None = None,
     steady_window: float = STEADY_WINDOW,
+    steady_age: str = "young",
 ) -> list[Row]:
     workdir = Path(tempfile.mkdtemp(prefix="capacity-"))
     context = Context(
@@ -1124,6 +1186,7 @@ def run(
         full=full,
         limit=limit,
         steady_window=steady_window,
+        steady_age=steady_age,
     )
     try:
         if "postgresql" in stores:
@@ -1164,6 +1227,12 @@ def capacity_rows(argv: list[str] | None = None) -> list[Row]:
         default=STEADY_WINDOW,
         help=f"seconds of steady state measured (default {STEADY_WINDOW:g}: one cycle)",
     )
+    parser.add_argument(
+        "--steady-store",
+        choices=STORE_AGES,
+        default="young",
+        help="the steady part's store: filled by a first round (30 days), or a year",
+    )
     args = parser.parse_args(argv)
     sizes = FULL_SIZES if args.full else DEFAULT_SIZES
     if args.sizes:
@@ -1177,6 +1246,7 @@ def capacity_rows(argv: list[str] | None = None) -> list[Row]:
         full=args.full,
         limit=args.max_concurrent_polls,
         steady_window=args.steady_window,
+        steady_age=args.steady_store,
     )
 
 
