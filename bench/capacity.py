@@ -853,7 +853,7 @@ def fill_year(settings: Settings, sources: dict[str, str]) -> None:
     (posts at ``POSTS_PER_DAY``, daily rollups, a poll run every 5 minutes of which the
     last ``POLL_HISTORY_DAYS`` are kept, their merged coverage), ending now; the
     communities' cursors are empty, so each one's first poll resumes from its newest
-    stored post."""
+    stored post (``steady`` runs that round before its window)."""
     from bench import capacity_age
     from monitor.store import retention
 
@@ -938,8 +938,9 @@ async def steady(
         built = time.perf_counter()
         await asyncio.to_thread(fill_year, settings, sources)
         _progress(f"a year of history written in {time.perf_counter() - built:.0f} s")
-    else:
-        await fill_store(settings)
+    # on the year's store, each first poll resumes from the newest stored post and sets
+    # the cursor, so the window's polls are the ones that follow, as on the young store
+    await fill_store(settings)
     book = CpuBook()
     with tallied_logs() as logs:
         service = Service(settings, registry=CollectorRegistry())
