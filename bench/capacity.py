@@ -371,6 +371,28 @@ class PgCluster:
     def cpu(self) -> float:
         return tree_cpu(self.pid)
 
+    def cpu_split(self) -> dict[str, float]:
+        """``cpu`` by kind of server process: the service's connections, the background
+        processes (checkpointer, autovacuum launcher, ...), and those ended (reaped
+        autovacuum workers and connections)."""
+        split = {"connections": 0.0, "background": 0.0, "ended": 0.0}
+        split["ended"] = _proc_cpu(self.pid, children=True) - _proc_cpu(self.pid)
+        split["background"] = _proc_cpu(self.pid)
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == self.pid:
+                kind = "connections" if "127.0.0.1(" in command else "background"
+                if "autovacuum worker" in command:
+                    kind = "autovacuum"
+                split[kind] = split.get(kind, 0.0) + _proc_cpu(int(entry.name))
+        return split
+
     def stop(self) -> None:
         self._run([str(self.BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"])
         shutil.rmtree(self.root, ignore_errors=True)
@@ -841,6 +863,7 @@ class SteadyResult:
     prune_cpu: float
     prune_database_cpu: float
     database_cpu: float
+    database_split: dict[str, float] = field(default_factory=dict)
 
 
 YEAR_DAYS = 365
@@ -931,6 +954,7 @@ async def steady(
     window: float,
     age: str = "young",
     database_cpu: Callable[[], float] | None = None,
+    database_split: Callable[[], dict[str, float]] | None = None,
 ) -> SteadyResult:
     """``serve``'s scheduler restarted on a store filled by a first round (``age`` "young")
     or holding a year of history ("year"): after the start's work, ``window`` seconds of
@@ -973,6 +997,7 @@ async def steady(
                 # the window starts a cycle of the every-5-minutes flows (the job's next
                 # tick runs it), so it holds one run, as every 5 minutes do
                 service._flows_all_at = -math.inf
+                split0 = database_split() if database_split else {}
                 db0, cpu0, wall0 = db_cpu(), process_cpu(), time.perf_counter()
                 book.recording = True
                 scrapes = 0
@@ -986,6 +1011,8 @@ async def steady(
                 book.recording = False
                 wall, cpu = time.perf_counter() - wall0, process_cpu() - cpu0
                 window_db = db_cpu() - db0
+                split = database_split() if database_split else {}
+                split = {k: v - split0.get(k, 0.0) for k, v in split.items()}
                 after = poll_tally(service.registry)
                 locked = logs.locked - locked
                 assert service.scheduler is not None and service.polls is not None
@@ -1013,6 +1040,7 @@ async def steady(
         prune_cpu=prune_cpu,
         prune_database_cpu=prune_db,
         database_cpu=window_db,
+        database_split=split,
     )
 
 
@@ -1035,6 +1063,9 @@ def steady_rows(context: Context) -> list[Row]:
                         window=context.steady_window,
                         age=context.steady_age,
                         database_cpu=database_cpu,
+                        database_split=context.postgres.cpu_split
+                        if store == "postgresql" and context.postgres
+                        else None,
                     )
                 )
             _progress(
@@ -1154,7 +1185,9 @@ def _steady_table(store: str, found: SteadyResult) -> list[Row]:
                 n,
                 "database server per 5 min, apart (window; prune run)",
                 f"{db_5m:.1f} CPU-s = {100 * db_5m / REAL_INTERVAL_SECONDS:.0f} % "
-                f"({found.prune_database_cpu:.2f} a prune)",
+                f"({found.prune_database_cpu:.2f} a prune; "
+                + ", ".join(f"{k} {v * scale:.1f}" for k, v in found.database_split.items())
+                + ")",
             )
         )
     return rows
