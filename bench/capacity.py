@@ -1,11 +1,11 @@
 """Capacity: how many communities one process polls without falling behind.
 
-``python -m bench capacity`` (bursts at N = 10 and 100, steady state at 100, about ten
+``python -m bench capacity`` (bursts at N = 10 and 100, steady state at 100, about 20
 minutes on a busy 2-core machine; then the other capacity sections, ``bench/__main__.py``)
 or ``python -m bench.capacity --full`` (both parts at N = 10, 100 and 1,000; also
-``FORUM_MONITOR_BENCH_FULL=1`` for ``python -m bench capacity``, about 50 minutes).
+``FORUM_MONITOR_BENCH_FULL=1`` for ``python -m bench capacity``, about 80 minutes).
 ``python -m bench.capacity --help`` lists the flags (``--sizes``, ``--stores``,
-``--parts``, ``--repeats``, ``--py-spy``).
+``--parts``, ``--repeats``, ``--py-spy``, ``--steady-window``).
 
 The forums are the fakes of ``monitor.fakeforum`` (Reddit and Discourse, half each), run
 in a child process on 127.0.0.1 so that their CPU is not the service's; every community
@@ -22,17 +22,25 @@ Parts, each a function returning ``Row``s (``PARTS``; another part adds its func
   (``Service.poll_all``), alternated: failed polls, "database is locked" log lines,
   wall time and CPU-s of each, and serve's wall time over poll-once's. Target: 0
   failed polls, no "database is locked", ratio <= 1.2.
-- **steady**: after its first round, the service runs on with a *shortened* interval
-  (``STEADY_INTERVAL``, 30 s, instead of 5m) while the fakes keep posting at ten times
-  their rate (so each poll sees what a 5-minute poll would). CPU is split by component
-  (thread CPU time of each synchronous part, ``time.thread_time``): scoring,
-  the write transaction, analysis after a poll, the every-minute analysis job, a
-  scrape of /metrics (``Service.exposition``, every few seconds), and the rest (HTTP,
-  parsing, the event loop, scheduling) as process CPU minus the parts. The CPU-s per
-  5 minutes at the real settings is then: N polls x (poll CPU per poll, measured), plus
-  5 runs of the every-minute analysis job (one run measured after the window), plus 10
-  scrapes (Prometheus every 30 s). Target (the issue's, for a year of history): <= 50 %
-  of one core; these stores are young (30 days), so the row says so.
+- **steady**: what ``serve`` does once its first round is behind it. A store is filled by
+  ``poll-once`` (every community's 30 days), then a new ``Service`` on it runs its
+  scheduler as ``serve`` does after a restart: each community polled at its slot of the
+  5-minute interval through the admission queue, the analysis job every 10 s
+  (recomputing what changed or is 5 minutes old, ``monitor.analysis.plan``), every
+  namespace's participant flows every 5 minutes and after polls with news, the hourly
+  prune, on PostgreSQL the lease rounds; the fakes post at their real rate. Once the
+  start's work is done (every snapshot computed, no poll waiting, the start's prune
+  run), a window of ``STEADY_WINDOW`` (5 minutes: one poll per community, one age
+  recompute per community, one run of every namespace's flows, whose cycle the window
+  starts) is measured at the real settings, with /metrics (``Service.exposition``)
+  scraped every 30 s as Prometheus would. CPU is split by component (thread CPU time
+  of each synchronous part, ``time.thread_time``): the poll's reads, its preparation
+  (known hashes, pseudonyms, scoring), its write transaction; the analysis after a poll;
+  the analysis job (due checks, recomputes); flows; scrapes; lease rounds; and the rest
+  (HTTP, parsing, the event loop, the scheduler) as process CPU minus those. One prune
+  is measured alone after the window and counted as 1/12 per 5 minutes. PostgreSQL's
+  server CPU is reported apart. Target (the issue's): <= 50 % of one core at 1,000
+  communities; these stores are young (30 days), and the rows say so.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import math
 import os
 import resource
 import shutil
@@ -60,23 +69,26 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from monitor.analysis.plan import MAX_AGE_SECONDS
 from monitor.config import Settings, settings_from_mapping
-from monitor.service import Service
+from monitor.poller import source_of
+from monitor.service import FLOWS_ALL_SECONDS, PRUNE_INTERVAL_SECONDS, Service
 
 POSTS_PER_DAY = 20
 HISTORY_DAYS = 30
 INTERVAL = "5m"
-STEADY_INTERVAL = 30
-"""Seconds between polls of a community in the steady part (scaled to 5 minutes)."""
-STEADY_WINDOW = 60
-"""Seconds of steady state measured."""
+STEADY_WINDOW = 300.0
+"""Seconds of steady state measured: one poll interval, one cycle of the analysis plan
+(``plan.MAX_AGE_SECONDS``) and of every namespace's flows (``FLOWS_ALL_SECONDS``)."""
 STEADY_MIN_SIZE = 100
 """Below this the steady part is measured only with ``--full`` (it is all noise)."""
-SCRAPE_EVERY = 3.0
-"""Seconds between scrapes in the steady window (Prometheus' 30 s is used to scale)."""
+SETTLE_SECONDS = 10.0
+"""Quiet seconds after the start's work before the steady window opens."""
 REAL_SCRAPE_INTERVAL = 30
+"""Prometheus' default scrape interval."""
 REAL_INTERVAL_SECONDS = 300
-ANALYSIS_RUNS_PER_5M = 5
+CYCLE_SECONDS = max(REAL_INTERVAL_SECONDS, MAX_AGE_SECONDS, FLOWS_ALL_SECONDS)
+"""A window this long holds every periodic piece of steady-state work at least once."""
 DEFAULT_SIZES = (10, 100)
 FULL_SIZES = (10, 100, 1000)
 RATIO_TARGET = 1.2
@@ -126,6 +138,9 @@ class Context:
     full: bool = False
     limit: int | None = None
     """``max_concurrent_polls``; None: the default."""
+    steady_window: float = STEADY_WINDOW
+    steady_age: str = "young"
+    """The steady part's store: "young" (filled by a first round) or "year" (a year)."""
     postgres: PgCluster | None = None
     _databases: int = 0
 
@@ -356,6 +371,28 @@ class PgCluster:
     def cpu(self) -> float:
         return tree_cpu(self.pid)
 
+    def cpu_split(self) -> dict[str, float]:
+        """``cpu`` by kind of server process: the service's connections, the background
+        processes (checkpointer, autovacuum launcher, ...), and those ended (reaped
+        autovacuum workers and connections)."""
+        split = {"connections": 0.0, "background": 0.0, "ended": 0.0}
+        split["ended"] = _proc_cpu(self.pid, children=True) - _proc_cpu(self.pid)
+        split["background"] = _proc_cpu(self.pid)
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == self.pid:
+                kind = "connections" if "127.0.0.1(" in command else "background"
+                if "autovacuum worker" in command:
+                    kind = "autovacuum"
+                split[kind] = split.get(kind, 0.0) + _proc_cpu(int(entry.name))
+        return split
+
     def stop(self) -> None:
         self._run([str(self.BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"])
         shutil.rmtree(self.root, ignore_errors=True)
@@ -409,6 +446,7 @@ class PollTally:
     failed: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
     polls: float = 0.0
+    coalesced: float = 0.0
 
     @property
     def failures(self) -> int:
@@ -429,6 +467,8 @@ def poll_tally(registry: CollectorRegistry) -> PollTally:
                 tally.reasons[sample.labels["reason"]] += int(sample.value)
             elif sample.name == "forum_monitor_polls_total":
                 tally.polls += sample.value
+            elif sample.name == "forum_monitor_polls_coalesced_total":
+                tally.coalesced += sample.value
     return tally
 
 
@@ -718,6 +758,20 @@ def _progress(line: str) -> None:
 # --------------------------------------------------------------------- steady state
 
 COMPONENT: contextvars.ContextVar[str] = contextvars.ContextVar("component", default="poll")
+"""The job the running code serves: "poll" (a poll and what follows it) or "analysis" (the
+scheduler's analysis job); worker threads inherit it (``asyncio.to_thread`` copies it)."""
+
+READS = "poll: reads (known?, cursor, resume point)"
+PREPARE = "poll: prepare (known hashes, pseudonyms, scoring)"
+WRITE = "poll: write transaction"
+AFTER_CHECK = "after a poll: data version check"
+AFTER_RECOMPUTE = "after a poll: recompute"
+JOB_DUE = "analysis job: due check"
+JOB_RECOMPUTE = "analysis job: recompute"
+FLOWS_ALL = "flows: every 5 minutes"
+FLOWS_AFTER = "flows: after a poll"
+LEASES = "leases"
+SCRAPES = "scrapes"
 
 
 class CpuBook:
@@ -748,103 +802,245 @@ class CpuBook:
         return wrapper
 
 
-def instrument(service: Service, book: CpuBook) -> None:
-    """Wrap the service's synchronous parts so their thread CPU time is booked."""
-    assert service.poller is not None and service.snapshots is not None
-    assert service.ingestor is not None
-    poller, snapshots, ingestor = service.poller, service.snapshots, service.ingestor
-    if hasattr(ingestor, "prepare"):  # pseudonyms, hashes, sentiment, keyword groups
-        prepare = book.timed("prepare: pseudonyms, scoring", ingestor.prepare)
-        ingestor.prepare = prepare  # type: ignore[method-assign]
-    # the write transaction (before the write path was split, it held the scoring too)
-    writer = "_commit" if hasattr(poller, "_commit") else "_write"
-    setattr(poller, writer, book.timed("write transaction", getattr(poller, writer)))
-    snapshots.refresh = book.timed(  # type: ignore[method-assign]
-        lambda: (
-            "analysis, every minute" if COMPONENT.get() == "minute" else "analysis after a poll"
-        ),
-        snapshots.refresh,
-    )
-    every_minute = service.refresh_all
+def _by_job(in_job: str, after_poll: str) -> Callable[[], str]:
+    return lambda: in_job if COMPONENT.get() == "analysis" else after_poll
 
-    async def refresh_all() -> None:
-        token = COMPONENT.set("minute")
+
+@contextlib.contextmanager
+def instrumented(service: Service, book: CpuBook) -> Iterator[None]:
+    """Wrap the service's synchronous parts (each runs in a worker thread, or is a scrape)
+    so their thread CPU time is booked by component; the analysis job runs with
+    ``COMPONENT`` "analysis", so a recompute it asks for is told from one a poll asks for."""
+    import monitor.service as service_module
+
+    assert service.poller is not None and service.snapshots is not None
+    poller, snapshots = service.poller, service.snapshots
+    for name in ("_is_known", "_load", "_resume_from"):
+        setattr(poller, name, book.timed(READS, getattr(poller, name)))
+    poller._prepare = book.timed(PREPARE, poller._prepare)  # type: ignore[method-assign]
+    poller._commit = book.timed(WRITE, poller._commit)  # type: ignore[method-assign]
+    poller._write_failure = book.timed(WRITE, poller._write_failure)  # type: ignore[method-assign]
+    snapshots.refresh_state = book.timed(AFTER_CHECK, snapshots.refresh_state)  # type: ignore[method-assign]
+    snapshots.refresh = book.timed(  # type: ignore[method-assign]
+        _by_job(JOB_RECOMPUTE, AFTER_RECOMPUTE), snapshots.refresh
+    )
+    snapshots.refresh_flows = book.timed(  # type: ignore[method-assign]
+        _by_job(FLOWS_ALL, FLOWS_AFTER), snapshots.refresh_flows
+    )
+    service.plan.due = book.timed(JOB_DUE, service.plan.due)  # type: ignore[method-assign]
+    analyse = service.analyse
+
+    async def analysis_job() -> None:
+        token = COMPONENT.set("analysis")
         try:
-            await every_minute()
+            await analyse()
         finally:
             COMPONENT.reset(token)
 
-    service.refresh_all = refresh_all  # type: ignore[method-assign]
+    service.analyse = analysis_job  # type: ignore[method-assign]
+    versions = service_module.data_versions
+    # the job's read of every community's data version (a module function it calls)
+    service_module.data_versions = book.timed(JOB_DUE, versions)
+    try:
+        yield
+    finally:
+        service_module.data_versions = versions
 
 
 @dataclass
 class SteadyResult:
     communities: int
+    age: str
     window: float
+    warmup: float
     cpu: float
-    polls: float
     book: CpuBook
-    analysis_run_cpu: float
-    scrape_cpu: float
-    scrapes: int
-    database_cpu: float
+    polls: float
     failed: int
     locked: int
-    coalesced: float = 0.0
+    coalesced: float
+    scrapes: int
+    prune_cpu: float
+    prune_database_cpu: float
+    database_cpu: float
+    database_split: dict[str, float] = field(default_factory=dict)
+
+
+YEAR_DAYS = 365
+FILL_ROUNDS = 3
+STORE_AGES = ("young", "year")
+
+
+def fill_year(settings: Settings, sources: dict[str, str]) -> None:
+    """A year of history for every community, written as ``bench.capacity_age`` writes it
+    (posts at ``POSTS_PER_DAY``, daily rollups, a poll run every 5 minutes of which the
+    last ``POLL_HISTORY_DAYS`` are kept, their merged coverage), ending now; the
+    communities' cursors are empty, so each one's first poll resumes from its newest
+    stored post (``steady`` runs that round before its window)."""
+    from bench import capacity_age
+    from monitor.store import retention
+
+    engine = capacity_age.new_store(settings.resolved_database_url())
+    saved = capacity_age.NOW
+    capacity_age.NOW = int(time.time()) - 120
+    try:
+        shape = capacity_age.Shape(
+            communities=len(settings.communities),
+            days=YEAR_DAYS,
+            posts_per_day=POSTS_PER_DAY,
+            polled_days=YEAR_DAYS,
+            kept_days=retention.POLL_HISTORY_DAYS,
+        )
+        capacity_age.fill(engine, settings, shape)
+        with engine.begin() as connection:  # the builder writes every community as Reddit's
+            for community_id, source in sources.items():
+                connection.exec_driver_sql(
+                    "UPDATE communities SET source = %s WHERE id = %s"
+                    if engine.dialect.name == "postgresql"
+                    else "UPDATE communities SET source = ? WHERE id = ?",
+                    (source, community_id),
+                )
+        if engine.dialect.name == "postgresql":
+            # what autovacuum would have done over the year; else it runs in the window
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.exec_driver_sql("VACUUM ANALYZE")
+    finally:
+        capacity_age.NOW = saved
+        engine.dispose()
+
+
+async def fill_store(settings: Settings) -> None:
+    """Every community's history read by ``poll-once``: the store a ``serve`` restarted
+    after its first round finds."""
+    with tallied_logs():
+        service = Service(settings, registry=CollectorRegistry())
+        await service.open()
+        try:
+            missing = service.active_communities()
+            for _ in range(FILL_ROUNDS):  # a poll failed on a loaded machine is polled again
+                outcomes = await asyncio.gather(*(service.poll(c) for c in missing))
+                failed = {o.community for o in outcomes if o.outcome not in ("ok", "not_modified")}
+                missing = [c for c in missing if c.id in failed]
+                if not missing:
+                    return
+        finally:
+            await service.stop()
+    raise RuntimeError(f"{len(missing)} first polls failed, e.g. {missing[0].id}")
+
+
+async def settle(service: Service, pruned: asyncio.Event, *, timeout: float) -> None:
+    """Until the start's work is done: every community has a snapshot, no poll waits (on
+    PostgreSQL the start's lease round polls every community it gains at once), the
+    gained communities are recomputed, and the start's prune has run."""
+    assert service.snapshots is not None and service.polls is not None
+    snapshots, polls = service.snapshots, service.polls
+    ids = service.active_ids()
+    deadline = time.perf_counter() + timeout
+    while not (
+        pruned.is_set()
+        and polls.waiting == 0
+        and not service._followups  # the lease round's recomputes
+        and all(snapshots.get(community_id) is not None for community_id in ids)
+    ):
+        if time.perf_counter() > deadline:
+            raise RuntimeError("the service did not settle after its start")
+        await asyncio.sleep(1.0)
+    await asyncio.sleep(SETTLE_SECONDS)
 
 
 async def steady(
-    settings: Settings, *, database_cpu: Callable[[], float] | None = None
+    settings: Settings,
+    *,
+    window: float,
+    age: str = "young",
+    database_cpu: Callable[[], float] | None = None,
+    database_split: Callable[[], dict[str, float]] | None = None,
 ) -> SteadyResult:
-    count = len(settings.communities)
+    """``serve``'s scheduler restarted on a store filled by a first round (``age`` "young")
+    or holding a year of history ("year"): after the start's work, ``window`` seconds of
+    every job as it runs, with /metrics scraped every 30 s; then one prune alone (the
+    job runs hourly)."""
+    db_cpu = database_cpu or (lambda: 0.0)
+    if age == "year":
+        sources = {c.id: source_of(c) for c in settings.communities}
+        built = time.perf_counter()
+        await asyncio.to_thread(fill_year, settings, sources)
+        _progress(f"a year of history written in {time.perf_counter() - built:.0f} s")
+    # on the year's store, each first poll resumes from the newest stored post and sets
+    # the cursor, so the window's polls are the ones that follow, as on the young store
+    await fill_store(settings)
     book = CpuBook()
     with tallied_logs() as logs:
         service = Service(settings, registry=CollectorRegistry())
         await service.open()
-        instrument(service, book)
-        first = FirstOutcomes(service)
+        pruned = asyncio.Event()
+        prune = service.prune
+
+        async def noted_prune() -> None:
+            try:
+                await prune()
+            finally:
+                pruned.set()
+
+        service.prune = noted_prune  # type: ignore[method-assign]
         try:
-            service.schedule()
-            if not await first.wait(timeout=ROUND_TIMEOUT):
-                raise RuntimeError("the first round did not complete")
-            # one more interval: the heavy first polls are behind every community
-            await asyncio.sleep(STEADY_INTERVAL)
-            before = poll_tally(service.registry)
-            db0 = database_cpu() if database_cpu else 0.0
-            cpu0, wall0 = process_cpu(), time.perf_counter()
-            book.recording = True
-            scrapes = 0
-            while time.perf_counter() - wall0 < STEADY_WINDOW:
-                started = time.thread_time()
-                service.exposition()  # what GET /metrics serves
-                book.add("scrape", time.thread_time() - started)
-                scrapes += 1
-                await asyncio.sleep(SCRAPE_EVERY)
-            book.recording = False
-            wall, cpu = time.perf_counter() - wall0, process_cpu() - cpu0
-            db_cpu = (database_cpu() - db0) if database_cpu else 0.0
-            after = poll_tally(service.registry)
-            if service.scheduler is not None:
+            with instrumented(service, book):
+                started = time.perf_counter()
+                service.schedule()
+                if service.replicas is not None and service.replicas.keeper is not None:
+                    keeper = service.replicas.keeper
+                    keeper.round = book.timed(LEASES, keeper.round)  # type: ignore[method-assign]
+                await settle(service, pruned, timeout=ROUND_TIMEOUT)
+                warmup = time.perf_counter() - started
+                before = poll_tally(service.registry)
+                locked = logs.locked
+                # the window starts a cycle of the every-5-minutes flows (the job's next
+                # tick runs it), so it holds one run, as every 5 minutes do
+                service._flows_all_at = -math.inf
+                split0 = database_split() if database_split else {}
+                db0, cpu0, wall0 = db_cpu(), process_cpu(), time.perf_counter()
+                book.recording = True
+                scrapes = 0
+                while time.perf_counter() - wall0 < window:
+                    begun = time.thread_time()
+                    service.exposition()  # what GET /metrics serves
+                    book.add(SCRAPES, time.thread_time() - begun)
+                    scrapes += 1
+                    next_scrape = min(wall0 + scrapes * REAL_SCRAPE_INTERVAL, wall0 + window)
+                    await asyncio.sleep(max(0.0, next_scrape - time.perf_counter()))
+                book.recording = False
+                wall, cpu = time.perf_counter() - wall0, process_cpu() - cpu0
+                window_db = db_cpu() - db0
+                split = database_split() if database_split else {}
+                split = {k: v - split0.get(k, 0.0) for k, v in split.items()}
+                after = poll_tally(service.registry)
+                locked = logs.locked - locked
+                assert service.scheduler is not None and service.polls is not None
                 service.scheduler.pause()
-            await asyncio.sleep(2.0)  # polls admitted before the pause finish first
-            # one run of the every-minute analysis job, with nothing else running
-            cpu_run0 = process_cpu()
-            await service.refresh_all()
-            analysis_run_cpu = process_cpu() - cpu_run0
+                if service.polls.tasks:
+                    await asyncio.wait(service.polls.tasks, timeout=60)
+                await asyncio.sleep(1.0)
+                db0, cpu0 = db_cpu(), process_cpu()
+                await prune()
+                prune_cpu, prune_db = process_cpu() - cpu0, db_cpu() - db0
         finally:
             await service.stop()
     return SteadyResult(
-        communities=count,
+        communities=len(settings.communities),
+        age=age,
         window=wall,
+        warmup=warmup,
         cpu=cpu,
-        polls=after.polls - before.polls,
         book=book,
-        analysis_run_cpu=analysis_run_cpu,
-        scrape_cpu=book.seconds["scrape"] / max(1, scrapes),
-        scrapes=scrapes,
-        database_cpu=db_cpu,
+        polls=after.polls - before.polls,
         failed=after.failures - before.failures,
-        locked=logs.locked,
+        locked=locked,
+        coalesced=after.coalesced - before.coalesced,
+        scrapes=scrapes,
+        prune_cpu=prune_cpu,
+        prune_database_cpu=prune_db,
+        database_cpu=window_db,
+        database_split=split,
     )
 
 
@@ -856,88 +1052,142 @@ def steady_rows(context: Context) -> list[Row]:
             database_cpu = (
                 context.postgres.cpu if store == "postgresql" and context.postgres else None
             )
-            with fakes(size, speed=REAL_INTERVAL_SECONDS / STEADY_INTERVAL) as forums:
+            # the fakes post at their real rate: 20 posts a day per community
+            with fakes(size, speed=1.0) as forums:
                 settings = settings_for(
-                    context,
-                    store,
-                    forums.communities,
-                    name=f"steady-{size}",
-                    interval=STEADY_INTERVAL,
+                    context, store, forums.communities, name=f"steady-{size}", interval=INTERVAL
                 )
-                found = asyncio.run(steady(settings, database_cpu=database_cpu))
+                found = asyncio.run(
+                    steady(
+                        settings,
+                        window=context.steady_window,
+                        age=context.steady_age,
+                        database_cpu=database_cpu,
+                        database_split=context.postgres.cpu_split
+                        if store == "postgresql" and context.postgres
+                        else None,
+                    )
+                )
+            _progress(
+                f"{store} N={size} steady, {found.age} store: {found.polls:.0f} polls, "
+                f"{found.cpu:.1f} CPU-s in {found.window:.0f} s "
+                f"after a {found.warmup:.0f} s start; "
+                + ", ".join(f"{k} {v:.2f}" for k, v in sorted(found.book.seconds.items()))
+            )
             rows += _steady_table(store, found)
     return rows
 
 
 def _steady_table(store: str, found: SteadyResult) -> list[Row]:
     n = found.communities
-    book = found.book
-    minute = book.seconds["analysis, every minute"]
-    scrape = book.seconds["scrape"]
-    poll_cpu = found.cpu - minute - scrape
-    per_poll = poll_cpu / max(1.0, found.polls)
-    parts = {
-        "prepare: pseudonyms, scoring": book.seconds["prepare: pseudonyms, scoring"],
-        "write transaction": book.seconds["write transaction"],
-        "analysis after a poll": book.seconds["analysis after a poll"],
-    }
-    parts["HTTP, parsing, event loop"] = poll_cpu - sum(parts.values())
-    polls_5m = n * per_poll
-    analysis_5m = ANALYSIS_RUNS_PER_5M * found.analysis_run_cpu
-    scrape_5m = (REAL_INTERVAL_SECONDS / REAL_SCRAPE_INTERVAL) * found.scrape_cpu
-    total_5m = polls_5m + analysis_5m + scrape_5m
+    seconds, calls = found.book.seconds, found.book.calls
+    scale = REAL_INTERVAL_SECONDS / found.window
+    prune_5m = found.prune_cpu * REAL_INTERVAL_SECONDS / PRUNE_INTERVAL_SECONDS
+
+    def per5(*names: str) -> float:
+        return scale * sum(seconds[name] for name in names)
+
+    booked = sum(seconds.values())
+    rest = scale * (found.cpu - booked)
+    polls_5m = per5(READS, PREPARE, WRITE) + rest
+    total_5m = found.cpu * scale + prune_5m
     share = total_5m / REAL_INTERVAL_SECONDS
-    split = ", ".join(
-        f"{name} {n * seconds / max(1.0, found.polls):.1f}" for name, seconds in parts.items()
-    )
+
+    def each(name: str) -> str:
+        return f"{1000 * seconds[name] / calls[name]:.1f} ms each" if calls[name] else "none"
+
+    age_text = "young store" if found.age == "young" else "a year of history"
+    cycle = "" if found.window >= CYCLE_SECONDS else " (shorter than a cycle: a smoke test)"
     rows = [
         Row(
             "steady",
             store,
             n,
-            f"window: {found.window:.0f} s at a {STEADY_INTERVAL} s interval",
-            f"{found.polls:.0f} polls, {found.cpu:.1f} CPU-s, {found.failed} failed, "
-            f"{found.locked} 'database is locked'",
+            f"window: {found.window:.0f} s at a 5-minute interval, {age_text}{cycle}",
+            f"{found.polls:.0f} polls, {found.failed} failed, {found.locked} 'database is "
+            f"locked', {found.coalesced:.0f} coalesced; {found.cpu:.1f} CPU-s "
+            f"(start before it: {found.warmup:.0f} s)",
         ),
         Row(
             "steady",
             store,
             n,
-            "per 5 min: polls (N x CPU per poll)",
-            f"{polls_5m:.1f} CPU-s ({split})",
+            "per 5 min: polls (reads / prepare / write transaction / HTTP, parsing, loop)",
+            f"{polls_5m:.1f} CPU-s ({per5(READS):.1f} / {per5(PREPARE):.1f} / "
+            f"{per5(WRITE):.1f} / {rest:.1f})",
         ),
         Row(
             "steady",
             store,
             n,
-            "per 5 min: every-minute analysis (5 runs)",
-            f"{analysis_5m:.1f} CPU-s ({found.analysis_run_cpu:.2f} a run)",
+            "per 5 min: analysis after a poll (version check; recomputes)",
+            f"{per5(AFTER_CHECK, AFTER_RECOMPUTE):.1f} CPU-s ({per5(AFTER_CHECK):.1f}; "
+            f"{calls[AFTER_RECOMPUTE]} x {each(AFTER_RECOMPUTE)})",
         ),
         Row(
             "steady",
             store,
             n,
-            "per 5 min: scrapes (10)",
-            f"{scrape_5m:.2f} CPU-s ({1000 * found.scrape_cpu:.1f} ms a scrape)",
+            "per 5 min: analysis job, every 10 s (due checks; recomputes)",
+            f"{per5(JOB_DUE, JOB_RECOMPUTE):.1f} CPU-s ({per5(JOB_DUE):.1f}; "
+            f"{calls[JOB_RECOMPUTE]} x {each(JOB_RECOMPUTE)})",
         ),
         Row(
             "steady",
             store,
             n,
-            "per 5 min: total, share of one core (young store)",
-            f"{total_5m:.1f} CPU-s = {100 * share:.0f} %",
-            f"<= {100 * CORE_SHARE_TARGET:.0f} % (year of history: age part)",
-            "PASS" if share <= CORE_SHARE_TARGET else "FAIL",
+            "per 5 min: participant flows (every 5 min; after polls)",
+            f"{per5(FLOWS_ALL, FLOWS_AFTER):.1f} CPU-s ({calls[FLOWS_ALL]} x "
+            f"{each(FLOWS_ALL)}; {calls[FLOWS_AFTER]} x {each(FLOWS_AFTER)})",
+        ),
+        Row(
+            "steady",
+            store,
+            n,
+            "per 5 min: scrapes of /metrics (every 30 s)",
+            f"{per5(SCRAPES):.2f} CPU-s ({found.scrapes} x {each(SCRAPES)})",
+        ),
+        Row(
+            "steady",
+            store,
+            n,
+            "per 5 min: prune (hourly: 1/12 of one run, measured alone)",
+            f"{prune_5m:.2f} CPU-s ({found.prune_cpu:.2f} a run)",
         ),
     ]
-    if store == "postgresql":
+    if calls[LEASES]:
         rows.append(
             Row(
                 "steady",
                 store,
                 n,
-                "database server, per 5 min (N x per poll)",
-                f"{n * found.database_cpu / max(1.0, found.polls):.1f} CPU-s",
+                "per 5 min: lease rounds",
+                f"{per5(LEASES):.2f} CPU-s ({calls[LEASES]} x {each(LEASES)})",
+            )
+        )
+    rows.append(
+        Row(
+            "steady",
+            store,
+            n,
+            f"per 5 min: total, share of one core ({age_text})",
+            f"{total_5m:.1f} CPU-s = {100 * share:.0f} %",
+            f"<= {100 * CORE_SHARE_TARGET:.0f} %",
+            "PASS" if share <= CORE_SHARE_TARGET else "FAIL",
+        )
+    )
+    if store == "postgresql":
+        db_5m = found.database_cpu * scale
+        rows.append(
+            Row(
+                "steady",
+                store,
+                n,
+                "database server per 5 min, apart (window; prune run)",
+                f"{db_5m:.1f} CPU-s = {100 * db_5m / REAL_INTERVAL_SECONDS:.0f} % "
+                f"({found.prune_database_cpu:.2f} a prune; "
+                + ", ".join(f"{k} {v * scale:.1f}" for k, v in found.database_split.items())
+                + ")",
             )
         )
     return rows
@@ -966,6 +1216,8 @@ def run(
     profile: bool = False,
     full: bool = False,
     limit: int | None = None,
+    steady_window: float = STEADY_WINDOW,
+    steady_age: str = "young",
 ) -> list[Row]:
     workdir = Path(tempfile.mkdtemp(prefix="capacity-"))
     context = Context(
@@ -976,6 +1228,8 @@ def run(
         profile=profile,
         full=full,
         limit=limit,
+        steady_window=steady_window,
+        steady_age=steady_age,
     )
     try:
         if "postgresql" in stores:
@@ -1010,6 +1264,18 @@ def capacity_rows(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--repeats", type=int, default=1, help="alternations of each pair")
     parser.add_argument("--py-spy", action="store_true", help="profile serve's first round")
     parser.add_argument("--max-concurrent-polls", type=int, help="default: the config's")
+    parser.add_argument(
+        "--steady-window",
+        type=float,
+        default=STEADY_WINDOW,
+        help=f"seconds of steady state measured (default {STEADY_WINDOW:g}: one cycle)",
+    )
+    parser.add_argument(
+        "--steady-store",
+        choices=STORE_AGES,
+        default="young",
+        help="the steady part's store: filled by a first round (30 days), or a year",
+    )
     args = parser.parse_args(argv)
     sizes = FULL_SIZES if args.full else DEFAULT_SIZES
     if args.sizes:
@@ -1022,6 +1288,8 @@ def capacity_rows(argv: list[str] | None = None) -> list[Row]:
         profile=args.py_spy,
         full=args.full,
         limit=args.max_concurrent_polls,
+        steady_window=args.steady_window,
+        steady_age=args.steady_store,
     )
 
 
