@@ -146,9 +146,12 @@ class Service:
         self.polls: PollQueue | None = None
         self._followups: set[asyncio.Task[None]] = set()
         self._flows_at: dict[str, float] = {}
+        """When each namespace's participant flows were last computed (service clock)."""
         self._flows_all_at = -math.inf
         self._flows_stale: set[str] = set()
-        """When each namespace's participant flows were last computed (service clock)."""
+        """Namespaces with new posts since their flows were last computed."""
+        self._flows_running: set[str] = set()
+        """Namespaces whose flows are being computed now (one query at a time each)."""
         self._active = {c.id: c for c in settings.communities if c.enabled}
         self._active_ids = sorted(self._active)
 
@@ -304,16 +307,22 @@ class Service:
         namespaces = {c.id: author_namespace(c) for c in self.active_communities()}
         if namespace is not None:
             namespaces = {c: n for c, n in namespaces.items() if n == namespace}
+        names = {name for name in namespaces.values() if name is not None}
+        if namespace is not None and namespace in self._flows_running:
+            return  # polls ending together start one computation; the flag asks for the next
+        self._flows_running |= names
+        self._flows_stale -= names  # posts written from now on ask for the next one
         now = int(self._clock())
         try:
             await asyncio.to_thread(self.snapshots.refresh_flows, namespaces=namespaces, now=now)
         except SQLAlchemyError as exc:
             log.error("participant flows failed: %s", brief(exc))
+            self._flows_stale |= names
             return
-        for name in set(namespaces.values()):
-            if name is not None:
-                self._flows_at[name] = self._clock()
-                self._flows_stale.discard(name)
+        finally:
+            self._flows_running -= names
+        for name in names:
+            self._flows_at[name] = self._clock()
 
     async def _refresh_flows_after_poll(self, community: CommunityBase, *, new: bool) -> None:
         """New posts move flows: recompute the community's namespace once they came, at most
