@@ -45,6 +45,10 @@ class Replicas:
         )
         self._known: frozenset[str] = frozenset()
         self._failing = False
+        self._turn = asyncio.Lock()
+        """A round and the release one after the other: a round still running when the
+        service stops would otherwise renew what the release just handed back."""
+        self._released = False
         if self.keeper is None:
             telemetry.leases_held.set(len(self._communities))
             telemetry.communities_unheld.set(0)
@@ -72,13 +76,19 @@ class Replicas:
         this replica's own clock)."""
         if self.keeper is None:
             return frozenset()
+        async with self._turn:
+            if self._released:
+                return frozenset()
+            return await self._round(self.keeper)
+
+    async def _round(self, keeper: LeaseKeeper) -> frozenset[str]:
         try:
-            state = await asyncio.to_thread(self.keeper.round, self._communities)
+            state = await asyncio.to_thread(keeper.round, self._communities)
         except SQLAlchemyError as exc:
             if not self._failing:
                 log.error("lease round failed (polls stop as leases run out): %s", brief(exc))
             self._failing = True
-            self._telemetry.leases_held.set(len(self.keeper.held()))
+            self._telemetry.leases_held.set(len(keeper.held()))
             return frozenset()
         if self._failing:
             log.info("lease rounds recovered")
@@ -102,10 +112,14 @@ class Replicas:
         """Hand every lease back (on stop), so other replicas take over at their next round."""
         if self.keeper is None:
             return
-        self._known = frozenset()
-        try:
-            await asyncio.to_thread(self.keeper.release)
-        except SQLAlchemyError as exc:
-            log.error("could not hand the leases back (they run out by themselves): %s", brief(exc))
-            return
+        async with self._turn:  # after a round in flight, and no round after it
+            self._released = True
+            self._known = frozenset()
+            try:
+                await asyncio.to_thread(self.keeper.release)
+            except SQLAlchemyError as exc:
+                log.error(
+                    "could not hand the leases back (they run out by themselves): %s", brief(exc)
+                )
+                return
         self._telemetry.leases_held.set(0)
