@@ -43,7 +43,12 @@ ANALYSIS_TICK_SECONDS = 10
 a tick with nothing due reads one row per community."""
 FLOWS_REFRESH_SECONDS = 15
 """After a poll brings new posts, its namespace's participant flows are recomputed at most
-this often."""
+this often,"""
+FLOWS_COST_RATIO = 20
+"""and at most once per this many times their last computation's wall time (a namespace
+whose flows take 2 s waits 40 s), so flows after polls keep under 1/20 of the time of the
+process and of the database, whatever a namespace's size; never less often than
+``FLOWS_ALL_SECONDS``."""
 FLOWS_ALL_SECONDS = 300
 """Every namespace's participant flows are recomputed this often (their windows slide)."""
 PRUNE_INTERVAL_SECONDS = 3600
@@ -152,6 +157,8 @@ class Service:
         """Namespaces with new posts since their flows were last computed."""
         self._flows_running: set[str] = set()
         """Namespaces whose flows are being computed now (one query at a time each)."""
+        self._flows_cost: dict[str, float] = {}
+        """Wall seconds of each namespace's last flows computation."""
         self._active = {c.id: c for c in settings.communities if c.enabled}
         self._active_ids = sorted(self._active)
 
@@ -313,6 +320,7 @@ class Service:
         self._flows_running |= names
         self._flows_stale -= names  # posts written from now on ask for the next one
         now = int(self._clock())
+        began = time.monotonic()
         try:
             await asyncio.to_thread(self.snapshots.refresh_flows, namespaces=namespaces, now=now)
         except SQLAlchemyError as exc:
@@ -321,19 +329,25 @@ class Service:
             return
         finally:
             self._flows_running -= names
+        cost = time.monotonic() - began
         for name in names:
             self._flows_at[name] = self._clock()
+            self._flows_cost[name] = cost
 
     async def _refresh_flows_after_poll(self, community: CommunityBase, *, new: bool) -> None:
         """New posts move flows: recompute the community's namespace once they came, at most
-        every ``FLOWS_REFRESH_SECONDS`` (a later poll of the namespace, or the analysis run,
-        catches up)."""
+        every ``FLOWS_REFRESH_SECONDS`` and ``FLOWS_COST_RATIO`` times its last cost (a
+        later poll of the namespace, or the analysis run, catches up)."""
         namespace = author_namespace(community)
         if namespace is None:
             return
         if new:
             self._flows_stale.add(namespace)
-        due = self._clock() - self._flows_at.get(namespace, -math.inf) >= FLOWS_REFRESH_SECONDS
+        gap = min(
+            max(FLOWS_REFRESH_SECONDS, FLOWS_COST_RATIO * self._flows_cost.get(namespace, 0.0)),
+            FLOWS_ALL_SECONDS,
+        )
+        due = self._clock() - self._flows_at.get(namespace, -math.inf) >= gap
         if namespace in self._flows_stale and due:
             await self.refresh_flows(namespace)
 

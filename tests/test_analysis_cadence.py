@@ -215,6 +215,55 @@ async def test_a_poll_recomputes_its_community_only_when_it_changed_the_data(
         await service.stop()
 
 
+async def test_flows_after_polls_wait_in_proportion_to_their_cost(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    reddit: tuple[FakeReddit, FakeForumServer],
+) -> None:
+    """A namespace whose flows took ``cost`` seconds is recomputed after polls with news at
+    most every ``FLOWS_COST_RATIO`` x ``cost`` (here 0.3 s x 100 = 30 s), not every
+    ``FLOWS_REFRESH_SECONDS``; polls with nothing new never ask for one."""
+    from monitor import service as service_module
+
+    fake, server = reddit
+    for n in range(2):
+        fake.add_subreddit(f"sub{n}")
+    clock = Clock(START)
+    settings = settings_for(tmp_path, server.base_url, 2)
+    service = await paused_service(settings, clock)
+    assert service.snapshots is not None
+    monkeypatch.setattr(service_module, "FLOWS_COST_RATIO", 100)
+    computed: list[int] = []
+    compute = service.snapshots.refresh_flows
+
+    def slow(**kwargs: Any) -> None:
+        time.sleep(0.3)
+        computed.append(clock.at)
+        compute(**kwargs)
+
+    monkeypatch.setattr(service.snapshots, "refresh_flows", slow)
+    c0, c1 = settings.communities
+
+    async def poll_with_news(community: Any, sub: str) -> None:
+        fake.add_thread(sub, created=clock.at - 30, author=f"a{clock.at}")
+        assert (await service.poll(community)).new_items == 1
+
+    try:
+        await poll_with_news(c0, "sub0")
+        assert computed == [START]
+        clock.at += 20  # past FLOWS_REFRESH_SECONDS, not past 100 x 0.3 s
+        await poll_with_news(c1, "sub1")
+        assert computed == [START]
+        clock.at += 11  # 31 s after the last: due, and its news is still pending
+        assert (await service.poll(c0)).new_items == 0
+        assert computed == [START, START + 31]
+        clock.at += 40  # due again, but nothing new since
+        assert (await service.poll(c1)).new_items == 0
+        assert computed == [START, START + 31]
+    finally:
+        await service.stop()
+
+
 async def test_a_backfill_by_another_process_is_picked_up_at_the_next_tick(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -269,6 +269,61 @@ def test_destinations_are_bounded_and_busiest_first() -> None:
     assert found["y00"].departed is None and found["y00"].destinations == ()
 
 
+def reference_counts(rows: list[tuple[str, str, int]], *, middle: int) -> FlowCounts:
+    """Every pair counted with sets, the definitions of the module doc read literally."""
+    departed: dict[str, set[str]] = {}
+    active: dict[str, set[str]] = {}
+    for community, person, seen in rows:
+        (active if seen >= middle else departed).setdefault(community, set()).add(person)
+    found = FlowCounts({c: len(people) for c, people in departed.items()}, {}, {})
+    for a in {*departed, *active}:
+        for b in active:
+            if a != b:
+                if moved := len(departed.get(a, set()) & active[b]):
+                    found.moved[(a, b)] = moved
+                if shared := len(active.get(a, set()) & active[b]):
+                    found.shared[(a, b)] = shared
+    return found
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sparse_counts_match_sets_and_show_the_same(seed: int) -> None:
+    """Random namespaces (some persons in many communities, repeated rows, communities with
+    nobody) against ``reference_counts``: the same counts for each community's busiest
+    partners, and the very same export as from every pair's counts."""
+    import random
+
+    from monitor.analysis.flows import TOP_DESTINATIONS, count_flows
+
+    chance = random.Random(seed)
+    members = [f"c{n:02d}" for n in range(chance.randint(2, 40))]
+    edges = [WINDOW, 2 * WINDOW, 1]  # the window's edges: seen at its start is active
+    rows = [
+        (
+            chance.choice(members),
+            f"p{chance.randrange(60)}",
+            NOW - chance.choice([*edges, chance.randrange(2 * WINDOW)] if n % 5 else edges),
+        )
+        for n in range(chance.randint(0, 900))
+    ]
+    rows += rows[: len(rows) // 10]  # the same person and community twice
+    middle = NOW - WINDOW
+    expected = reference_counts(rows, middle=middle)
+    everything = count_flows(members, rows, middle=middle, keep=len(members))
+    assert everything == expected
+    kept = count_flows(members, rows, middle=middle)
+    assert kept.departed == expected.departed
+    assert kept.moved.items() <= expected.moved.items()
+    assert kept.shared.items() <= expected.shared.items()
+    assert all(
+        sum(1 for pair in {*kept.moved, *kept.shared} if pair[0] == c) <= TOP_DESTINATIONS
+        for c in members
+    )
+    for k in (2, 5):
+        shown = dict(namespace="reddit", window="28d", min_authors=k, communities=members)
+        assert anonymous_flows(kept, **shown) == anonymous_flows(expected, **shown)  # type: ignore[arg-type]
+
+
 def test_flow_min_authors_is_validated() -> None:
     for bad in (1, 0, "five"):
         with pytest.raises(ConfigError) as caught:
