@@ -670,7 +670,7 @@ def fleet_part(
         ]
     if "c" in parts:
         per_window, recomputed, full = steady_state(settings, cpu)
-        old = fleet * 6 * full  # refresh_all every minute, and after every poll
+        old = fleet * 6 * full  # every snapshot every minute, and after every poll
         rows += [
             (
                 f"(c) {label}: analysis per 5 min",
