@@ -64,11 +64,13 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from bench.pgcluster import PgCluster, process_cpu_seconds, unavailable
 from monitor.analysis.plan import MAX_AGE_SECONDS
 from monitor.config import Settings, settings_from_mapping
 from monitor.poller import source_of
@@ -151,7 +153,7 @@ class Context:
             folder.mkdir(parents=True)
             return f"sqlite:///{folder / 'store.db'}"
         assert self.postgres is not None
-        return self.postgres.new_database(f"{name.replace('-', '_')}_{self._databases}")
+        return self.postgres.create_database(f"{name.replace('-', '_')}_{self._databases}")
 
     def data_dir(self) -> Path:
         self._databases += 1
@@ -170,32 +172,6 @@ def process_cpu() -> float:
     """CPU-seconds of this process so far, every thread."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _proc_cpu(pid: int, *, children: bool = False) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
-    if children:
-        ticks += int(fields[13]) + int(fields[14])  # of reaped children (ended backends)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(root: int) -> float:
-    """CPU-seconds of ``root`` and its children, ended ones included (PostgreSQL)."""
-    total = _proc_cpu(root, children=True)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == root:
-            total += _proc_cpu(int(entry.name))
-    return total
 
 
 # --------------------------------------------------------------------- fake forums
@@ -266,7 +242,7 @@ class Fakes:
         self.communities: list[dict[str, Any]] = found["communities"]
 
     def cpu(self) -> float:
-        return _proc_cpu(self.process.pid)
+        return process_cpu_seconds(self.process.pid)
 
     def close(self) -> None:
         assert self.process.stdin is not None
@@ -314,88 +290,27 @@ def settings_for(
 # --------------------------------------------------------------------- PostgreSQL
 
 
-class PgCluster:
-    """A throwaway PostgreSQL cluster on 127.0.0.1 (as the ``postgres`` user when root)."""
-
-    BIN = Path(os.environ.get("FORUM_MONITOR_PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-    def __init__(self) -> None:
-        import socket
-
-        self.root = Path(tempfile.mkdtemp(prefix="capacity-pg-"))
-        self.data = self.root / "data"
-        sockets = self.root / "run"
-        sockets.mkdir()
-        root_user = os.geteuid() == 0
-        if root_user:
-            shutil.chown(self.root, "postgres")
-            shutil.chown(sockets, "postgres")
-            self.root.chmod(0o755)
-        self.user = "postgres" if root_user else os.environ.get("USER", "postgres")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
-        self._run(
-            [str(self.BIN / "initdb"), "-D", str(self.data), "-U", self.user, "-A", "trust"]
-            + ["--no-sync", "-E", "UTF8"]
-        )
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {sockets} -c max_connections=200"
-        )
-        self._run(
-            [str(self.BIN / "pg_ctl"), "-D", str(self.data), "-o", options]
-            + ["-l", str(self.root / "log"), "-w", "start"]
-        )
-        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
-
-    @staticmethod
-    def available() -> bool:
-        return (PgCluster.BIN / "initdb").exists() and (
-            os.geteuid() != 0 or shutil.which("runuser") is not None
-        )
-
-    def _run(self, command: list[str]) -> None:
-        if os.geteuid() == 0:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True)
-
-    def new_database(self, name: str) -> str:
-        import psycopg
-
-        with psycopg.connect(
-            host="127.0.0.1", port=self.port, user=self.user, dbname="postgres", autocommit=True
-        ) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{name}"
-
-    def cpu(self) -> float:
-        return tree_cpu(self.pid)
-
-    def cpu_split(self) -> dict[str, float]:
-        """``cpu`` by kind of server process: the service's connections, the background
-        processes (checkpointer, autovacuum launcher, ...), and those ended (reaped
-        autovacuum workers and connections)."""
-        split = {"connections": 0.0, "background": 0.0, "ended": 0.0}
-        split["ended"] = _proc_cpu(self.pid, children=True) - _proc_cpu(self.pid)
-        split["background"] = _proc_cpu(self.pid)
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                command = (entry / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == self.pid:
-                kind = "connections" if "127.0.0.1(" in command else "background"
-                if "autovacuum worker" in command:
-                    kind = "autovacuum"
-                split[kind] = split.get(kind, 0.0) + _proc_cpu(int(entry.name))
-        return split
-
-    def stop(self) -> None:
-        self._run([str(self.BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"])
-        shutil.rmtree(self.root, ignore_errors=True)
+def server_cpu_split(cluster: PgCluster) -> dict[str, float]:
+    """``cluster.cpu_seconds()`` by kind of server process: the service's connections, the
+    background processes (checkpointer, autovacuum launcher, ...), and those ended (reaped
+    autovacuum workers and connections)."""
+    postmaster = process_cpu_seconds(cluster.pid)
+    ended = process_cpu_seconds(cluster.pid, children=True) - postmaster
+    split = {"connections": 0.0, "background": postmaster, "ended": ended}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == cluster.pid:
+            kind = "connections" if "127.0.0.1(" in command else "background"
+            if "autovacuum worker" in command:
+                kind = "autovacuum"
+            split[kind] = split.get(kind, 0.0) + process_cpu_seconds(int(entry.name))
+    return split
 
 
 # --------------------------------------------------------------------- the service
@@ -640,7 +555,9 @@ def burst_rows(context: Context) -> list[Row]:
 
 def _burst(context: Context, store: str, size: int) -> list[Row]:
     results: dict[str, list[RoundResult]] = defaultdict(list)
-    database_cpu = context.postgres.cpu if store == "postgresql" and context.postgres else None
+    database_cpu = (
+        context.postgres.cpu_seconds if store == "postgresql" and context.postgres else None
+    )
     with fakes(size) as forums:
         for repeat in range(context.repeats):
             for mode in ("poll-once", "serve"):
@@ -1049,9 +966,7 @@ def steady_rows(context: Context) -> list[Row]:
     sizes = [s for s in context.sizes if context.full or s >= STEADY_MIN_SIZE]
     for store in context.stores:
         for size in sizes:
-            database_cpu = (
-                context.postgres.cpu if store == "postgresql" and context.postgres else None
-            )
+            cluster = context.postgres if store == "postgresql" else None
             # the fakes post at their real rate: 20 posts a day per community
             with fakes(size, speed=1.0) as forums:
                 settings = settings_for(
@@ -1062,10 +977,8 @@ def steady_rows(context: Context) -> list[Row]:
                         settings,
                         window=context.steady_window,
                         age=context.steady_age,
-                        database_cpu=database_cpu,
-                        database_split=context.postgres.cpu_split
-                        if store == "postgresql" and context.postgres
-                        else None,
+                        database_cpu=cluster.cpu_seconds if cluster else None,
+                        database_split=partial(server_cpu_split, cluster) if cluster else None,
                     )
                 )
             _progress(
@@ -1233,11 +1146,15 @@ def run(
     )
     try:
         if "postgresql" in stores:
-            if not PgCluster.available():
-                print("PostgreSQL binaries not found: measuring SQLite only", file=sys.stderr)
+            reason = unavailable()
+            if reason is not None:
+                print(f"{reason}: measuring SQLite only", file=sys.stderr)
                 context.stores = tuple(s for s in stores if s != "postgresql")
             else:
-                context.postgres = PgCluster()
+                context.postgres = PgCluster(
+                    settings={"max_connections": "200"}, prefix="capacity-pg-"
+                )
+                context.postgres.start()
         rows: list[Row] = []
         for name in parts:
             rows += PARTS[name](context)

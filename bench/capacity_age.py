@@ -39,7 +39,6 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, inspect, select
 from sqlmodel import Session
 
+from bench.pgcluster import PgCluster, process_cpu_seconds, unavailable
 from monitor.analysis import snapshot as snapshot_module
 from monitor.analysis.coverage import merge_spans
 from monitor.analysis.rollups import DAY, day_of, refresh_days
@@ -302,123 +302,6 @@ def fill(engine: Engine, settings: Settings, shape: Shape, *, seed: int = 5) -> 
             connection.exec_driver_sql("ANALYZE")
 
 
-PG_BIN = Path(os.environ.get("FORUM_MONITOR_PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-
-@dataclass
-class Postgres:
-    """A throwaway PostgreSQL cluster on 127.0.0.1 (as ``tests/postgres.py`` starts one)."""
-
-    port: int
-    user: str
-    data: Path
-
-    def url(self, dbname: str) -> str:
-        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{dbname}"
-
-    def create(self, dbname: str) -> str:
-        subprocess.run(
-            [
-                str(PG_BIN / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                self.user,
-                dbname,
-            ],
-            check=True,
-            capture_output=True,
-        )
-        return self.url(dbname)
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the server so far: the postmaster, the processes it runs,
-        and those that ended (which the postmaster waited for)."""
-        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(entry.name) == postmaster:
-                total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-            elif int(fields[1]) == postmaster:
-                total += int(fields[11]) + int(fields[12])
-        return total / ticks
-
-
-def _as_owner(command: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-@contextmanager
-def postgres() -> Iterator[Postgres | None]:
-    """A cluster for the run, or None when PostgreSQL's binaries are not installed."""
-    if not (PG_BIN / "initdb").exists():
-        yield None
-        return
-    root = Path(tempfile.mkdtemp(prefix="capacity-age-pg-"))
-    data, sockets = root / "data", root / "run"
-    sockets.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(sockets, "postgres")
-        root.chmod(0o755)
-    user = "postgres" if os.geteuid() == 0 else os.environ.get("USER", "postgres")
-    with socket_port() as port:
-        pass
-    subprocess.run(
-        _as_owner(
-            [
-                str(PG_BIN / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                user,
-                "-A",
-                "trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=off"
-    subprocess.run(
-        _as_owner(
-            [
-                str(PG_BIN / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-l",
-                str(root / "log"),
-                "-w",
-                "start",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield Postgres(port, user, data)
-    finally:
-        subprocess.run(
-            _as_owner([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            capture_output=True,
-        )
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @contextmanager
 def socket_port() -> Iterator[int]:
     import socket
@@ -437,7 +320,7 @@ def new_store(url: str) -> Engine:
 class Cpu:
     """CPU seconds of this process, plus the database server's on PostgreSQL."""
 
-    def __init__(self, server: Postgres | None) -> None:
+    def __init__(self, server: PgCluster | None) -> None:
         self._server = server
 
     def __call__(self) -> float:
@@ -582,14 +465,8 @@ STOPS: list[float] = []
 """Wall seconds each ``serve`` took to exit after SIGTERM."""
 
 
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of a running process, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def serve_until_ready(
-    settings_file: Path, folder: Path, server: Postgres | None
+    settings_file: Path, folder: Path, server: PgCluster | None
 ) -> tuple[float, float]:
     """Wall and CPU seconds (serve's, and the database server's) from starting
     ``forum-monitor serve`` to its first 200 on /readyz."""
@@ -611,7 +488,7 @@ def serve_until_ready(
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                     wall = time.perf_counter() - started
-                    spent = process_cpu(process.pid)
+                    spent = process_cpu_seconds(process.pid)
                     if server is not None:
                         spent += server.cpu_seconds() - server_cpu
                     return wall, spent
@@ -727,7 +604,7 @@ def steady_state(settings: Settings, cpu: Cpu) -> tuple[float, int, float]:
 
 def fleet_part(
     url_for: Any,
-    server: Postgres | None,
+    server: PgCluster | None,
     folder: Path,
     label: str,
     parts: str,
@@ -793,7 +670,7 @@ def fleet_part(
         ]
     if "c" in parts:
         per_window, recomputed, full = steady_state(settings, cpu)
-        old = fleet * 6 * full  # refresh_all every minute, and after every poll
+        old = fleet * 6 * full  # every snapshot every minute, and after every poll
         rows += [
             (
                 f"(c) {label}: analysis per 5 min",
@@ -827,15 +704,18 @@ def age_rows(
             rows += fleet_part(sqlite_url, None, folder, "SQLite", parts, fleet)
         if not use_postgres:
             return rows
-        with postgres() as server:
-            if server is None:
-                rows.append(("PostgreSQL", "skipped", f"no initdb under {PG_BIN}"))
-                return rows
+        reason = unavailable()
+        if reason is not None:
+            rows.append(("PostgreSQL", "skipped", reason))
+            return rows
+        with PgCluster(prefix="capacity-age-pg-") as server:
             cpu = Cpu(server)
             if "a" in parts:
-                rows += age_part(server.create, cpu, folder, "PostgreSQL")
+                rows += age_part(server.create_database, cpu, folder, "PostgreSQL")
             if "b" in parts or "c" in parts:
-                rows += fleet_part(server.create, server, folder, "PostgreSQL", parts, fleet)
+                rows += fleet_part(
+                    server.create_database, server, folder, "PostgreSQL", parts, fleet
+                )
     return rows
 
 

@@ -300,13 +300,6 @@ class Service:
                 up = 1 if state.last_error is None else 0
                 self.telemetry.source_up.labels(community=state.community_id).set(up)
 
-    async def refresh_all(self) -> None:
-        """Recompute participant flows, then every community's snapshot now, one after
-        another."""
-        await self.refresh_flows()
-        for community in self.active_communities():
-            await self.refresh(community)
-
     async def refresh_flows(self, namespace: str | None = None) -> None:
         """Recompute participant flows: of every namespace, or of ``namespace`` only."""
         if self.snapshots is None:

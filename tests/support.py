@@ -9,16 +9,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
-from monitor.fakeforum.server import Fault
+from monitor.backfill import Backfiller
+from monitor.config import Settings
+from monitor.fakeforum.server import FakeForumServer, Fault, Router
+from monitor.service import Service
 from monitor.store.models import Post
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +68,51 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+class Fake(Protocol):
+    """A fake forum of ``monitor.fakeforum``: it adds its routes to a router."""
+
+    def register(self, router: Router) -> None: ...
+
+
+@contextmanager
+def served(*fakes: Fake) -> Iterator[FakeForumServer]:
+    """``fakes`` on one router, served on 127.0.0.1 while the block runs."""
+    router = Router()
+    for fake in fakes:
+        fake.register(router)
+    with FakeForumServer(router) as running:
+        yield running
+
+
+@asynccontextmanager
+async def running_service(settings: Settings) -> AsyncIterator[Service]:
+    """The whole service on ``settings`` (with a registry of its own), opened for the block
+    and stopped after it."""
+    service = Service(settings, registry=CollectorRegistry())
+    await service.open()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+async def open_backfill(settings: Settings, *, now: int) -> tuple[Service, Backfiller]:
+    """The service opened on ``settings`` with its clock at ``now``, and a backfiller on
+    its store, client and ingest, as ``forum-monitor backfill`` makes them. The caller
+    stops the service."""
+    service = Service(settings, registry=CollectorRegistry(), clock=lambda: now)
+    await service.open()
+    assert service.engine and service.client and service.ingestor
+    backfiller = Backfiller(
+        settings=settings,
+        engine=service.engine,
+        client=service.client,
+        ingestor=service.ingestor,
+        clock=lambda: now,
+    )
+    return service, backfiller
 
 
 def serve_argv(config: Path, port: int) -> list[str]:

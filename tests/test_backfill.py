@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 from sqlmodel import Session, select
 
 from monitor.analysis.coverage import covered_spans
@@ -30,7 +29,7 @@ from monitor.ingest import load_poll_state
 from monitor.service import Service
 from monitor.sources import discourse, hackernews, mastodon, reddit
 from monitor.store.models import PollRun, PollState
-from tests.support import service_config, stored_posts
+from tests.support import open_backfill, service_config, stored_posts
 
 NOW = int(time.time()) // 60 * 60
 DAY = 86400
@@ -103,18 +102,9 @@ def forums() -> Iterator[Forums]:
 
 
 async def opened(forums: Forums, tmp_path: Path) -> tuple[Service, Backfiller]:
-    settings = settings_from_mapping(config(forums.server.base_url, tmp_path))
-    service = Service(settings, registry=CollectorRegistry(), clock=lambda: NOW)
-    await service.open()
-    assert service.engine and service.client and service.ingestor
-    backfiller = Backfiller(
-        settings=settings,
-        engine=service.engine,
-        client=service.client,
-        ingestor=service.ingestor,
-        clock=lambda: NOW,
+    return await open_backfill(
+        settings_from_mapping(config(forums.server.base_url, tmp_path)), now=NOW
     )
-    return service, backfiller
 
 
 def community(service: Service, name: str) -> Any:
@@ -396,16 +386,7 @@ async def test_a_server_inventing_endless_older_pages_cannot_keep_a_backfill_goi
         settings = settings_from_mapping(
             service_config(tmp_path, [{"id": "fab", "source": "discourse", "base_url": base}])
         )
-        service = Service(settings, registry=CollectorRegistry(), clock=lambda: NOW)
-        await service.open()
-        assert service.engine and service.client and service.ingestor
-        backfiller = Backfiller(
-            settings=settings,
-            engine=service.engine,
-            client=service.client,
-            ingestor=service.ingestor,
-            clock=lambda: NOW,
-        )
+        service, backfiller = await open_backfill(settings, now=NOW)
         try:
             outcome = await backfiller.run(community(service, "fab"), days=2)
         finally:

@@ -418,14 +418,17 @@ async def test_a_control_character_leaves_a_feeds_coverage_as_a_clean_feeds(
                 clock["now"] += 900 if step else 0
                 for community in settings.communities:
                     assert (await service.poll(community)).outcome in ("ok", "not_modified")
-            await service.refresh_all()  # as of the last poll
+            await service.analyse()  # the scheduler's analysis job, as of the last poll
             assert service.snapshots is not None
+            snapshots = {name: service.snapshots.get(name) for name in ("clean", "dirty")}
             coverage = {
                 name: snapshot.coverage["1d"]
-                for name in ("clean", "dirty")
-                if (snapshot := service.snapshots.get(name)) is not None
+                for name, snapshot in snapshots.items()
+                if snapshot is not None
             }
+            computed = {s.computed_at for s in snapshots.values() if s is not None}
         finally:
             await service.stop()
+    assert computed == {clock["now"]}  # both as of the last poll
     assert coverage["clean"] == pytest.approx(1.0)
     assert coverage["dirty"] == coverage["clean"]

@@ -66,7 +66,7 @@ async def test_never_polled_community_exports_no_activity_until_it_polls(
     try:
         outcomes = {o.community: o.outcome for o in await service.poll_all()}
         assert outcomes == {"gig": "ok", "broken": "http_5xx"}
-        await service.refresh_all()  # the scheduler's analysis job
+        await service.analyse()  # the scheduler's analysis job
 
         for window in WINDOWS:
             for metric in ACTIVITY:
@@ -104,7 +104,7 @@ async def test_api_and_status_page_show_unknown_not_zero(
     await service.open()
     try:
         await service.poll_all()
-        await service.refresh_all()
+        await service.analyse()
         app = create_app(service, schedule=False)  # lifespan not run: the service is open
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://monitor") as http:

@@ -21,7 +21,7 @@ distinct term of a poll.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from itertools import islice
 
@@ -36,9 +36,6 @@ AUTHOR_ENTRIES = 64
 two polls' may repeat one)."""
 SETTLE_LOCK = 0x7465726D73  # "terms": replicas on one PostgreSQL settle one at a time
 
-DayTerm = tuple[int, str]
-"""(UTC day, term)."""
-
 
 def _mark(session: Session) -> str:
     return "?" if session.get_bind().dialect.paramstyle == "qmark" else "%s"
@@ -52,8 +49,8 @@ StagedRow = tuple[str, int, str, int, str, int]
 
 
 def record_posts(session: Session, *, community_id: str, posts: Iterable[PostTerms]) -> None:
-    """Add the terms of new posts to the staging table: one row per day and term of them,
-    in one statement. The same as ``record_uses`` of their uses, without building them."""
+    """Add the terms of new posts to the staging table: one row per day and term of them
+    (its posts, and its authors' ids in the order of first use), in one statement."""
     by_day: dict[int, defaultdict[str, list[str]]] = {}
     for day, author, terms in posts:
         table = by_day.get(day)
@@ -77,18 +74,6 @@ def record_posts(session: Session, *, community_id: str, posts: Iterable[PostTer
                 rows.append((community_id, day, term, len(ids), kept, AUTHOR_ENTRIES))
             else:
                 rows.append((community_id, day, term, len(ids), ",".join(distinct), len(distinct)))
-    _stage(session, rows)
-
-
-def record_uses(
-    session: Session, *, community_id: str, uses: Mapping[DayTerm, tuple[int, AbstractSet[int]]]
-) -> None:
-    """Add ``uses`` ((day, term) -> posts and their authors' ids) to the staging table: one
-    statement."""
-    rows: list[StagedRow] = []
-    for (day, term), (posts, authors) in sorted(uses.items()):
-        kept = list(islice(authors, AUTHOR_ENTRIES))
-        rows.append((community_id, day, term, posts, ",".join(map(str, kept)), len(kept)))
     _stage(session, rows)
 
 

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+from types import TracebackType
 from typing import Any
 
-from monitor.config import Settings
+from monitor.config import Settings, settings_from_mapping
 from monitor.http import HttpPolicy, PoliteClient
 from monitor.sources.base import Batch, Source
 from monitor.telemetry import Telemetry
 
 
+def fake_settings(
+    community: dict[str, Any], *, http: dict[str, Any] | None = None, **top: Any
+) -> Settings:
+    """Settings to poll ``community`` (30 days back unless it says otherwise) on a fake on
+    127.0.0.1, without the polite rate limit; ``http`` adds HTTP settings, ``top`` others."""
+    return settings_from_mapping(
+        {
+            **top,
+            "http": {"rate_per_minute": {"127.0.0.1": 100000}, **(http or {})},
+            "communities": [{"history_days": 30, **community}],
+        }
+    )
+
+
 class SourcePoller:
-    """Polls one community like the scheduler would: a fresh source per poll, cursor kept."""
+    """Polls one community like the scheduler would: a fresh source per poll, cursor kept.
+    ``async with`` closes its client at the end."""
 
     def __init__(
         self, adapter: type[Source], telemetry: Telemetry, settings: Settings, *, now: int
@@ -34,3 +50,14 @@ class SourcePoller:
         if commit:
             self.cursor = batch.cursor
         return batch
+
+    async def __aenter__(self) -> SourcePoller:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.client.aclose()

@@ -10,16 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from monitor import backfill
-from monitor.backfill import Backfiller
-from monitor.config import settings_from_mapping
+from monitor.config import Settings, settings_from_mapping
 from monitor.fakeforum.github import FakeGitHub
-from monitor.fakeforum.server import FakeForumServer, Router
-from monitor.service import Service
+from monitor.fakeforum.server import FakeForumServer
 from monitor.sources.github import GitHub
-from tests.support import service_config, stored_posts
+from tests.support import open_backfill, served, service_config, stored_posts
 
 NOW = 1_750_000_000
 DAY = 86400
@@ -30,37 +27,36 @@ HOUR = 3600
 def fake() -> Iterator[tuple[FakeGitHub, FakeForumServer]]:
     made = FakeGitHub()
     made.add_repository("acme/widgets")
-    router = Router()
-    made.register(router)
-    with FakeForumServer(router) as server:
+    with served(made) as server:
         yield made, server
+
+
+def widgets_settings(server: FakeForumServer, tmp_path: Path) -> Settings:
+    community = {"id": "widgets", "source": "github", "repository": "acme/widgets"}
+    return settings_from_mapping(
+        service_config(tmp_path, [{**community, "base_url": server.base_url}])
+    )
+
+
+def twelve_discussions(github: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Twelve discussions, the n-th (from 0) opened n + 1 days ago, read 3 a page and one
+    page a poll (4 steps for the 12). Discussion 8, 9 days old, has a comment an hour
+    old, whose id is returned: a walk's first step holds it, and with it the oldest post
+    the walk will report until its last steps."""
+    monkeypatch.setattr(GitHub, "discussions_page", 3)
+    monkeypatch.setattr(GitHub, "max_requests", 1)
+    made = [github.add_discussion("acme/widgets", created=NOW - (n + 1) * DAY) for n in range(12)]
+    return github.add_comment(made[8], created=NOW - HOUR)
 
 
 async def test_a_backfill_follows_the_activity_walk_to_its_end_and_claims_only_that(
     fake: tuple[FakeGitHub, FakeForumServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     github, server = fake
-    monkeypatch.setattr(GitHub, "discussions_page", 3)
-    monkeypatch.setattr(GitHub, "max_requests", 1)  # one page a poll: 4 steps for 12
-    made = [github.add_discussion("acme/widgets", created=NOW - (n + 1) * DAY) for n in range(12)]
-    # a 9-day-old discussion has a comment an hour old: the walk's first step holds it,
-    # and with it the oldest post the walk will report until its last steps
-    late = github.add_comment(made[8], created=NOW - HOUR)
-    community = {"id": "widgets", "source": "github", "repository": "acme/widgets"}
-    settings = settings_from_mapping(
-        service_config(tmp_path, [{**community, "base_url": server.base_url}])
-    )
-    service = Service(settings, registry=CollectorRegistry(), clock=lambda: NOW)
-    await service.open()
+    late = twelve_discussions(github, monkeypatch)
+    settings = widgets_settings(server, tmp_path)
+    service, backfiller = await open_backfill(settings, now=NOW)
     try:
-        assert service.engine and service.client and service.ingestor
-        backfiller = Backfiller(
-            settings=settings,
-            engine=service.engine,
-            client=service.client,
-            ingestor=service.ingestor,
-            clock=lambda: NOW,
-        )
         outcome = await backfiller.run(settings.communities[0], days=10)
         # steps of a page of 3 by activity: (8, 0, 1), (2, 3, 4), (5, 6, 7), then (9, and
         # 10, 11 days old, ends the range); a last step from the newest (8, and 0, a day
@@ -80,26 +76,11 @@ async def test_a_backfill_stopped_mid_walk_claims_only_what_its_walk_vouches_for
     fake: tuple[FakeGitHub, FakeForumServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     github, server = fake
-    monkeypatch.setattr(GitHub, "discussions_page", 3)
-    monkeypatch.setattr(GitHub, "max_requests", 1)
+    twelve_discussions(github, monkeypatch)
     monkeypatch.setattr(backfill, "MAX_POSTS_PER_DAY", 0)  # stop after the first step
-    made = [github.add_discussion("acme/widgets", created=NOW - (n + 1) * DAY) for n in range(12)]
-    github.add_comment(made[8], created=NOW - HOUR)
-    community = {"id": "widgets", "source": "github", "repository": "acme/widgets"}
-    settings = settings_from_mapping(
-        service_config(tmp_path, [{**community, "base_url": server.base_url}])
-    )
-    service = Service(settings, registry=CollectorRegistry(), clock=lambda: NOW)
-    await service.open()
+    settings = widgets_settings(server, tmp_path)
+    service, backfiller = await open_backfill(settings, now=NOW)
     try:
-        assert service.engine and service.client and service.ingestor
-        backfiller = Backfiller(
-            settings=settings,
-            engine=service.engine,
-            client=service.client,
-            ingestor=service.ingestor,
-            clock=lambda: NOW,
-        )
         outcome = await backfiller.run(settings.communities[0], days=10)
         # one step: 8 (with its comment), 0 and 1. Its oldest post is 8's thread, 9 days
         # old, but discussions 2 to 7 are unread: coverage only from just above the

@@ -21,20 +21,18 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 from sqlmodel import Session, select
 
 from monitor.config import Settings, settings_from_mapping
 from monitor.errors import HTTPStatusError, MalformedResponse
 from monitor.fakeforum.lemmy import FakeLemmy, Version
 from monitor.fakeforum.server import FakeForumServer, FakeResponse, Fault, Request, Router
-from monitor.service import Service
 from monitor.sources.base import Batch
 from monitor.sources.lemmy import Lemmy, UnknownCommunity
 from monitor.store.models import Post
 from monitor.telemetry import Telemetry
-from tests.sources.polling import SourcePoller
-from tests.support import FAULT_HTTP, FAULTS, service_config, stored_posts
+from tests.sources.polling import SourcePoller, fake_settings
+from tests.support import FAULT_HTTP, FAULTS, running_service, served, service_config, stored_posts
 
 NOW = 1_780_000_000
 DAY = 86400
@@ -52,21 +50,8 @@ class Instance:
         self.server = FakeForumServer(router)
 
     def settings(self, community: str = "gig", **extra: Any) -> Settings:
-        return settings_from_mapping(
-            {
-                "http": {"rate_per_minute": {"127.0.0.1": 100000}},
-                "communities": [
-                    {
-                        "id": "lemmy",
-                        "source": "lemmy",
-                        "base_url": self.server.base_url,
-                        "community": community,
-                        "history_days": 30,
-                        **extra,
-                    }
-                ],
-            }
-        )
+        lemmy = {"id": "lemmy", "source": "lemmy", "base_url": self.server.base_url}
+        return fake_settings({**lemmy, "community": community, **extra})
 
     def add_round(self, count: int, *, start: int, step: int = 60) -> list[str]:
         """``count`` posts ``step`` seconds apart, each with one comment 30 s after it;
@@ -98,9 +83,8 @@ def poller_for(instance: Instance, telemetry: Telemetry, **extra: Any) -> Source
 
 @pytest.fixture
 async def poller(instance: Instance, telemetry: Telemetry) -> Any:
-    polling = poller_for(instance, telemetry)
-    yield polling
-    await polling.client.aclose()
+    async with poller_for(instance, telemetry) as polling:
+        yield polling
 
 
 def ids(batch: Batch) -> set[str]:
@@ -142,9 +126,7 @@ async def test_fake_lists_like_lemmy() -> None:
     gone = fake.add_comment(posts[5], published=NOW - 30, content="secret")
     fake.delete(gone)
     fake.add_post(other, published=NOW)
-    router = Router()
-    fake.register(router)
-    with FakeForumServer(router) as server:
+    with served(fake) as server:
         async with httpx.AsyncClient(base_url=server.base_url + API) as http:
 
             async def listed(endpoint: str, **params: Any) -> Any:
@@ -182,9 +164,7 @@ async def test_fake_versions_page_as_theirs(version: Version) -> None:
     posts = [fake.add_post(gig, published=NOW - 6000 + n) for n in range(600)]
     for n in range(60):
         fake.add_comment(posts[n], published=NOW - 3000 + n)
-    router = Router()
-    fake.register(router)
-    with FakeForumServer(router) as server:
+    with served(fake) as server:
         async with httpx.AsyncClient(base_url=server.base_url + API) as http:
             query = {"community_name": "gig", "sort": "New", "limit": 50}
             page2 = (await http.get("/post/list", params={**query, "page": 2})).json()
@@ -305,8 +285,7 @@ async def test_an_offset_page_that_may_have_hidden_an_item_is_not_vouched_for(
     window, already read, and page 2 (offset 49) shares no post with page 1."""
     instance = Instance("1.0")
     with instance.server:
-        polling = poller_for(instance, telemetry)
-        try:
+        async with poller_for(instance, telemetry) as polling:
             fake = instance.fake
             fake.add_post(instance.gig, published=NOW - 5 * DAY)
             await polling.poll()
@@ -330,8 +309,6 @@ async def test_an_offset_page_that_may_have_hidden_an_item_is_not_vouched_for(
             # vouched only above the boundary: from the second after index 49
             assert batch.covered_from == int(newest_first[49].published) + 1
             assert skipped.published < batch.covered_from
-        finally:
-            await polling.client.aclose()
 
 
 async def test_new_posts_between_offset_pages_repeat_and_lose_nothing(
@@ -339,8 +316,7 @@ async def test_new_posts_between_offset_pages_repeat_and_lose_nothing(
 ) -> None:
     instance = Instance("1.0")
     with instance.server:
-        polling = poller_for(instance, telemetry)
-        try:
+        async with poller_for(instance, telemetry) as polling:
             fake = instance.fake
             fake.add_post(instance.gig, published=NOW - 5 * DAY)
             await polling.poll()
@@ -360,16 +336,13 @@ async def test_new_posts_between_offset_pages_repeat_and_lose_nothing(
             assert ids(batch) == {f"post/{p.id}" for p in posts}
             assert len(batch.envelopes) == 60 and batch.complete
             assert ids(await polling.poll()) == {f"post/{p.id}" for p in arrivals}
-        finally:
-            await polling.client.aclose()
 
 
 async def test_a_list_the_instance_does_not_page_is_cut_short(telemetry: Telemetry) -> None:
     """Lemmy 1.0's v3 comment list answers its first page whatever ``page`` says."""
     instance = Instance("1.0")
     with instance.server:
-        polling = poller_for(instance, telemetry)
-        try:
+        async with poller_for(instance, telemetry) as polling:
             post = instance.fake.add_post(instance.gig, published=NOW - 2 * DAY)
             await polling.poll()
             made = [
@@ -381,15 +354,12 @@ async def test_a_list_the_instance_does_not_page_is_cut_short(telemetry: Telemet
             # posts: 1 page; comments: page 1, then page 2 (limit 49), the same 49 again
             assert (batch.requests, batch.complete) == (1 + 2, False)
             assert batch.covered_from == int(made[20].published) + 1
-        finally:
-            await polling.client.aclose()
 
 
 async def test_lemmy_0_18_pages_by_offset_with_its_own_timestamps(telemetry: Telemetry) -> None:
     instance = Instance("0.18")
     with instance.server:
-        polling = poller_for(instance, telemetry)
-        try:
+        async with poller_for(instance, telemetry) as polling:
             made = instance.add_round(60, start=NOW - DAY)
             batch = await polling.poll()
             assert ids(batch) == set(made)
@@ -398,8 +368,6 @@ async def test_lemmy_0_18_pages_by_offset_with_its_own_timestamps(telemetry: Tel
             # each list: page 1 (0-49), then offset window 2 (49-97) holding 11, short
             assert (batch.requests, batch.complete) == (2 + 2, True)
             assert [r.query.get("page") for r in instance.requests("post")] == [None, ["2"]]
-        finally:
-            await polling.client.aclose()
 
 
 async def test_an_instance_that_lists_other_communities_does_not_know_this_one(
@@ -410,23 +378,17 @@ async def test_an_instance_that_lists_other_communities_does_not_know_this_one(
     with instance.server:
         other = instance.fake.add_community("cooking")
         instance.fake.add_post(other, published=NOW - 60)
-        polling = poller_for(instance, telemetry, community="gigs")
-        try:
+        async with poller_for(instance, telemetry, community="gigs") as polling:
             with pytest.raises(UnknownCommunity, match="gigs") as failure:
                 await polling.poll()
             assert (failure.value.reason, polling.cursor) == ("http_4xx", {})
-        finally:
-            await polling.client.aclose()
 
 
 async def test_an_unknown_community_is_a_4xx(instance: Instance, telemetry: Telemetry) -> None:
-    polling = poller_for(instance, telemetry, community="gig@elsewhere.example")
-    try:
+    async with poller_for(instance, telemetry, community="gig@elsewhere.example") as polling:
         with pytest.raises(HTTPStatusError) as failure:
             await polling.poll()
         assert (failure.value.status, failure.value.reason) == (400, "http_4xx")
-    finally:
-        await polling.client.aclose()
 
 
 async def test_a_federated_community_and_the_items_of_others(
@@ -451,12 +413,10 @@ async def test_a_federated_community_and_the_items_of_others(
             return rendered
 
         monkeypatch.setattr(fake, "render_post", elsewhere)
-        try:
+        async with polling:
             batch = await polling.poll()
             assert ids(batch) == {f"post/{theirs.id}"}
             assert batch.envelopes[0].item.author == "https://lemmy.world/u/alice"
-        finally:
-            await polling.client.aclose()
 
 
 async def test_a_pinned_post_neither_stops_a_walk_nor_comes_back(
@@ -521,12 +481,9 @@ async def test_a_body_without_its_list_is_malformed(telemetry: Telemetry) -> Non
                 ]
             }
         )
-        polling = SourcePoller(Lemmy, telemetry, settings, now=NOW)
-        try:
+        async with SourcePoller(Lemmy, telemetry, settings, now=NOW) as polling:
             with pytest.raises(MalformedResponse, match="without posts"):
                 await polling.poll()
-        finally:
-            await polling.client.aclose()
 
 
 def test_the_polite_default_rate(instance: Instance) -> None:
@@ -564,9 +521,7 @@ async def test_no_author_name_or_actor_id_reaches_the_store(
         host="mastodon.example",
         ap_id="https://mastodon.example/users/bob/statuses/1",
     )
-    service = Service(service_settings(instance, tmp_path), registry=CollectorRegistry())
-    await service.open()
-    try:
+    async with running_service(service_settings(instance, tmp_path)) as service:
         (polled,) = await service.poll_all()
         assert (polled.outcome, polled.new_items) == ("ok", 4)
         assert service.engine is not None
@@ -575,8 +530,6 @@ async def test_no_author_name_or_actor_id_reaches_the_store(
         # alice of lemmy.world twice, alice of beehaw.org once: two people, not one
         assert len({rows[k].author_id for k in rows}) == 3  # the two alices and bob
         assert rows[f"comment/{toot.id}"].url == f"{instance.server.base_url}/comment/{toot.id}"
-    finally:
-        await service.stop()
     with sqlite3.connect(tmp_path / "store.db") as db:
         dump = "\n".join(db.iterdump())
     assert dump.count('INSERT INTO "posts"') == 4
@@ -589,9 +542,7 @@ async def test_every_fault_is_counted_then_nothing_lost_or_duplicated(
 ) -> None:
     now = int(time.time())
     first = instance.add_round(3, start=now - 10 * 3600)
-    service = Service(service_settings(instance, tmp_path), registry=CollectorRegistry())
-    await service.open()
-    try:
+    async with running_service(service_settings(instance, tmp_path)) as service:
         (ok,) = await service.poll_all()
         assert (ok.outcome, ok.new_items) == ("ok", 6)
         later = instance.add_round(4, start=now - 5 * 3600)
@@ -607,5 +558,3 @@ async def test_every_fault_is_counted_then_nothing_lost_or_duplicated(
         assert service.engine is not None
         # 3 + 4 posts with a comment each
         assert stored_posts(service.engine, "lemmy") == (len(first + later),) * 2 == (14, 14)
-    finally:
-        await service.stop()

@@ -19,18 +19,16 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
 from monitor.config import Settings, settings_from_mapping
 from monitor.errors import MalformedResponse
 from monitor.fakeforum.mastodon import FakeMastodon
 from monitor.fakeforum.server import FakeForumServer, FakeResponse, Fault, Router
-from monitor.service import Service
 from monitor.sources.base import Batch
 from monitor.sources.mastodon import Mastodon
 from monitor.telemetry import Telemetry
-from tests.sources.polling import SourcePoller
-from tests.support import FAULT_HTTP, FAULTS, service_config, stored_posts
+from tests.sources.polling import SourcePoller, fake_settings
+from tests.support import FAULT_HTTP, FAULTS, running_service, served, service_config, stored_posts
 
 NOW = 1_750_000_000
 DAY = 86400
@@ -44,30 +42,15 @@ def fake() -> FakeMastodon:
 
 @pytest.fixture
 def server(fake: FakeMastodon) -> Iterator[FakeForumServer]:
-    router = Router()
-    fake.register(router)
-    with FakeForumServer(router) as running:
+    with served(fake) as running:
         yield running
 
 
 def make_settings(
     server: FakeForumServer, *, hashtag: str = "gigwork", local: bool = False
 ) -> Settings:
-    return settings_from_mapping(
-        {
-            "http": {"rate_per_minute": {"127.0.0.1": 100000}},
-            "communities": [
-                {
-                    "id": "tag",
-                    "source": "mastodon",
-                    "base_url": server.base_url,
-                    "hashtag": hashtag,
-                    "local": local,
-                    "history_days": 30,
-                }
-            ],
-        }
-    )
+    community = {"id": "tag", "source": "mastodon", "base_url": server.base_url}
+    return fake_settings({**community, "hashtag": hashtag, "local": local})
 
 
 Poller = partial(SourcePoller, Mastodon, now=NOW)
@@ -76,9 +59,8 @@ Poller = partial(SourcePoller, Mastodon, now=NOW)
 
 @pytest.fixture
 async def poller(server: FakeForumServer, telemetry: Telemetry) -> Any:
-    polling = Poller(telemetry, make_settings(server))
-    yield polling
-    await polling.client.aclose()
+    async with Poller(telemetry, make_settings(server)) as polling:
+        yield polling
 
 
 def ids(batch: Batch) -> list[str]:
@@ -243,7 +225,7 @@ async def test_boosts_edits_and_the_local_filter(
     fake.edit(own, content="<p>Pay cut again (edited)</p>", at=NOW - 200)
     everyone = Poller(telemetry, make_settings(server))
     local = Poller(telemetry, make_settings(server, local=True))
-    try:
+    async with everyone, local:
         batch = await everyone.poll()
         assert ids(batch) == [own, remote]  # the boost is not a post
         items = {e.item.external_id: e.item for e in batch.envelopes}
@@ -251,22 +233,16 @@ async def test_boosts_edits_and_the_local_filter(
         assert items[remote].author == "member@other.example"
         assert ids(await local.poll()) == [own]
         assert server.requests[-1].query["local"] == ["true"]
-    finally:
-        await everyone.client.aclose()
-        await local.client.aclose()
 
 
 async def test_a_timeline_that_is_not_a_list_is_malformed(telemetry: Telemetry) -> None:
     router = Router()
     router.add(lambda path: path.startswith(TIMELINE), lambda _: FakeResponse.json({"error": 1}))
     with FakeForumServer(router) as server:
-        polling = Poller(telemetry, make_settings(server))
-        try:
+        async with Poller(telemetry, make_settings(server)) as polling:
             with pytest.raises(MalformedResponse, match="not a list of statuses"):
                 await polling.poll()
             assert polling.cursor == {}
-        finally:
-            await polling.client.aclose()
 
 
 # -- through the whole service -----------------------------------------------------
@@ -283,15 +259,9 @@ async def test_no_author_name_reaches_the_store(
     now = int(time.time())
     root = fake.add_status("gigwork", created=now - 600, author="alice_gigworker")
     fake.add_status("gigwork", created=now - 300, author="bob_rider", local=False, reply_to=root)
-    service = Service(
-        settings_from_mapping(tag_config(server, tmp_path)), registry=CollectorRegistry()
-    )
-    await service.open()
-    try:
+    async with running_service(settings_from_mapping(tag_config(server, tmp_path))) as service:
         (polled,) = await service.poll_all()
         assert (polled.outcome, polled.new_items) == ("ok", 2)
-    finally:
-        await service.stop()
     with sqlite3.connect(tmp_path / "store.db") as db:
         dump = "\n".join(db.iterdump())
     assert dump.count('INSERT INTO "posts"') == 2 and root in dump  # the statuses are there
@@ -304,11 +274,7 @@ async def test_every_fault_is_counted_then_nothing_lost_or_duplicated(
 ) -> None:
     now = int(time.time())
     first = add_many(fake, 3, start=now - 10 * 3600)
-    service = Service(
-        settings_from_mapping(tag_config(server, tmp_path)), registry=CollectorRegistry()
-    )
-    await service.open()
-    try:
+    async with running_service(settings_from_mapping(tag_config(server, tmp_path))) as service:
         (ok,) = await service.poll_all()
         assert (ok.outcome, ok.new_items) == ("ok", 3)
         later = add_many(fake, 4, start=now - 5 * 3600)
@@ -323,5 +289,3 @@ async def test_every_fault_is_counted_then_nothing_lost_or_duplicated(
         assert (recovered.outcome, recovered.new_items) == ("ok", 4)
         assert service.engine is not None
         assert stored_posts(service.engine, "tag") == (len(first + later),) * 2
-    finally:
-        await service.stop()

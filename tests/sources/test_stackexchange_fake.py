@@ -23,11 +23,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlmodel import Session, select
 
-from monitor.backfill import Backfiller, BackfillProgress
+from monitor.backfill import BackfillProgress
 from monitor.config import Settings, settings_from_mapping
-from monitor.fakeforum.server import FakeForumServer, Fault, Router
+from monitor.fakeforum.server import FakeForumServer, Fault
 from monitor.fakeforum.stackexchange import FakeStackExchange
-from monitor.service import Service
 from monitor.sources import stackexchange
 from monitor.sources.base import Batch
 from monitor.sources.stackexchange import (
@@ -38,8 +37,16 @@ from monitor.sources.stackexchange import (
 )
 from monitor.store.models import Post
 from monitor.telemetry import Telemetry
-from tests.sources.polling import SourcePoller
-from tests.support import FAULT_HTTP, FAULTS, service_config, stored_posts
+from tests.sources.polling import SourcePoller, fake_settings
+from tests.support import (
+    FAULT_HTTP,
+    FAULTS,
+    open_backfill,
+    running_service,
+    served,
+    service_config,
+    stored_posts,
+)
 
 NOW = 1_780_000_000
 DAY = 86400
@@ -63,30 +70,18 @@ def fake() -> FakeStackExchange:
 
 @pytest.fixture
 def server(fake: FakeStackExchange) -> Iterator[FakeForumServer]:
-    router = Router()
-    fake.register(router)
-    with FakeForumServer(router) as running:
+    with served(fake) as running:
         yield running
 
 
 def make_settings(
     server: FakeForumServer, *, top: dict[str, Any] | None = None, **community: Any
 ) -> Settings:
-    return settings_from_mapping(
-        {
-            **(top or {}),
-            "http": {"rate_per_minute": {"127.0.0.1": 100000}, "max_retry_wait": "60s"},
-            "communities": [
-                {
-                    "id": "so",
-                    "source": "stackexchange",
-                    "site": "stackoverflow",
-                    "base_url": server.base_url,
-                    "history_days": 30,
-                    **community,
-                }
-            ],
-        }
+    so = {"id": "so", "source": "stackexchange", "site": "stackoverflow"}
+    return fake_settings(
+        {**so, "base_url": server.base_url, **community},
+        http={"max_retry_wait": "60s"},
+        **(top or {}),
     )
 
 
@@ -95,9 +90,8 @@ Poller = partial(SourcePoller, StackExchange, now=NOW)
 
 @pytest.fixture
 async def poller(server: FakeForumServer, telemetry: Telemetry) -> Any:
-    polling = Poller(telemetry, make_settings(server))
-    yield polling
-    await polling.client.aclose()
+    async with Poller(telemetry, make_settings(server)) as polling:
+        yield polling
 
 
 def ids(batch: Batch) -> list[str]:
@@ -331,8 +325,7 @@ async def test_a_tagged_community_keeps_what_belongs_to_its_questions(
     on_kept = fake.add_comment(kept[1], created=NOW - 3000)
     fake.add_comment(skipped, created=NOW - 2900)
     fake.add_comment(pay_only, created=NOW - 2800)
-    polling = Poller(telemetry, make_settings(server, tagged=["pay", "Gig-Work"]))
-    try:
+    async with Poller(telemetry, make_settings(server, tagged=["pay", "Gig-Work"])) as polling:
         batch = await polling.poll()
         assert ids(batch) == [str(gig), str(kept[0]), str(kept[1]), f"c{on_kept}"]
         assert server.requests[0].query["tagged"] == ["gig-work;pay"]
@@ -345,8 +338,6 @@ async def test_a_tagged_community_keeps_what_belongs_to_its_questions(
         server.clear()
         later = await polling.poll()
         assert len(later.envelopes) == 1 and later.requests == 3  # scopes are remembered
-    finally:
-        await polling.client.aclose()
 
 
 # -- politeness --------------------------------------------------------------------------
@@ -458,11 +449,9 @@ async def test_quota_remaining_is_the_headroom_and_a_spent_quota_stops_asking(
 async def test_an_app_key_goes_in_the_query_for_the_higher_quota(
     fake: FakeStackExchange, server: FakeForumServer, telemetry: Telemetry
 ) -> None:
-    polling = Poller(telemetry, make_settings(server, top={"stackexchange": {"key": "k1"}}))
-    try:
+    settings = make_settings(server, top={"stackexchange": {"key": "k1"}})
+    async with Poller(telemetry, settings) as polling:
         await polling.poll()
-    finally:
-        await polling.client.aclose()
     assert {r.query["key"][0] for r in server.requests} == {"k1"}
     assert fake.quota_used == {False: 0, True: 3}
 
@@ -470,12 +459,9 @@ async def test_an_app_key_goes_in_the_query_for_the_higher_quota(
 async def test_an_unknown_site_is_a_failure_naming_the_api_error(
     server: FakeForumServer, telemetry: Telemetry
 ) -> None:
-    polling = Poller(telemetry, make_settings(server, site="stackoverfow"))
-    try:
+    async with Poller(telemetry, make_settings(server, site="stackoverfow")) as polling:
         with pytest.raises(StackExchangeError) as caught:
             await polling.poll()
-    finally:
-        await polling.client.aclose()
     assert (caught.value.error_name, caught.value.reason, caught.value.http_status) == (
         "bad_parameter",
         "http_4xx",
@@ -527,11 +513,7 @@ async def test_every_fault_is_counted_then_nothing_lost_or_duplicated(
     now = int(time.time())
     question = fake.add_question(created=now - 10 * 3600)
     first = [question, fake.add_answer(question, created=now - 9 * 3600)]
-    service = Service(
-        settings_from_mapping(site_config(server, tmp_path)), registry=CollectorRegistry()
-    )
-    await service.open()
-    try:
+    async with running_service(settings_from_mapping(site_config(server, tmp_path))) as service:
         (ok,) = await service.poll_all()
         assert (ok.outcome, ok.new_items) == ("ok", 2)
         later = [fake.add_question(created=now - 5 * 3600)]
@@ -548,8 +530,6 @@ async def test_every_fault_is_counted_then_nothing_lost_or_duplicated(
         assert (recovered.outcome, recovered.new_items) == ("ok", 3)
         assert service.engine is not None
         assert stored_posts(service.engine, "so") == (len(first + later),) * 2
-    finally:
-        await service.stop()
 
 
 async def test_no_author_name_or_profile_link_reaches_the_store(
@@ -559,11 +539,7 @@ async def test_no_author_name_or_profile_link_reaches_the_store(
     question = fake.add_question(created=now - 600, author="alice_gigworker")
     answer = fake.add_answer(question, created=now - 500, author="bob_rider")
     orphan = fake.add_comment(answer, created=now - 400, author=None)  # a deleted account
-    service = Service(
-        settings_from_mapping(site_config(server, tmp_path)), registry=CollectorRegistry()
-    )
-    await service.open()
-    try:
+    async with running_service(settings_from_mapping(site_config(server, tmp_path))) as service:
         (polled,) = await service.poll_all()
         assert (polled.outcome, polled.new_items) == ("ok", 3)
         assert service.engine is not None
@@ -572,8 +548,6 @@ async def test_no_author_name_or_profile_link_reaches_the_store(
         authors = {post.external_id: post.author_id for post in posts}
         assert authors[str(question)] is not None and authors[str(answer)] is not None
         assert [k for k, v in authors.items() if v is None] == [f"c{orphan}"]
-    finally:
-        await service.stop()
     with sqlite3.connect(tmp_path / "store.db") as db:
         dump = "\n".join(db.iterdump())
     assert dump.count('INSERT INTO "posts"') == 3 and f"/questions/{question}/" in dump
@@ -591,16 +565,7 @@ async def test_backfill_follows_a_cut_walk_over_several_polls_then_vouches_for_i
     made = [str(fake.add_question(created=NOW - 10 * DAY + 3000 + k * 3400)) for k in range(250)]
     monkeypatch.setattr(StackExchange, "max_pages", 1)  # 100 items a stream a poll
     settings = settings_from_mapping(site_config(server, tmp_path))
-    service = Service(settings, registry=CollectorRegistry(), clock=lambda: NOW)
-    await service.open()
-    assert service.engine and service.client and service.ingestor
-    backfiller = Backfiller(
-        settings=settings,
-        engine=service.engine,
-        client=service.client,
-        ingestor=service.ingestor,
-        clock=lambda: NOW,
-    )
+    service, backfiller = await open_backfill(settings, now=NOW)
     steps: list[BackfillProgress] = []
     try:
         outcome = await backfiller.run(settings.communities[0], days=10, on_progress=steps.append)
