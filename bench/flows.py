@@ -26,16 +26,21 @@ and more, in every seed; the bursty profile is measured the same way, for inform
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import Engine, Select
 from sqlmodel import Session
 
-from monitor.analysis.flows import compute_flows
+from bench.pgcluster import PgCluster
+from monitor.analysis.flows import FlowCounts, compute_flows, flow_counts
 from monitor.config import settings_from_mapping
 from monitor.ingest import Ingestor
 from monitor.sources.base import Batch, Envelope, Item
@@ -228,10 +233,28 @@ def within(trials: list[Trial]) -> tuple[float, float]:
     )
 
 
-def cost_at_scale(*, communities: int = 1000, authors: int = 150, seed: int = 1) -> float:
-    """Seconds one ``compute_flows`` takes over ``communities`` Reddit communities of
-    ``authors`` recent authors each (a tenth of them also in one other community), on
-    SQLite; rows are written straight into the authors table."""
+@dataclass(frozen=True)
+class Shape:
+    """A namespace's authors for the cost table."""
+
+    name: str
+    communities: int
+    authors: int
+    """Recent authors per community."""
+    regulars: int | None
+    """None: a tenth of each community's authors are also in one other community; else
+    every community's authors are drawn from one pool of this many people."""
+
+
+COST_SHAPES = (
+    Shape("1,000 communities of 150, a tenth also elsewhere", 1000, 150, None),
+    Shape("100 communities drawing on 400 shared regulars", 100, 400, 400),
+)
+
+
+def fill_authors(engine: Engine, shape: Shape, *, seed: int = 1) -> list[str]:
+    """``shape``'s author rows written straight into the authors table, last seen over
+    the two windows before ``NOW``; the community ids."""
     from sqlalchemy import Table, insert
     from sqlalchemy import text as sql
 
@@ -239,39 +262,170 @@ def cost_at_scale(*, communities: int = 1000, authors: int = 150, seed: int = 1)
 
     rng = random.Random(seed)
     table: Table = Author.__table__  # type: ignore[attr-defined]
-    with tempfile.TemporaryDirectory(prefix="bench-flows-") as workdir:
-        engine = db.make_engine(f"sqlite:///{Path(workdir) / 'scale.db'}")
+    ids = [f"c{n:04d}" for n in range(shape.communities)]
+    with db.session_scope(engine) as session:
+        session.execute(
+            sql("INSERT INTO communities (id, source, created_at) VALUES (:id, 'r', 0)"),
+            [{"id": c} for c in ids],
+        )
+        rows = []
+        for number, community in enumerate(ids):
+            if shape.regulars is None:
+                people = [
+                    f"{number if rng.random() > 0.1 else rng.randrange(shape.communities)}:{n}"
+                    for n in range(shape.authors)
+                ]
+            else:
+                people = [f"p{n}" for n in rng.sample(range(shape.regulars), shape.authors)]
+            for n, person in enumerate(people):
+                last = NOW - rng.randrange(2 * WINDOW)
+                rows.append(
+                    {
+                        "community_id": community,
+                        "pseudonym": f"{community}:{n}",
+                        "namespace_pseudonym": person,
+                        "first_seen": last - DAY,
+                        "last_seen": last,
+                    }
+                )
+        session.execute(insert(table), rows)
+    return ids
+
+
+def self_join_counts(session: Session, *, communities: list[str], seconds: int) -> FlowCounts:
+    """The reference: every pair counted by the database, joining each author with their
+    other communities (how flows were counted before ``flow_counts``)."""
+    from sqlalchemy import Table, func, literal, select, union_all
+
+    from monitor.store.models import Author
+
+    authors: Table = Author.__table__  # type: ignore[attr-defined]
+    middle, start = NOW - seconds, NOW - 2 * seconds
+    recent = (
+        select(
+            authors.c.community_id.label("community"),
+            authors.c.namespace_pseudonym.label("person"),
+            authors.c.last_seen.label("last_seen"),
+        )
+        .where(
+            authors.c.community_id.in_(communities),
+            authors.c.namespace_pseudonym.is_not(None),
+            authors.c.last_seen >= start,
+        )
+        .cte("recent")
+    )
+    source, target = recent.alias("source"), recent.alias("target")
+    departed = (
+        select(
+            literal("departed"),
+            recent.c.community,
+            literal(""),
+            func.count(func.distinct(recent.c.person)),
+        )
+        .where(recent.c.last_seen < middle)
+        .group_by(recent.c.community)
+    )
+    pairs = source.join(
+        target,
+        (source.c.person == target.c.person) & (source.c.community != target.c.community),
+    )
+
+    def pair_counts(kind: str, source_active: bool) -> Select[Any]:
+        when = source.c.last_seen >= middle if source_active else source.c.last_seen < middle
+        return (
+            select(
+                literal(kind),
+                source.c.community,
+                target.c.community,
+                func.count(func.distinct(source.c.person)),
+            )
+            .select_from(pairs)
+            .where(when, target.c.last_seen >= middle)
+            .group_by(source.c.community, target.c.community)
+        )
+
+    counts = FlowCounts({}, {}, {})
+    query = union_all(departed, pair_counts("moved", False), pair_counts("shared", True))
+    for kind, a, b, n in session.execute(query):
+        if kind == "departed":
+            counts.departed[a] = int(n)
+        else:
+            (counts.moved if kind == "moved" else counts.shared)[(a, b)] = int(n)
+    return counts
+
+
+@dataclass(frozen=True)
+class Cost:
+    store: str
+    shape: Shape
+    reference: float
+    """CPU-s of the service process and the database server, the self-join."""
+    counted: float
+    """The same for ``flow_counts``."""
+    agree: bool
+    """flow_counts' counts are the reference's for each community's busiest partners."""
+
+
+def cost_table(stores: tuple[str, ...] = ("sqlite", "postgresql")) -> list[Cost]:
+    """Each ``COST_SHAPES`` on each store: the self-join against ``flow_counts``, CPU of
+    this process plus the database server's, each the better of two runs."""
+    from bench.pgcluster import unavailable
+
+    found: list[Cost] = []
+    for store in stores:
+        if store == "postgresql" and unavailable():
+            continue
+        cluster = PgCluster() if store == "postgresql" else None
+        if cluster is not None:
+            cluster.start()
         try:
-            db.upgrade(engine)
-            ids = [f"c{n:04d}" for n in range(communities)]
-            with db.session_scope(engine) as session:
-                session.execute(
-                    sql("INSERT INTO communities (id, source, created_at) VALUES (:id, 'r', 0)"),
-                    [{"id": c} for c in ids],
-                )
-                rows = []
-                for number, community in enumerate(ids):
-                    for person in range(authors):
-                        owner = number if rng.random() > 0.1 else rng.randrange(communities)
-                        last = NOW - rng.randrange(2 * WINDOW)
-                        rows.append(
-                            {
-                                "community_id": community,
-                                "pseudonym": f"{community}:{person}",
-                                "namespace_pseudonym": f"{owner}:{person}",
-                                "first_seen": last - DAY,
-                                "last_seen": last,
-                            }
-                        )
-                session.execute(insert(table), rows)
-            started = time.perf_counter()
-            with Session(engine) as session:
-                compute_flows(
-                    session, namespaces={c: "reddit" for c in ids}, now=NOW, min_authors=5
-                )
-            return time.perf_counter() - started
+            for number, shape in enumerate(COST_SHAPES):
+                with tempfile.TemporaryDirectory(prefix="bench-flows-") as workdir:
+                    url = (
+                        cluster.create_database(f"flows{number}")
+                        if cluster is not None
+                        else f"sqlite:///{Path(workdir) / 'scale.db'}"
+                    )
+                    found.append(_cost(store, shape, url, cluster))
         finally:
-            engine.dispose()
+            if cluster is not None:
+                cluster.stop()
+    return found
+
+
+def _cost(store: str, shape: Shape, url: str, cluster: PgCluster | None) -> Cost:
+    engine = db.make_engine(url)
+    try:
+        db.upgrade(engine)
+        ids = fill_authors(engine, shape)
+        if cluster is not None:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.exec_driver_sql("VACUUM ANALYZE authors")
+
+        def timed(count: Callable[[Session], FlowCounts]) -> tuple[float, FlowCounts]:
+            best, result = math.inf, FlowCounts({}, {}, {})
+            for _ in range(2):
+                with Session(engine) as session:
+                    began = _cpu(cluster)
+                    result = count(session)
+                    best = min(best, _cpu(cluster) - began)
+            return best, result
+
+        reference, expected = timed(lambda s: self_join_counts(s, communities=ids, seconds=WINDOW))
+        counted, kept = timed(lambda s: flow_counts(s, communities=ids, now=NOW, seconds=WINDOW))
+    finally:
+        engine.dispose()
+    agree = (
+        kept.departed == expected.departed
+        and kept.moved.items() <= expected.moved.items()
+        and kept.shared.items() <= expected.shared.items()
+    )
+    return Cost(store, shape, reference, counted, agree)
+
+
+def _cpu(cluster: PgCluster | None) -> float:
+    """CPU-s of this process, plus the database server's."""
+    return time.process_time() + (cluster.cpu_seconds() if cluster is not None else 0.0)
 
 
 def main() -> bool:
@@ -310,11 +464,19 @@ def main() -> bool:
                     f"{' / '.join(_points(t.control_measured) for t in cell)} | "
                     f"{100 * control:.1f} | {verdict} |"
                 )
-    seconds = cost_at_scale()
     print(
-        f"\ncost: compute_flows over 1,000 Reddit communities of 150 recent authors each "
-        f"(150,000 author rows, one namespace, SQLite): {seconds:.2f} s per run (info)"
+        "\ncost of one namespace's counts: CPU-s of this process plus the database "
+        "server's, the self-join in SQL (before) against flow_counts (after), best of two"
     )
+    print("| store | authors | self-join CPU-s | flow_counts CPU-s | ratio | same counts |")
+    print("|---|---|---|---|---|---|")
+    for cost in cost_table():
+        passed &= cost.agree
+        print(
+            f"| {cost.store} | {cost.shape.name} | {cost.reference:.2f} | "
+            f"{cost.counted:.2f} | {cost.reference / max(cost.counted, 1e-9):.1f}x | "
+            f"{'yes' if cost.agree else 'NO'} |"
+        )
     return passed
 
 
