@@ -118,12 +118,12 @@ def community_posts(
             post(target, name, own_rate, start, NOW)
         if source == "a":
             movers = set(rng.sample(sorted(leavers), round(share * len(leavers))))
-            for name in movers:
+            for name in sorted(movers):
                 post(target, name, rates[name], middle, NOW)
             truths[source] = len(movers) / len(leavers)
         else:
             both = set(rng.sample(names, round(BASE_OVERLAP * members)))
-            for name in both:  # members of d too, before and after
+            for name in sorted(both):  # members of d too, before and after
                 post(target, name, rng.gammavariate(shape, POSTS_PER_MEMBER / shape), start, NOW)
             truths[source] = len(both & leavers) / len(leavers)
     return posts, truths["a"], truths["c"]
