@@ -4,9 +4,9 @@ PostgreSQL, scraped every second by a real Prometheus, 4 communities on the fake
 Each replica exports only the communities it holds, so a community's series carry the
 ``instance`` of its holder and move to the other one when it changes hands. Every panel
 query must show each community exactly once: while the two replicas hold two each, and
-after one is stopped with SIGTERM and the other takes its communities over, also over a
-time range that spans the handover (where a query keeping ``instance`` shows a moved
-community twice, as two broken lines). The timings are printed (``pytest -s``).
+after one is stopped (SIGTERM, or SIGKILL) and the other takes its communities over, also
+over a time range that spans the handover (where a query keeping ``instance`` shows a
+moved community twice, as two broken lines). The timings are printed (``pytest -s``).
 """
 
 from __future__ import annotations
@@ -102,9 +102,12 @@ def forum() -> Iterator[FakeForumServer]:
         yield server
 
 
+@pytest.mark.parametrize("signal", ["SIGTERM", "SIGKILL"])
 def test_every_panel_shows_each_community_once_across_a_handover(
-    tmp_path: Path, pg_url: str, forum: FakeForumServer
+    tmp_path: Path, pg_url: str, forum: FakeForumServer, signal: str
 ) -> None:
+    """SIGTERM: replica b hands its leases back; SIGKILL: they lapse after the lease,
+    and Prometheus marks b's series stale at its first failed scrape."""
     binary("prometheus")
     config = tmp_path / "config.toml"
     config.write_text(
@@ -164,7 +167,7 @@ def test_every_panel_shows_each_community_once_across_a_handover(
         assert not problems(prometheus)
         steady = time.monotonic() - began
 
-        # -- replica b stops (SIGTERM: it hands its leases back), a takes over ------------
+        # -- replica b stops (SIGTERM: it hands its leases back; SIGKILL: they lapse) ------
         moved = {
             s["metric"]["community"]
             for s in prometheus.query('forum_coverage_ratio{window="7d"}')
@@ -173,7 +176,12 @@ def test_every_panel_shows_each_community_once_across_a_handover(
         assert len(moved) == 2
         before = time.time() - 5
         stopped = time.monotonic()
-        processes.stop("replica-b")
+        if signal == "SIGKILL":
+            killed = processes.started.pop("replica-b")
+            killed.kill()
+            killed.wait(timeout=10)
+        else:
+            processes.stop("replica-b")
         survivor = f"127.0.0.1:{ports['a']}"
         wait_for(
             f"replica a exporting all 4 communities to Prometheus ({log('a')})",
@@ -202,7 +210,8 @@ def test_every_panel_shows_each_community_once_across_a_handover(
         after = problems(prometheus, since=before)
         print(
             f"\n2 replicas held 2 communities each after {settled:.1f} s; every panel query "
-            f"showed each community once after {steady:.1f} s; replica b stopped, a exported "
+            f"showed each community once after {steady:.1f} s; replica b stopped ({signal}), "
+            "a exported "
             f"its {len(moved)} communities {takeover:.1f} s later; "
             f"{len(set(q.expr for q in all_queries(variables={'community': 'x'})))} queries "
             f"checked, now and over the {time.time() - before:.0f} s around the handover"
