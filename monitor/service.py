@@ -526,7 +526,10 @@ class Service:
         the last success the store knows of before its series are exported here."""
         if self.replicas is None:
             return
-        gained = await self.replicas.round()
+        try:
+            gained = await self.replicas.round()
+        except asyncio.CancelledError:
+            return  # the scheduler is shutting down; stop() hands the leases back
         if gained and self.polls is not None:
             # polled at once: a community taken over from a replica that died, or held
             # since this one started, may be past its time (the queue coalesces a job's run)

@@ -3,14 +3,19 @@ replica's communities taken over once its leases expire, a new replica given wor
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine, text
 
 from monitor.leases import LeaseKeeper
+from monitor.replicas import Replicas
 from monitor.store import db
+from monitor.telemetry import Telemetry
 
 COMMUNITIES = [f"c{n:02d}" for n in range(20)]
 LEASE = 2.0
@@ -127,3 +132,41 @@ def test_unheld_counts_communities_nobody_holds(engine: Engine) -> None:
     state = first.round(COMMUNITIES)
     assert len(state.held) == 10 and state.unheld == 10
     assert second.round(COMMUNITIES).unheld == 0
+
+
+async def test_a_round_cancelled_by_the_shutdown_finishes_before_the_release(
+    engine: Engine,
+) -> None:
+    """Stopping the scheduler cancels a lease round in flight, but its thread goes on: the
+    release must wait for it, or the round renews what the release just handed back."""
+    replicas = Replicas(
+        engine=engine,
+        communities=COMMUNITIES,
+        lease_seconds=60.0,
+        telemetry=Telemetry(CollectorRegistry()),
+    )
+    assert len(await replicas.round()) == 20
+    waiting = text(
+        "SELECT count(*) FROM pg_locks WHERE relation = 'leases'::regclass AND NOT granted"
+    )
+    with engine.connect() as blocker:
+        blocker.execute(text("LOCK TABLE leases IN ACCESS EXCLUSIVE MODE"))
+        round_in_flight = asyncio.ensure_future(replicas.round())
+        deadline = time.monotonic() + 60
+        while blocker.execute(waiting).scalar_one() != 1:  # the round waits on the table
+            assert time.monotonic() < deadline, "the round never reached the leases"
+            await asyncio.sleep(0.05)
+        round_in_flight.cancel()  # what the scheduler's shutdown does to a running job
+        release = asyncio.ensure_future(replicas.release())
+        await asyncio.sleep(1.0)  # time for a release that does not wait to reach the table
+        assert blocker.execute(waiting).scalar_one() == 1, "the release did not wait"
+        assert not release.done()
+        blocker.rollback()  # the round goes on, then the release
+    with pytest.raises(asyncio.CancelledError):
+        await round_in_flight
+    await release
+    with engine.connect() as connection:
+        live = connection.execute(
+            text("SELECT count(*) FROM leases WHERE expires_at > extract(epoch FROM now())")
+        ).scalar_one()
+    assert live == 0
