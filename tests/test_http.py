@@ -301,8 +301,10 @@ async def test_429_without_retry_after_waits_a_backoff(
 async def test_read_timeout_is_retried(
     server: FakeForumServer, make_client: ClientFactory, registry: CollectorRegistry
 ) -> None:
-    server.inject(Fault("delay", seconds=0.6))
-    response = await make_client(read_timeout=0.2).get(server.base_url + "/data.json")
+    # the retry must be answered within the read timeout on a fresh connection: 0.5 s
+    # leaves a busy machine room for that; the delay stays three timeouts long
+    server.inject(Fault("delay", seconds=1.5))
+    response = await make_client(read_timeout=0.5).get(server.base_url + "/data.json")
     assert response.json() == DATA
     assert len(server.requests) == 2
     assert requests_total(registry, "error") == 1
