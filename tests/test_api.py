@@ -35,7 +35,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     thread.start()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while True:
                 try:
                     body = http.get("/api/v1/communities").json()
@@ -45,7 +45,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
                         break
                 except httpx.HTTPError:
                     pass
-                assert time.monotonic() < deadline, "the first polls did not finish in 30 s"
+                assert time.monotonic() < deadline, "the first polls did not finish in 60 s"
                 time.sleep(0.2)
             yield http
     finally:
