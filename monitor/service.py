@@ -550,6 +550,12 @@ class Service:
         if self.snapshots is not None:
             await asyncio.to_thread(self._restore_health, gained)
 
+    async def _scheduled_prune(self) -> None:
+        try:
+            await self.prune()
+        except asyncio.CancelledError:
+            return  # the scheduler is shutting down: the next start prunes
+
     async def _scheduled_analyse(self) -> None:
         try:
             await self.analyse()
@@ -623,7 +629,7 @@ class Service:
             coalesce=True,
         )
         self.scheduler.add_job(
-            self.prune,
+            self._scheduled_prune,
             "interval",
             id="prune",
             seconds=PRUNE_INTERVAL_SECONDS,
