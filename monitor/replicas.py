@@ -79,7 +79,14 @@ class Replicas:
         async with self._turn:
             if self._released:
                 return frozenset()
-            return await self._round(self.keeper)
+            work = asyncio.ensure_future(self._round(self.keeper))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # the scheduler's shutdown cancels a running job, but the round's thread
+                # goes on: keep the turn until it is done, so release() comes after it
+                await work
+                raise
 
     async def _round(self, keeper: LeaseKeeper) -> frozenset[str]:
         try:

@@ -533,7 +533,10 @@ class Service:
         the last success the store knows of before its series are exported here."""
         if self.replicas is None:
             return
-        gained = await self.replicas.round()
+        try:
+            gained = await self.replicas.round()
+        except asyncio.CancelledError:
+            return  # the scheduler is shutting down; stop() hands the leases back
         if gained and self.polls is not None:
             # polled at once: a community taken over from a replica that died, or held
             # since this one started, may be past its time (the queue coalesces a job's run)
@@ -553,6 +556,12 @@ class Service:
                 await self.refresh(community)
         if self.snapshots is not None:
             await asyncio.to_thread(self._restore_health, gained)
+
+    async def _scheduled_prune(self) -> None:
+        try:
+            await self.prune()
+        except asyncio.CancelledError:
+            return  # the scheduler is shutting down: the next start prunes
 
     async def _scheduled_analyse(self) -> None:
         try:
@@ -627,7 +636,7 @@ class Service:
             coalesce=True,
         )
         self.scheduler.add_job(
-            self.prune,
+            self._scheduled_prune,
             "interval",
             id="prune",
             seconds=PRUNE_INTERVAL_SECONDS,

@@ -202,10 +202,10 @@ def serving(app: Any, **config: Any) -> Iterator[str]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while not server.started:
             assert thread.is_alive(), "the server stopped before it started"
-            assert time.monotonic() < deadline, "the server did not start in 30 s"
+            assert time.monotonic() < deadline, "the server did not start in 60 s"
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -8,6 +8,7 @@ Recomputes are counted per community at ``compute_snapshot``.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -48,9 +49,12 @@ class Clock:
 
 
 class Recomputes:
-    """``compute_snapshot`` and ``daily_series`` calls, counted per community."""
+    """``compute_snapshot`` and ``daily_series`` calls, counted per community; with a
+    ``gate``, every snapshot waits until the gate is opened."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, delay: float = 0.0) -> None:
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, *, gate: threading.Event | None = None
+    ) -> None:
         self.snapshots: Counter[str] = Counter()
         self.series: Counter[str] = Counter()
         self.at: dict[str, list[int]] = defaultdict(list)
@@ -60,7 +64,8 @@ class Recomputes:
             community = kwargs["community"].id
             self.snapshots[community] += 1
             self.at[community].append(kwargs["now"])
-            time.sleep(delay)
+            if gate is not None:  # held until the test opens it
+                assert gate.wait(60), "the test never let the analysis go on"
             return compute(session, **kwargs)
 
         def counted_series(session: Session, **kwargs: Any) -> Any:
@@ -339,24 +344,31 @@ async def test_the_daily_series_is_rebuilt_when_a_day_ends_not_on_every_recomput
 def test_ready_before_every_snapshot_exists_and_the_rest_follow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With analysis slowed down, /readyz answers 200 while most communities have no
-    snapshot yet; they are listed as warming up, and their snapshots appear afterwards."""
+    """With the analysis held back, /readyz answers 200 while no community has a snapshot
+    yet; they are listed as warming up, and their snapshots appear once it goes on. (The
+    analysis is held by a gate, not slowed by a pause: on a busy machine the pause let
+    most snapshots finish before the first answer, and a service whose readiness waited
+    for the analysis is never ready here.)"""
     settings = settings_for(tmp_path, "http://127.0.0.1:1", 8)
     polled_history(settings, settings.resolved_database_url(), until=int(time.time()))
-    recomputes = Recomputes(monkeypatch, delay=0.4)
+    gate = threading.Event()
+    recomputes = Recomputes(monkeypatch, gate=gate)
     service = Service(settings, registry=CollectorRegistry())
     with serving(create_app(service)) as url:
-        deadline = time.monotonic() + 10
-        while httpx.get(url + "/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "never ready"
-            time.sleep(0.02)
-        listed = httpx.get(url + "/api/v1/communities").json()["communities"]
-        waiting = [c["id"] for c in listed if c["computed_at"] is None]
-        assert len(waiting) >= 4, listed
-        assert {c["status"] for c in listed if c["computed_at"] is None} == {"warming up"}
-        page = httpx.get(url + "/").text
-        assert f'data-community="{waiting[-1]}" data-verdict="warming up"' in page
-        deadline = time.monotonic() + 30
+        try:
+            deadline = time.monotonic() + 60
+            while httpx.get(url + "/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "never ready while the analysis is held"
+                time.sleep(0.05)
+            listed = httpx.get(url + "/api/v1/communities").json()["communities"]
+            waiting = [c["id"] for c in listed if c["computed_at"] is None]
+            assert len(waiting) == 8, listed
+            assert {c["status"] for c in listed if c["computed_at"] is None} == {"warming up"}
+            page = httpx.get(url + "/").text
+            assert f'data-community="{waiting[-1]}" data-verdict="warming up"' in page
+        finally:
+            gate.set()
+        deadline = time.monotonic() + 60
         while any(c["computed_at"] is None for c in listed):
             assert time.monotonic() < deadline, listed
             time.sleep(0.2)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -64,10 +64,18 @@ def ingest(session: Session) -> IngestResult:
     )
 
 
+BLOCKING_STATEMENTS = ("INSERT", "BEGIN IMMEDIATE")
+"""Where the second writer waits for the first: its first insert (it read no rows before
+it) waits on the first one's keys, or SQLite's ``BEGIN IMMEDIATE`` on the write lock."""
+
+
 def race(engine: Engine, second: object) -> object:
     """The first writer has written (not yet committed) when the second one starts; the
-    first commits a second later. What the second writer returned or raised."""
+    first commits once the second has reached the statement that waits for it (a fixed
+    pause let a slow machine commit before the second writer had read anything). What
+    the second writer returned or raised."""
     outcome: list[object] = []
+    reached = threading.Event()
 
     def run() -> None:
         try:
@@ -75,13 +83,24 @@ def race(engine: Engine, second: object) -> object:
         except Exception as exc:
             outcome.append(exc)
 
+    def watch(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if threading.current_thread() is writer and statement.lstrip().upper().startswith(
+            BLOCKING_STATEMENTS
+        ):
+            reached.set()
+
     with db.session_scope(engine) as session:
         assert ingest(session).new_items == 4
         writer = threading.Thread(target=run)
-        writer.start()
-        time.sleep(1.0)  # it read no rows and now waits on our keys (or the write lock)
-        assert writer.is_alive()
-    writer.join(timeout=30)
+        event.listen(engine, "before_cursor_execute", watch)
+        try:
+            writer.start()
+            assert reached.wait(60), "the second writer never reached its first write"
+        finally:
+            event.remove(engine, "before_cursor_execute", watch)
+        time.sleep(0.3)  # into the driver's call, where it waits for our commit
+        assert writer.is_alive()  # it cannot finish before we commit
+    writer.join(timeout=60)
     return outcome[0]
 
 

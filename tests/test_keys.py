@@ -243,7 +243,7 @@ def test_status_page_and_api_say_since_when_authors_are_counted_anew(tmp_path: P
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             try:
                 if httpx.get(base + "/readyz", timeout=1).status_code == 200:

@@ -3,14 +3,25 @@ replica's communities taken over once its leases expire, a new replica given wor
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from apscheduler.events import EVENT_JOB_SUBMITTED
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine, text
 
+from monitor.config import settings_from_mapping
 from monitor.leases import LeaseKeeper
+from monitor.replicas import Replicas
+from monitor.service import Service
 from monitor.store import db
+from monitor.telemetry import Telemetry
+from tests.support import service_config
 
 COMMUNITIES = [f"c{n:02d}" for n in range(20)]
 LEASE = 2.0
@@ -127,3 +138,87 @@ def test_unheld_counts_communities_nobody_holds(engine: Engine) -> None:
     state = first.round(COMMUNITIES)
     assert len(state.held) == 10 and state.unheld == 10
     assert second.round(COMMUNITIES).unheld == 0
+
+
+async def test_a_round_cancelled_by_the_shutdown_finishes_before_the_release(
+    engine: Engine,
+) -> None:
+    """Stopping the scheduler cancels a lease round in flight, but its thread goes on: the
+    release must wait for it, or the round renews what the release just handed back."""
+    replicas = Replicas(
+        engine=engine,
+        communities=COMMUNITIES,
+        lease_seconds=60.0,
+        telemetry=Telemetry(CollectorRegistry()),
+    )
+    assert len(await replicas.round()) == 20
+    waiting = text(
+        "SELECT count(*) FROM pg_locks WHERE relation = 'leases'::regclass AND NOT granted"
+    )
+    with engine.connect() as blocker:
+        blocker.execute(text("LOCK TABLE leases IN ACCESS EXCLUSIVE MODE"))
+        round_in_flight = asyncio.ensure_future(replicas.round())
+        deadline = time.monotonic() + 60
+        while blocker.execute(waiting).scalar_one() != 1:  # the round waits on the table
+            assert time.monotonic() < deadline, "the round never reached the leases"
+            await asyncio.sleep(0.05)
+        round_in_flight.cancel()  # what the scheduler's shutdown does to a running job
+        release = asyncio.ensure_future(replicas.release())
+        await asyncio.sleep(1.0)  # time for a release that does not wait to reach the table
+        assert blocker.execute(waiting).scalar_one() == 1, "the release did not wait"
+        assert not release.done()
+        blocker.rollback()  # the round goes on, then the release
+    with pytest.raises(asyncio.CancelledError):
+        await round_in_flight
+    await release
+    with engine.connect() as connection:
+        live = connection.execute(
+            text("SELECT count(*) FROM leases WHERE expires_at > extract(epoch FROM now())")
+        ).scalar_one()
+    assert live == 0
+
+
+async def test_a_lease_round_running_when_the_service_stops_logs_no_error(
+    engine: Engine, pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scheduler's shutdown cancels the lease round in flight: a clean stop, with the
+    leases handed back after the round and no ERROR with a traceback from the scheduler."""
+    data = service_config(
+        tmp_path,
+        [{"id": c, "source": "rss", "url": f"http://127.0.0.1:9/{c}"} for c in COMMUNITIES[:3]],
+    )
+    data["database_url"] = pg_url
+    service = Service(settings_from_mapping(data), registry=CollectorRegistry())
+    await service.open()
+    submitted = asyncio.Event()
+    waiting = text(
+        "SELECT count(*) FROM pg_locks WHERE relation = 'leases'::regclass AND NOT granted"
+    )
+    with engine.connect() as blocker:
+        blocker.execute(text("LOCK TABLE leases IN ACCESS EXCLUSIVE MODE"))
+        service.schedule()
+        assert service.scheduler is not None
+        service.scheduler.pause_job("analysis")
+        for job in service.scheduler.get_jobs():
+            if job.id.startswith("poll:") or job.id == "prune":
+                job.pause()
+        service.scheduler.add_listener(
+            lambda event: event.job_id == "leases" and submitted.set(), EVENT_JOB_SUBMITTED
+        )
+        await asyncio.wait_for(submitted.wait(), 60)
+        deadline = time.monotonic() + 60
+        while blocker.execute(waiting).scalar_one() != 1:  # the round waits on the table
+            assert time.monotonic() < deadline, "the lease round never reached the leases"
+            await asyncio.sleep(0.05)
+        caplog.set_level(logging.ERROR)
+        stopping = asyncio.ensure_future(service.stop())
+        await asyncio.sleep(0.5)
+        blocker.rollback()  # the round goes on, then the release
+    await asyncio.wait_for(stopping, 60)
+    await asyncio.sleep(0.5)  # a cancelled job's last step (and its log) runs here
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    with engine.connect() as connection:
+        live = connection.execute(
+            text("SELECT count(*) FROM leases WHERE expires_at > extract(epoch FROM now())")
+        ).scalar_one()
+    assert live == 0

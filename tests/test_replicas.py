@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -132,6 +132,17 @@ def forum() -> Iterator[tuple[FakeReddit, FakeForumServer]]:
         yield fake, server
 
 
+def wait_until(what: str, check: Callable[[], bool], *, timeout: float = 60.0) -> float:
+    """Poll ``check`` until it holds; the seconds it took. A fixed pause before asserting
+    failed on a loaded machine where the replicas settle later; the bounds that are the
+    product's promises (takeover time, polls per interval) are asserted on their own."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout, f"not after {timeout:.0f} s: {what}"
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
 def poll_starts(server: FakeForumServer) -> dict[str, list[float]]:
     """When each community's polls began: its first page of new threads (no ``after``)."""
     starts: dict[str, list[float]] = defaultdict(list)
@@ -182,7 +193,11 @@ def test_three_replicas_share_fail_over_and_rebalance(
         first = [cluster.start(f"replica{n}") for n in range(3)]  # together, unmigrated
         for replica in first:
             cluster.wait_ready(replica)
-        time.sleep(3 * LEASE)  # shares settle: the first to start claimed everything
+        # shares settle (the first to start claimed everything), then the handovers' polls
+        settled = wait_until(
+            "leases held 6, 7 and 7", lambda: sorted(r.held() for r in first) == [6, 7, 7]
+        )
+        time.sleep(2 * INTERVAL)
 
         # -- steady state: one holder per community, about one poll per interval --------
         begin = time.time()
@@ -193,7 +208,7 @@ def test_three_replicas_share_fail_over_and_rebalance(
         starts = poll_starts(server)
         rates = per_interval(starts, begin, end)
         most = most_in_one_interval(starts, begin, end)
-        print(f"\nsteady, 3 replicas: leases held {held}")
+        print(f"\nsteady, 3 replicas: leases held {held}, settled {settled:.1f} s after ready")
         print(
             f"polls per community per interval: min {min(rates.values()):.2f} "
             f"mean {sum(rates.values()) / len(rates):.2f} max {max(rates.values()):.2f}; "
@@ -213,7 +228,16 @@ def test_three_replicas_share_fail_over_and_rebalance(
         killed_at = time.time()
         victim.process.wait()
         survivors = [r for r in first if r is not victim]
-        time.sleep(TAKEOVER_BOUND + 3 * INTERVAL)
+
+        def taken_over() -> bool:
+            polled = poll_starts(server)
+            return (
+                all(any(t > killed_at for t in polled.get(sub, [])) for sub in orphaned)
+                and sorted(r.held() for r in survivors) == [10, 10]
+                and sorted(c for r in survivors for c in r.exported_communities()) == COMMUNITIES
+            )
+
+        wait_until("the survivors poll, hold and export every community", taken_over)
         starts = poll_starts(server)
         takeover = {
             sub: min(t for t in starts[sub] if t > killed_at) - killed_at for sub in orphaned
@@ -233,17 +257,21 @@ def test_three_replicas_share_fail_over_and_rebalance(
         # -- a new replica gets its fair share -------------------------------------------
         newcomer = cluster.start("replica3")
         cluster.wait_ready(newcomer)
-        time.sleep(3 * LEASE)
+        live = [*survivors, newcomer]
+        rebalanced = wait_until(
+            "leases held 6, 7 and 7 again", lambda: sorted(r.held() for r in live) == [6, 7, 7]
+        )
+        time.sleep(2 * INTERVAL)
         begin = time.time()
         time.sleep(6 * INTERVAL)
         end = time.time()
-        live = [*survivors, newcomer]
         held_rebalanced = [replica.held() for replica in live]
         starts = poll_starts(server)
         rates = per_interval(starts, begin, end)
         most = most_in_one_interval(starts, begin, end)
         print(
-            f"after adding a replica: leases held {held_rebalanced} (newcomer last); polls per "
+            f"after adding a replica: leases held {held_rebalanced} (newcomer last, "
+            f"rebalanced {rebalanced:.1f} s after ready); polls per "
             f"community per interval min {min(rates.values()):.2f} "
             f"mean {sum(rates.values()) / len(rates):.2f} max {max(rates.values()):.2f}"
             f", most within one interval: {most}"
@@ -257,7 +285,13 @@ def test_three_replicas_share_fail_over_and_rebalance(
         # -- the whole run: gaps, duplicates, losses ----------------------------------------
         writers.stopped.set()
         writers.thread.join()
-        time.sleep(2 * INTERVAL + 1)  # the last posts are polled
+        engine = create_engine(pg_url)
+
+        def stored_posts() -> int:
+            with engine.connect() as connection:
+                return int(connection.execute(text("SELECT count(*) FROM posts")).scalar_one())
+
+        wait_until(f"all {len(fake.posts)} posts stored", lambda: stored_posts() >= len(fake.posts))
         starts = poll_starts(server)
         gaps = {
             sub: max(b - a for a, b in zip(times, times[1:], strict=False))
@@ -266,7 +300,6 @@ def test_three_replicas_share_fail_over_and_rebalance(
         for replica in live:
             replica.process.send_signal(signal.SIGTERM)
         exits = [replica.process.wait(timeout=15) for replica in live]
-        engine = create_engine(pg_url.replace("postgresql+psycopg", "postgresql+psycopg"))
         with engine.connect() as connection:
             twice = connection.execute(
                 text(

@@ -134,7 +134,8 @@ def test_sigkill_mid_poll_then_restart_equals_clean_run(
     server.inject(Fault("delay", path_prefix="/r/gigwork/comments", seconds=30, count=1))
     process = poll_once(killed, tmp_path)
     deadline = time.monotonic() + 60
-    while not server.requests_to("/r/gigwork/comments") and time.monotonic() < deadline:
+    while not server.requests_to("/r/gigwork/comments"):
+        assert time.monotonic() < deadline, "the poll never asked for the comments"
         time.sleep(0.05)
     time.sleep(0.3)
     process.send_signal(signal.SIGKILL)

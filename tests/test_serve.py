@@ -32,7 +32,7 @@ def spawn_serve(config: Path, *, port: int, workdir: Path, stderr: IO[str]) -> P
     )
 
 
-def wait_ready(url: str, *, timeout: float = 30.0) -> httpx.Response:
+def wait_ready(url: str, *, timeout: float = 60.0) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -195,7 +195,7 @@ def test_sigterm_with_a_poll_in_flight_exits_zero_and_writes_all_or_nothing(
         with (tmp_path / "stderr.log").open("w") as stderr:
             process = spawn_serve(config, port=port, workdir=tmp_path, stderr=stderr)
             try:
-                deadline = time.monotonic() + 30
+                deadline = time.monotonic() + 60
                 while not forum.requests_to("/r/gigwork/comments"):
                     assert time.monotonic() < deadline, "the poll never reached the comments"
                     time.sleep(0.05)

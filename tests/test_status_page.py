@@ -43,7 +43,11 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
                 process.wait()
 
 
-def wait_for_analysis(base_url: str, *, timeout: float = 45.0) -> dict[str, str]:
+DEMO_PROMISE = 60.0
+"""README, "See it in one minute": the demo's four communities polled and analysed."""
+
+
+def wait_for_analysis(base_url: str, *, timeout: float = DEMO_PROMISE) -> dict[str, str]:
     """Status by community, once every community was polled and has trends."""
     deadline = time.monotonic() + timeout
     last: object = None
@@ -77,7 +81,7 @@ def test_demo_status_page_in_headless_chromium(demo: Demo, tmp_path: Path) -> No
         "rivalsub": "growing",
         "control": "steady",
     }
-    assert time.monotonic() - started < 45
+    assert time.monotonic() - started < DEMO_PROMISE  # 22 s seen on a loaded machine
 
     screenshot = tmp_path / "status-page.png"
     shot = chromium(

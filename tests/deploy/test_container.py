@@ -324,7 +324,7 @@ def healthcheck_exit(container: Container) -> int:
 
 
 def wait_healthy(
-    container: Container, process: subprocess.Popen[str], *, timeout: float = 30.0
+    container: Container, process: subprocess.Popen[str], *, timeout: float = 60.0
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -205,7 +205,7 @@ def test_communities_without_analysis_are_listed_not_hidden(tmp_path: Path) -> N
             env=env,
         )
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while True:
                 try:
                     if httpx.get(base + "/readyz", timeout=1).status_code == 200:

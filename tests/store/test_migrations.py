@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -231,8 +232,21 @@ def test_a_migration_waits_for_the_one_under_way(pg_url: str, tmp_path: Path) ->
     with psycopg.connect(url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
         run = _db_upgrade(pg_url, tmp_path)
-        with pytest.raises(subprocess.TimeoutExpired):
-            run.wait(timeout=3)  # still waiting for the lock the test holds
+        # it waits on the lock the test holds: PostgreSQL shows its request not granted
+        # (a fixed pause proved nothing when a busy machine had not yet started it)
+        deadline = time.monotonic() + 60
+        waiting = (
+            "SELECT count(*) FROM pg_locks JOIN pg_database d ON d.oid = pg_locks.database "
+            "WHERE d.datname = current_database() AND locktype = 'advisory' AND NOT granted "
+            "AND classid = %s AND objid = %s"
+        )
+        key = (MIGRATION_LOCK >> 32, MIGRATION_LOCK & 0xFFFFFFFF)
+        while holder.execute(waiting, key).fetchone() != (1,):
+            assert run.poll() is None, run.communicate()[1]
+            assert time.monotonic() < deadline, "db upgrade never asked for the migration lock"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert run.poll() is None  # still waiting for the lock the test holds
         tables = holder.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'alembic_version'"
         ).fetchone()
