@@ -40,10 +40,10 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
-from sqlalchemy import Select, Table, select
+from sqlalchemy import Select, Table, func, select
 from sqlmodel import Session
 
-from monitor.store.models import Author
+from monitor.store.models import Author, Post
 
 DAY = 86_400
 FLOW_WINDOWS = {"28d": 28 * DAY}
@@ -56,6 +56,7 @@ TOP_DESTINATIONS = 10
 """Destinations kept per community and window: bounds the series at 1,000 communities."""
 
 AUTHORS = cast(Table, Author.__table__)  # type: ignore[attr-defined]
+POSTS = cast(Table, Post.__table__)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,35 @@ def _plain_rows(session: Session, query: Select[Any]) -> list[tuple[Any, ...]]:
         return list(cursor.fetchall())
     finally:
         cursor.close()
+
+
+def flow_counts_until(
+    session: Session,
+    *,
+    communities: Sequence[str],
+    until: int,
+    seconds: int,
+    keep: int = TOP_DESTINATIONS,
+) -> FlowCounts:
+    """The counts as they stood at ``until`` (a past period's end): each author's last post
+    before ``until`` in each community, read from the stored posts (the ``authors`` table
+    keeps only the latest sighting). At the present it counts what ``flow_counts`` does,
+    for posts still kept."""
+    members = sorted(set(communities))
+    if not members:
+        return FlowCounts({}, {}, {})
+    query = (
+        select(POSTS.c.community_id, AUTHORS.c.namespace_pseudonym, func.max(POSTS.c.created_at))
+        .join_from(POSTS, AUTHORS, AUTHORS.c.id == POSTS.c.author_id)
+        .where(
+            POSTS.c.community_id.in_(members),
+            AUTHORS.c.namespace_pseudonym.is_not(None),
+            POSTS.c.created_at >= until - 2 * seconds,
+            POSTS.c.created_at < until,
+        )
+        .group_by(POSTS.c.community_id, AUTHORS.c.namespace_pseudonym)
+    )
+    return count_flows(members, _plain_rows(session, query), middle=until - seconds, keep=keep)
 
 
 def count_flows(

@@ -17,7 +17,7 @@ from sqlmodel import Session
 from monitor.config import Settings
 from monitor.errors import ForumMonitorError
 from monitor.report.document import ReportContext, render_report
-from monitor.report.evidence import gather, has_polls, period_rising_terms, present_flows
+from monitor.report.evidence import gather, has_polls, period_flows, period_rising_terms
 from monitor.store import db
 
 
@@ -74,8 +74,10 @@ def write_report(
             )
             evidence = dataclasses.replace(
                 evidence,
-                flows=present_flows(session, settings=settings, community=community, now=now),
-                flows_at=now,
+                flows=period_flows(
+                    session, settings=settings, community=community, until=min(until, now)
+                ),
+                flows_at=min(until, now),
                 rising_terms=period_rising_terms(
                     session, settings=settings, community=community, until=until
                 ),

@@ -18,6 +18,7 @@ from importlib import resources
 from sqlmodel import Session
 
 from monitor.analysis.cusum import DECLINE_SCORE_THRESHOLD, LONG_Z, SHORT_Z
+from monitor.analysis.flows import DAY
 from monitor.analysis.snapshot import DayActivity
 from monitor.analysis.terms import term_label
 from monitor.analysis.trends import GOOD_COVERAGE
@@ -340,16 +341,15 @@ def flows_section(context: ReportContext) -> Section | None:
     if flows is None or evidence.flows_at is None:
         return None
     k = flows.min_authors
-    as_of = iso_day(evidence.flows_at)
+    end = evidence.flows_at
     intro = (
-        f"<p>As of {as_of}, over the last 28 days: an author <em>departed</em> when they "
-        "posted here in the 28 days before and not since; a destination's share is the part "
-        "of them who posted in that community in the last 28 days. Authors are matched by a "
-        "keyed pseudonym shared by the communities of one platform "
+        f"<p>Over the 28 days to the end of the period ({iso_day(end - 28 * DAY)} to "
+        f"{iso_day(end - 1)}): an author <em>departed</em> when their last post here before "
+        "the end of the period was in the 28 days before those; a destination's share is the "
+        "part of them who posted in that community in those 28 days. Authors are matched by "
+        "a keyed pseudonym shared by the communities of one platform "
         f"({escape(flows.namespace)}) only, never across platforms, and no number resting "
-        f"on fewer than {k} authors is shown (a share of 0 may mean fewer than {k} moved). "
-        "Flows read each author's latest activity, so they describe the present, "
-        f"whatever the report's period.</p>"
+        f"on fewer than {k} authors is shown (a share of 0 may mean fewer than {k} moved).</p>"
     )
     if flows.departed is None:
         return Section(

@@ -19,7 +19,12 @@ from sqlmodel import Session, col, select
 from monitor.analysis.changepoints import decline_onset, latest_changepoint
 from monitor.analysis.coverage import BACKFILL_OUTCOME, SUCCESS
 from monitor.analysis.cusum import DECLINE_SCORE_THRESHOLD, RECENT_DAYS, decline_score
-from monitor.analysis.flows import CommunityFlows, compute_flows
+from monitor.analysis.flows import (
+    FLOW_WINDOWS,
+    CommunityFlows,
+    anonymous_flows,
+    flow_counts_until,
+)
 from monitor.analysis.rollups import DAY
 from monitor.analysis.snapshot import (
     CHANGEPOINT_SIGNALS,
@@ -125,7 +130,8 @@ class Evidence:
     """Mean posts per counted day of the decline score's baseline (the 92 days before the
     last 28 of the 120 the detectors see): the size the detector judges against."""
     flows: CommunityFlows | None = None
-    """Where the community's departed participants went, as of ``flows_at`` (None when the
+    """Where the community's departed participants went in the 28 days before ``flows_at``
+    (None when the
     community has no platform namespace, e.g. a feed)."""
     flows_at: int | None = None
     rising_terms: list[RisingTerm] | None = None
@@ -305,26 +311,30 @@ def gather(
     )
 
 
-def present_flows(
-    session: Session, *, settings: Settings, community: CommunityBase, now: int
+def period_flows(
+    session: Session, *, settings: Settings, community: CommunityBase, until: int
 ) -> CommunityFlows | None:
-    """``community``'s participant flows over the 28 days to ``now``, computed as the service
-    does (k-anonymous, between enabled communities of its platform namespace only); None
-    when its source has no namespace. Flows read each author's latest activity, so they
-    exist for the present only, never for a past period."""
+    """``community``'s participant flows over the 28 days before ``until`` (the period's
+    end), from each author's last post before it, k-anonymous and between enabled
+    communities of its platform namespace only, as the service counts them; None when its
+    source has no namespace."""
     namespace = author_namespace(community)
     if namespace is None:
         return None
-    members = {
-        c.id: namespace
-        for c in settings.communities
-        if c.enabled and author_namespace(c) == namespace
-    }
-    members[community.id] = namespace
-    found = compute_flows(
-        session, namespaces=members, now=now, min_authors=settings.flow_min_authors
+    members = sorted(
+        {c.id for c in settings.communities if c.enabled and author_namespace(c) == namespace}
+        | {community.id}
     )
-    return next((f for f in found.get(community.id, []) if f.window == "28d"), None)
+    counts = flow_counts_until(
+        session, communities=members, until=until, seconds=FLOW_WINDOWS["28d"]
+    )
+    return anonymous_flows(
+        counts,
+        communities=members,
+        namespace=namespace,
+        window="28d",
+        min_authors=settings.flow_min_authors,
+    )[community.id]
 
 
 RISING_TERMS_LISTED = 15

@@ -29,6 +29,7 @@ but are other platforms: never paired. The feed has no namespace: no flows at al
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,12 +154,35 @@ def test_raw_counts_match_the_hand_count(engine: Engine) -> None:
     assert mastodon.shared == {}
 
 
+def test_counts_as_they_stood_at_a_past_end(engine: Engine) -> None:
+    """Read from the posts: at NOW the same as from each author's latest sighting; 20 days
+    earlier, by hand from the fixture (the window [-48d, -20d), the one before it [-76d,
+    -48d), later posts unseen): a's u1..u7 and u9 active, u8 (-70d) departed; b's u20,
+    u21 (-35d) active; c's u9 (-45d) active. So departed(a) = 1, nobody moved (u8 is
+    nowhere later), shared(a, c) = shared(c, a) = {u9} = 1."""
+    from monitor.analysis.flows import flow_counts_until
+
+    with Session(engine) as session:
+        for ids in (["a", "b", "c"], ["m1", "m2"]):
+            present = flow_counts(session, communities=ids, now=NOW, seconds=WINDOW)
+            assert flow_counts_until(session, communities=ids, until=NOW + 1, seconds=WINDOW) == (
+                present
+            )
+        past = flow_counts_until(
+            session, communities=["a", "b", "c"], until=NOW - 20 * DAY, seconds=WINDOW
+        )
+    assert past.departed == {"a": 1}
+    assert past.moved == {}
+    assert past.shared == {("a", "c"): 1, ("c", "a"): 1}
+
+
 @pytest.mark.postgres
 def test_raw_counts_on_postgres(pg_url: str) -> None:
     engine = fx.make_store(url=pg_url)
     try:
         load(engine, settings(), POSTS)
         test_raw_counts_match_the_hand_count(engine)
+        test_counts_as_they_stood_at_a_past_end(engine)
     finally:
         engine.dispose()
 
@@ -465,6 +489,40 @@ def test_the_evidence_report_shows_where_departed_participants_went(tmp_path: Pa
     rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", text)
     assert rows == [("b", "43%", "3", "2")]
     assert "fewer than 2 authors" in text
+
+
+def test_the_evidence_report_counts_flows_at_the_end_of_its_period(tmp_path: Path) -> None:
+    """A period ending two days before NOW: its flows are those of the 28 days before its
+    end (k = 2), not the present's. b's u20 and u21 (-35d) departed; u20 posted in a at
+    -1d, after the end, and the authors b shares with a (u7, u10) posted in b at -2d, after
+    it too: so no destination, where the present shows a (shared 2, as in
+    ``test_exported_flows_at_k_2``)."""
+    engine = fx.make_store(tmp_path)
+    config = settings(flow_min_authors=2, database_url=f"sqlite:///{tmp_path / 'forum.db'}")
+    load(engine, config, POSTS)
+    engine.dispose()
+    end = NOW - NOW % DAY - 2 * DAY
+    out = tmp_path / "b.html"
+    write_report(
+        settings=config,
+        community_id="b",
+        since=end - 30 * DAY,
+        until=end,
+        out=out,
+        now=NOW,
+        command="forum-monitor report",
+        version="test",
+    )
+    section = re.search(r'<section id="flows">(.*?)</section>', out.read_text(), re.S)
+    assert section is not None
+    text = section.group(1)
+    first, last = (
+        time.strftime("%Y-%m-%d", time.gmtime(end - 28 * DAY)),
+        time.strftime("%Y-%m-%d", time.gmtime(end - 1)),
+    )
+    assert f"({first} to {last})" in text
+    assert "<p>2 participants departed.</p>" in text
+    assert "No watched community of the same platform received any of them." in text
 
 
 def test_the_evidence_report_of_a_feed_says_nothing_of_flows(tmp_path: Path) -> None:
