@@ -311,16 +311,25 @@ def test_three_replicas_share_fail_over_and_rebalance(
             live_leases = connection.execute(
                 text("SELECT count(*) FROM leases WHERE expires_at > extract(epoch FROM now())")
             ).scalar_one()
+            # one community's spans never touch: a hole anywhere in its coverage (a takeover
+            # whose first poll claimed only from its own start) would make it two
+            spans = dict(
+                connection.execute(
+                    text("SELECT community_id, count(*) FROM coverage_spans GROUP BY 1")
+                ).all()
+            )
         engine.dispose()
         orphan_gap = max(gaps[sub] for sub in orphaned)
         other_gap = max(gaps[sub] for sub in COMMUNITIES if sub not in orphaned)
         print(
             f"posts: {len(fake.posts)} written to the fake forum, {stored} stored, {twice} "
             f"twice; longest gap between polls: {orphan_gap:.1f} s for a taken-over community, "
-            f"{other_gap:.1f} s for the others; SIGTERM exits {exits}, leases left {live_leases}"
+            f"{other_gap:.1f} s for the others; SIGTERM exits {exits}, leases left {live_leases}; "
+            f"coverage spans per community: {sorted(set(spans.values()))}"
         )
         assert twice == 0
         assert stored == len(fake.posts)
+        assert spans == dict.fromkeys(COMMUNITIES, 1), spans  # no gap in coverage at all
         assert orphan_gap <= INTERVAL * 1.1 + TAKEOVER_BOUND  # its last poll, then takeover
         assert other_gap <= math.ceil(TAKEOVER_BOUND + INTERVAL)  # handovers while rebalancing
         assert exits == [0, 0, 0]
