@@ -37,7 +37,7 @@ from monitor.config import CommunityBase, Settings
 from monitor.privacy import namespace_pseudonym, pseudonym
 from monitor.sources import account_name, author_namespace
 from monitor.sources.base import Batch, Envelope, Item
-from monitor.store.bulk import bulk_insert, bulk_update
+from monitor.store.bulk import bulk_insert, bulk_update, select_in
 from monitor.store.changes import mark_changed
 from monitor.store.models import Author, Community, PollRun, PollState, Post, Thread
 from monitor.store.terms import PostTerms, record_posts
@@ -365,33 +365,28 @@ class Ingestor:
         session: Session, community_id: str, aliases: Sequence[str]
     ) -> dict[str, tuple[int, int, int, str | None]]:
         rows: dict[str, tuple[int, int, int, str | None]] = {}
-        for part in chunked(aliases):
-            query = select(
-                AUTHORS.c.pseudonym,
-                AUTHORS.c.id,
-                AUTHORS.c.first_seen,
-                AUTHORS.c.last_seen,
-                AUTHORS.c.namespace_pseudonym,
-            ).where(AUTHORS.c.community_id == community_id, AUTHORS.c.pseudonym.in_(part))
-            for alias, author_id, first_seen, last_seen, linked in session.execute(query):
-                rows[alias] = (author_id, first_seen, last_seen, linked)
+        for alias, author_id, first_seen, last_seen, linked in select_in(
+            session,
+            "SELECT pseudonym, id, first_seen, last_seen, namespace_pseudonym FROM authors "
+            "WHERE community_id = {mark} AND pseudonym IN ({marks})",
+            (community_id,),
+            aliases,
+        ):
+            rows[alias] = (author_id, first_seen, last_seen, linked)
         return rows
 
     def _existing_posts(
         self, session: Session, community_id: str, envelopes: Sequence[Envelope]
     ) -> dict[str, _KnownPost]:
-        ids = [e.item.external_id for e in envelopes]
         posts: dict[str, _KnownPost] = {}
-        for part in chunked(ids):
-            query = select(
-                POSTS.c.external_id,
-                POSTS.c.id,
-                POSTS.c.content_hash,
-                POSTS.c.created_at,
-                POSTS.c.body.is_not(None),
-            ).where(POSTS.c.community_id == community_id, POSTS.c.external_id.in_(part))
-            for external_id, post_id, digest, created_at, has_body in session.execute(query):
-                posts[external_id] = _KnownPost(post_id, digest, created_at, bool(has_body))
+        for external_id, post_id, digest, created_at, has_body in select_in(
+            session,
+            "SELECT external_id, id, content_hash, created_at, body IS NOT NULL FROM posts "
+            "WHERE community_id = {mark} AND external_id IN ({marks})",
+            (community_id,),
+            [e.item.external_id for e in envelopes],
+        ):
+            posts[external_id] = _KnownPost(post_id, digest, created_at, bool(has_body))
         return posts
 
     def _score(self, community: CommunityBase, item: Item) -> Scored:
