@@ -263,6 +263,9 @@ class Ingestor:
         new_rows: list[dict[str, Any]] = []
         changed_rows: list[dict[str, Any]] = []
         with_terms: list[PostTerms] = []
+        count_terms = self._settings.terms.enabled
+        new_kinds: list[str] = []
+        new_days: set[int] = set()
         for envelope in batch.envelopes:
             item = envelope.item
             author_id = authors.get(item.author) if item.author else None
@@ -271,18 +274,21 @@ class Ingestor:
             if known_post is None:
                 scored = prepared.scored[item.external_id]
                 new_rows.append(self._new_post(community.id, envelope, author_id, scored, digest))
-                if author_id is not None and self._settings.terms.enabled:
+                day = day_of(item.created_at)
+                if author_id is not None and count_terms:
                     found = prepared.terms.get(item.external_id)
                     if found is None:  # stored when prepared, deleted since: rare
                         found = item_terms(item)
-                    with_terms.append((day_of(item.created_at), author_id, found))
-                result.new_items += 1
-                result.new_by_kind[item.kind] += 1
-                result.touched_days.add(day_of(item.created_at))
+                    with_terms.append((day, author_id, found))
+                new_kinds.append(item.kind)
+                new_days.add(day)
             elif (change := self._post_change(known_post, item, prepared, now=now)) is not None:
                 changed_rows.append(change)
                 result.updated_items += 1
                 result.touched_days.add(day_of(known_post.created_at))
+        result.new_items += len(new_kinds)
+        result.new_by_kind.update(new_kinds)
+        result.touched_days.update(new_days)
         if new_rows:
             bulk_insert(session, POSTS, new_rows)
         for row in changed_rows:  # edits and deletions are rare: one statement each
