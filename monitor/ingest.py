@@ -22,9 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from sqlalchemy import Table, select, update
 from sqlmodel import Session
@@ -42,14 +42,7 @@ from monitor.store.changes import mark_changed
 from monitor.store.models import Author, Community, PollRun, PollState, Post, Thread
 from monitor.store.terms import PostTerms, record_posts
 
-CHUNK = 500
 _NOTHING_TO_SCORE = {"", "[deleted]", "[removed]"}
-T = TypeVar("T")
-
-
-def chunked(values: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,13 +476,17 @@ class Ingestor:
         if not new_rows:
             return
         wanted = sorted({row["thread_external_id"] for row in new_rows})
+        columns = [column.name for column in THREADS.columns]
         threads: dict[str, dict[str, Any]] = {}
-        for part in chunked(wanted):
-            query = select(THREADS).where(
-                THREADS.c.community_id == community_id, THREADS.c.external_id.in_(part)
-            )
-            for found in session.execute(query).mappings():
-                threads[found["external_id"]] = dict(found)
+        for found in select_in(
+            session,
+            f"SELECT {', '.join(columns)} FROM threads "
+            "WHERE community_id = {mark} AND external_id IN ({marks})",
+            (community_id,),
+            wanted,
+        ):
+            row = dict(zip(columns, found, strict=True))
+            threads[row["external_id"]] = row
         fresh: set[str] = set()
         for row in new_rows:
             key = row["thread_external_id"]
