@@ -38,7 +38,7 @@ from monitor.privacy import namespace_pseudonym, pseudonym
 from monitor.sources import account_name, author_namespace
 from monitor.sources.base import Batch, Envelope, Item
 from monitor.store.bulk import bulk_insert, bulk_update, select_in
-from monitor.store.changes import mark_changed
+from monitor.store.changes import COMMUNITIES, mark_changed
 from monitor.store.models import Author, Community, PollRun, PollState, Post, Thread
 from monitor.store.terms import PostTerms, record_posts
 
@@ -577,14 +577,18 @@ def _check_prepared(prepared: Prepared, batch: Batch, existing: Mapping[str, _Kn
 def ensure_community(session: Session, *, community: CommunityBase, now: int) -> None:
     """The community's row and its empty poll state, created on first sight."""
     source = str(getattr(community, "source", "unknown"))
-    existing = session.get(Community, community.id)
-    if existing is None:
+    # plain SQL, not an ORM load: this runs once per poll
+    known = session.execute(
+        select(COMMUNITIES.c.source).where(COMMUNITIES.c.id == community.id)
+    ).first()
+    if known is None:
         session.add(Community(id=community.id, source=source, created_at=now))
         session.add(PollState(community_id=community.id))
         session.flush()
-    elif existing.source != source:
-        existing.source = source
-        session.add(existing)
+    elif known[0] != source:
+        session.execute(
+            update(COMMUNITIES).where(COMMUNITIES.c.id == community.id).values(source=source)
+        )
 
 
 def record_failure(
