@@ -22,9 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from sqlalchemy import Table, select, update
 from sqlmodel import Session
@@ -37,19 +37,12 @@ from monitor.config import CommunityBase, Settings
 from monitor.privacy import namespace_pseudonym, pseudonym
 from monitor.sources import account_name, author_namespace
 from monitor.sources.base import Batch, Envelope, Item
-from monitor.store.bulk import bulk_insert, bulk_update
-from monitor.store.changes import mark_changed
+from monitor.store.bulk import bulk_insert, bulk_update, select_in
+from monitor.store.changes import COMMUNITIES, mark_changed
 from monitor.store.models import Author, Community, PollRun, PollState, Post, Thread
 from monitor.store.terms import PostTerms, record_posts
 
-CHUNK = 500
 _NOTHING_TO_SCORE = {"", "[deleted]", "[removed]"}
-T = TypeVar("T")
-
-
-def chunked(values: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +53,9 @@ class Scored:
     keyword_groups: str
     text: str
     """The text as scored (markup stripped), kept as the body when bodies are stored."""
+
+
+_NOTHING_SCORED = Scored(None, "", "")
 
 
 @dataclass(frozen=True)
@@ -174,7 +170,7 @@ class Ingestor:
         aliases: dict[str, str] = {}
         linkable: dict[str, str | None] = {}
         hashes: dict[str, str] = {}
-        scored: dict[str, Scored] = {}
+        to_score: list[Item] = []
         terms: dict[str, frozenset[str]] = {}
         for envelope in batch.envelopes:
             item = envelope.item
@@ -192,7 +188,10 @@ class Ingestor:
                 )
             digest = hashes[item.external_id] = content_hash(item)
             if known.get(item.external_id) != digest:
-                scored[item.external_id] = self._score(community, item)
+                to_score.append(item)
+        # in order: an id twice in the batch keeps its last score, as it would one by one
+        ids = [item.external_id for item in to_score]
+        scored = dict(zip(ids, self._score(community, to_score), strict=True))
         # Tokenized in a pass of its own, not between two VADER calls, so that neither
         # evicts the other's tables from the CPU caches at every post.
         for envelope in batch.envelopes if count_terms else ():
@@ -263,6 +262,9 @@ class Ingestor:
         new_rows: list[dict[str, Any]] = []
         changed_rows: list[dict[str, Any]] = []
         with_terms: list[PostTerms] = []
+        count_terms = self._settings.terms.enabled
+        new_kinds: list[str] = []
+        new_days: set[int] = set()
         for envelope in batch.envelopes:
             item = envelope.item
             author_id = authors.get(item.author) if item.author else None
@@ -271,18 +273,21 @@ class Ingestor:
             if known_post is None:
                 scored = prepared.scored[item.external_id]
                 new_rows.append(self._new_post(community.id, envelope, author_id, scored, digest))
-                if author_id is not None and self._settings.terms.enabled:
+                day = day_of(item.created_at)
+                if author_id is not None and count_terms:
                     found = prepared.terms.get(item.external_id)
                     if found is None:  # stored when prepared, deleted since: rare
                         found = item_terms(item)
-                    with_terms.append((day_of(item.created_at), author_id, found))
-                result.new_items += 1
-                result.new_by_kind[item.kind] += 1
-                result.touched_days.add(day_of(item.created_at))
+                    with_terms.append((day, author_id, found))
+                new_kinds.append(item.kind)
+                new_days.add(day)
             elif (change := self._post_change(known_post, item, prepared, now=now)) is not None:
                 changed_rows.append(change)
                 result.updated_items += 1
                 result.touched_days.add(day_of(known_post.created_at))
+        result.new_items += len(new_kinds)
+        result.new_by_kind.update(new_kinds)
+        result.touched_days.update(new_days)
         if new_rows:
             bulk_insert(session, POSTS, new_rows)
         for row in changed_rows:  # edits and deletions are rare: one statement each
@@ -365,41 +370,44 @@ class Ingestor:
         session: Session, community_id: str, aliases: Sequence[str]
     ) -> dict[str, tuple[int, int, int, str | None]]:
         rows: dict[str, tuple[int, int, int, str | None]] = {}
-        for part in chunked(aliases):
-            query = select(
-                AUTHORS.c.pseudonym,
-                AUTHORS.c.id,
-                AUTHORS.c.first_seen,
-                AUTHORS.c.last_seen,
-                AUTHORS.c.namespace_pseudonym,
-            ).where(AUTHORS.c.community_id == community_id, AUTHORS.c.pseudonym.in_(part))
-            for alias, author_id, first_seen, last_seen, linked in session.execute(query):
-                rows[alias] = (author_id, first_seen, last_seen, linked)
+        for alias, author_id, first_seen, last_seen, linked in select_in(
+            session,
+            "SELECT pseudonym, id, first_seen, last_seen, namespace_pseudonym FROM authors "
+            "WHERE community_id = {mark} AND pseudonym IN ({marks})",
+            (community_id,),
+            aliases,
+        ):
+            rows[alias] = (author_id, first_seen, last_seen, linked)
         return rows
 
     def _existing_posts(
         self, session: Session, community_id: str, envelopes: Sequence[Envelope]
     ) -> dict[str, _KnownPost]:
-        ids = [e.item.external_id for e in envelopes]
         posts: dict[str, _KnownPost] = {}
-        for part in chunked(ids):
-            query = select(
-                POSTS.c.external_id,
-                POSTS.c.id,
-                POSTS.c.content_hash,
-                POSTS.c.created_at,
-                POSTS.c.body.is_not(None),
-            ).where(POSTS.c.community_id == community_id, POSTS.c.external_id.in_(part))
-            for external_id, post_id, digest, created_at, has_body in session.execute(query):
-                posts[external_id] = _KnownPost(post_id, digest, created_at, bool(has_body))
+        for external_id, post_id, digest, created_at, has_body in select_in(
+            session,
+            "SELECT external_id, id, content_hash, created_at, body IS NOT NULL FROM posts "
+            "WHERE community_id = {mark} AND external_id IN ({marks})",
+            (community_id,),
+            [e.item.external_id for e in envelopes],
+        ):
+            posts[external_id] = _KnownPost(post_id, digest, created_at, bool(has_body))
         return posts
 
-    def _score(self, community: CommunityBase, item: Item) -> Scored:
-        text = scoring_text(item)
-        if text in _NOTHING_TO_SCORE:
-            return Scored(None, "", "")  # nothing left to score; the post still counts
-        groups = ",".join(self._matcher(community).groups_in(text))
-        return Scored(sentiment(text), groups, text)
+    def _score(self, community: CommunityBase, items: Sequence[Item]) -> list[Scored]:
+        """The scores of ``items``, in order. Each step is a pass of its own over the texts
+        (markup stripped, keyword groups, then VADER), so that VADER runs as tight a loop as
+        it would alone, its tables not evicted from the CPU caches at every post."""
+        texts = [scoring_text(item) for item in items]
+        scoreable = [text for text in texts if text not in _NOTHING_TO_SCORE]
+        matcher = self._matcher(community)
+        groups = [",".join(matcher.groups_in(text)) for text in scoreable]
+        sentiments = [sentiment(text) for text in scoreable]
+        found = iter(zip(sentiments, groups, scoreable, strict=True))
+        # nothing left to score: no score, no groups, no text; the post still counts
+        return [
+            _NOTHING_SCORED if text in _NOTHING_TO_SCORE else Scored(*next(found)) for text in texts
+        ]
 
     def _new_post(
         self,
@@ -468,13 +476,17 @@ class Ingestor:
         if not new_rows:
             return
         wanted = sorted({row["thread_external_id"] for row in new_rows})
+        columns = [column.name for column in THREADS.columns]
         threads: dict[str, dict[str, Any]] = {}
-        for part in chunked(wanted):
-            query = select(THREADS).where(
-                THREADS.c.community_id == community_id, THREADS.c.external_id.in_(part)
-            )
-            for found in session.execute(query).mappings():
-                threads[found["external_id"]] = dict(found)
+        for found in select_in(
+            session,
+            f"SELECT {', '.join(columns)} FROM threads "
+            "WHERE community_id = {mark} AND external_id IN ({marks})",
+            (community_id,),
+            wanted,
+        ):
+            row = dict(zip(columns, found, strict=True))
+            threads[row["external_id"]] = row
         fresh: set[str] = set()
         for row in new_rows:
             key = row["thread_external_id"]
@@ -565,14 +577,18 @@ def _check_prepared(prepared: Prepared, batch: Batch, existing: Mapping[str, _Kn
 def ensure_community(session: Session, *, community: CommunityBase, now: int) -> None:
     """The community's row and its empty poll state, created on first sight."""
     source = str(getattr(community, "source", "unknown"))
-    existing = session.get(Community, community.id)
-    if existing is None:
+    # plain SQL, not an ORM load: this runs once per poll
+    known = session.execute(
+        select(COMMUNITIES.c.source).where(COMMUNITIES.c.id == community.id)
+    ).first()
+    if known is None:
         session.add(Community(id=community.id, source=source, created_at=now))
         session.add(PollState(community_id=community.id))
         session.flush()
-    elif existing.source != source:
-        existing.source = source
-        session.add(existing)
+    elif known[0] != source:
+        session.execute(
+            update(COMMUNITIES).where(COMMUNITIES.c.id == community.id).values(source=source)
+        )
 
 
 def record_failure(

@@ -29,7 +29,9 @@ import os
 import secrets
 import stat
 import tempfile
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from monitor.config import MIN_PSEUDONYM_KEY_BYTES
 from monitor.errors import PseudonymKeyError
@@ -43,9 +45,36 @@ FINGERPRINT_LABEL = b"forum-monitor pseudonym key fingerprint v1"
 pseudonym, and without the key it says nothing about the key."""
 
 
+_BLOCK = 64
+"""SHA-256's block size: HMAC pads (or first hashes) the key to it."""
+_INNER = bytes(byte ^ 0x36 for byte in range(256))
+_OUTER = bytes(byte ^ 0x5C for byte in range(256))
+
+
+@lru_cache(maxsize=8)
+def _keyed(key: bytes) -> tuple[Any, Any]:
+    """SHA-256 states having taken in the key's inner and outer pads (RFC 2104)."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    padded = key.ljust(_BLOCK, b"\0")
+    return hashlib.sha256(padded.translate(_INNER)), hashlib.sha256(padded.translate(_OUTER))
+
+
+def hmac_sha256_hex(key: bytes, message: bytes) -> str:
+    """``hmac.new(key, message, hashlib.sha256).hexdigest()``, at half its cost on the short
+    messages of pseudonyms: the key's padded states are computed once per key and copied,
+    not set up again for every name of every poll."""
+    inner_state, outer_state = _keyed(key)
+    inner = inner_state.copy()
+    inner.update(message)
+    outer = outer_state.copy()
+    outer.update(inner.digest())
+    return str(outer.hexdigest())
+
+
 def pseudonym(key: bytes, *, source: str, community: str, name: str) -> str:
     message = "\x1f".join((source, community, name)).encode("utf-8")
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return hmac_sha256_hex(key, message)
 
 
 NAMESPACE_TAG = "namespace"
@@ -54,7 +83,7 @@ NAMESPACE_TAG = "namespace"
 def namespace_pseudonym(key: bytes, *, namespace: str, name: str) -> str:
     """One account's pseudonym across every community of ``namespace`` (flows only)."""
     message = "\x1f".join((NAMESPACE_TAG, namespace, name)).encode("utf-8")
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return hmac_sha256_hex(key, message)
 
 
 def key_fingerprint(key: bytes) -> str:

@@ -44,5 +44,7 @@ def without_userinfo(url: str) -> str:
     if not separator:
         return url
     authority, slash, tail = rest.partition("/")
+    if "@" not in authority:
+        return url  # the common case: nothing to take out
     host = authority.rpartition("@")[2]
     return f"{scheme}://{host}{slash}{tail}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import stat
 import subprocess
@@ -15,7 +16,14 @@ from sqlmodel import Session, select
 from monitor.config import settings_from_mapping
 from monitor.errors import PseudonymKeyError
 from monitor.ingest import Ingestor
-from monitor.privacy import create_key_file, key_fingerprint, load_or_create_key, pseudonym
+from monitor.privacy import (
+    create_key_file,
+    hmac_sha256_hex,
+    key_fingerprint,
+    load_or_create_key,
+    namespace_pseudonym,
+    pseudonym,
+)
 from monitor.sources.base import Batch, Envelope, Item
 from monitor.store import db
 from monitor.store.models import Post
@@ -195,3 +203,21 @@ def test_kept_bodies_expire_after_retention(tmp_path: Path) -> None:
         assert [(p.body, p.body_expires_at) for p in posts] == [(None, None)] * 3
         assert len(posts) == 3  # the posts themselves stay: they are activity
     engine.dispose()
+
+
+@pytest.mark.parametrize("length", [1, 16, 32, 63, 64, 65, 200])
+def test_pseudonyms_are_hmac_sha256_for_every_key_length(length: int) -> None:
+    """The padded key states are reused across names (one per key); every pseudonym is still
+    the standard HMAC-SHA256 of its message, keys shorter and longer than a block alike."""
+    key = bytes((7 * n + length) % 256 for n in range(length))
+    other = bytes(reversed(key)) + b"x"
+    for name in ("alice", "bob", "", "ünïcode", "x" * 300):
+        message = "\x1f".join(("reddit", "gig", name)).encode("utf-8")
+        expected = hmac.new(key, message, hashlib.sha256).hexdigest()
+        assert pseudonym(key, source="reddit", community="gig", name=name) == expected
+        assert pseudonym(other, source="reddit", community="gig", name=name) != expected
+        namespaced = "\x1f".join(("namespace", "reddit", name)).encode("utf-8")
+        assert namespace_pseudonym(key, namespace="reddit", name=name) == (
+            hmac.new(key, namespaced, hashlib.sha256).hexdigest()
+        )
+    assert hmac_sha256_hex(key, b"") == hmac.new(key, b"", hashlib.sha256).hexdigest()

@@ -81,7 +81,7 @@ def post_terms(text: str) -> frozenset[str]:
         return _capped_terms(words)
     # Fewer tokens cannot reach the cap (a word and a phrase at most per token): the post is
     # taken whole, without a branch per token.
-    phrases = [f"{a} {b}" for a, b in pairwise(words) if a and b]
+    phrases = filter(None, map(_PHRASES.__getitem__, pairwise(words)))
     return frozenset(chain(filter(None, words), phrases))
 
 
@@ -129,6 +129,22 @@ class _ChunkWords(dict[str, tuple[str | None, ...]]):
         return words
 
 
+class _Phrases(dict[tuple[str | None, str | None], str | None]):
+    """Two adjacent words -> their phrase (None where either ends a phrase). Most pairs of a
+    post were seen before: looked up in C, the phrase made once, its hash computed once.
+    Emptied when full: bounded memory."""
+
+    def __missing__(self, pair: tuple[str | None, str | None]) -> str | None:
+        first, second = pair
+        phrase = f"{first} {second}" if first and second else None
+        if len(self) >= _CACHED_PHRASES:
+            self.clear()
+        self[pair] = phrase
+        return phrase
+
+
+_CACHED_PHRASES = 1 << 16
+_PHRASES = _Phrases()
 _CACHED_CHUNKS = 1 << 16
 _CACHED_CHUNK_CHARS = 2 * MAX_WORD_CHARS
 _CHUNK_WORDS = _ChunkWords()

@@ -57,9 +57,28 @@ class KeywordMatcher:
         # share words ("pay" and "pay cut"), so a hit is then checked group by group.
         every = [_phrase_pattern(p) for phrases in groups.values() for p in phrases]
         self._any = _bounded("|".join(_longest_first(every))) if every else None
+        # Cheaper still: a phrase matches only where each of its words occurs, so an ASCII
+        # text holding, in lower case, no phrase's every word cannot match (for ASCII text
+        # and phrases, ignoring case is ASCII case folding, which ``lower`` is). Non-ASCII
+        # phrases fold in ways ``lower`` does not (U+017F matches "s"): no shortcut then.
+        words = [p.lower().split() for phrases in groups.values() for p in phrases]
+        ascii_only = all(p.isascii() for phrases in groups.values() for p in phrases)
+        self._needles = words if ascii_only else None
 
     def groups_in(self, text: str) -> list[str]:
-        if self._any is None or self._any.search(text) is None:
+        if self._any is None:
+            return []
+        if self._needles is not None and text.isascii():
+            lowered = text.lower()
+            for needles in self._needles:
+                for needle in needles:
+                    if needle not in lowered:
+                        break
+                else:
+                    break  # every word of this phrase is there: the scan decides
+            else:
+                return []
+        if self._any.search(text) is None:
             return []
         return sorted(name for name, pattern in self._patterns.items() if pattern.search(text))
 

@@ -110,18 +110,39 @@ def sanitized(item: Item, *, now: int) -> Item:
     surrogate, ids bounded, a link without ``user:password@`` (and dropped when over-long),
     an implausible edit time unset."""
     url = without_userinfo(clean_text(item.url)) if item.url is not None else None
+    if url is not None and len(url) > MAX_URL_LENGTH:
+        url = None
     edited = item.edited_at
     plausible_edit = edited is not None and item.created_at <= edited <= now + FUTURE_SKEW_SECONDS
+    external_id = bounded_id(clean_text(item.external_id))
+    thread_id = bounded_id(clean_text(item.thread_id))
+    parent_id = _clean_id(item.parent_id)
+    author = clean_text(item.author) or None if item.author is not None else None
+    title = clean_text(item.title)
+    text = clean_text(item.text)
+    edited_at = edited if plausible_edit else None
+    if (
+        # most items are clean: every value is the one it was, so the item is kept as is
+        url == item.url
+        and external_id == item.external_id
+        and thread_id == item.thread_id
+        and parent_id == item.parent_id
+        and author == item.author
+        and title == item.title
+        and text == item.text
+        and edited_at == item.edited_at
+    ):
+        return item
     return dataclasses.replace(
         item,
-        external_id=bounded_id(clean_text(item.external_id)),
-        thread_id=bounded_id(clean_text(item.thread_id)),
-        parent_id=_clean_id(item.parent_id),
-        author=clean_text(item.author) or None if item.author is not None else None,
-        title=clean_text(item.title),
-        text=clean_text(item.text),
-        url=url if url is not None and len(url) <= MAX_URL_LENGTH else None,
-        edited_at=edited if plausible_edit else None,
+        external_id=external_id,
+        thread_id=thread_id,
+        parent_id=parent_id,
+        author=author,
+        title=title,
+        text=text,
+        url=url,
+        edited_at=edited_at,
     )
 
 

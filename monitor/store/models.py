@@ -226,6 +226,10 @@ class TermDay(SQLModel, table=True):
     """
 
     __tablename__ = "term_days"
+    # SQLite keeps the rows in the primary key's tree, not in a rowid table beside it:
+    # ingest's upsert of a poll's (day, term) rows writes one tree, not two (ignored on
+    # PostgreSQL)
+    __table_args__ = {"sqlite_with_rowid": False}
 
     community_id: str = Field(primary_key=True, foreign_key="communities.id", max_length=63)
     day: int = Field(sa_column=Column(BigInteger, primary_key=True, comment="UTC midnight"))

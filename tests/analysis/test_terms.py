@@ -10,6 +10,7 @@ import unicodedata
 
 import pytest
 
+from monitor.analysis import terms as term_module
 from monitor.analysis.terms import (
     MAX_TERM_CHARS,
     MAX_TERMS_PER_POST,
@@ -111,6 +112,23 @@ def test_short_and_long_posts_follow_the_word_by_word_rule(seed: int) -> None:
     assert capped == _one_word_at_a_time(distinct)
     assert len(capped) == MAX_TERMS_PER_POST - 1  # 200 words and 199 phrases
     assert "qha qhb" in capped and vocabulary[199] in capped and vocabulary[200] not in capped
+
+
+def test_small_caches_that_empty_often_give_the_same_terms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chunk and phrase caches are emptied when full: with room for a handful of
+    entries (emptied at nearly every post), terms are still those of the rule."""
+    monkeypatch.setattr(term_module, "_CACHED_CHUNKS", 5)
+    monkeypatch.setattr(term_module, "_CACHED_PHRASES", 5)
+    monkeypatch.setattr(term_module, "_CHUNK_WORDS", term_module._ChunkWords())
+    monkeypatch.setattr(term_module, "_PHRASES", term_module._Phrases())
+    chance = random.Random(11)
+    vocabulary = ["pay", "rate", "the", "queue", "42", ".", ",", "!", "docs", "help", "of"]
+    for _ in range(300):
+        text = " ".join(chance.choice(vocabulary) for _ in range(chance.randint(0, 12)))
+        assert post_terms(text) == _one_word_at_a_time(text), text
+        assert len(term_module._PHRASES) <= 5 and len(term_module._CHUNK_WORDS) <= 5
 
 
 def test_white_space_and_punctuation_split_tokens_as_one_pass_over_the_text() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import pytest
@@ -102,6 +103,28 @@ def test_sanitized_item_fits_both_stores() -> None:
     assert clean.edited_at is None  # an edit in the far future is no edit time
     assert sanitized(item(url="https://ok.example/x"), now=NOW).url == "https://ok.example/x"
     assert sanitized(item(author="\x00"), now=NOW).author is None  # nothing left of the name
+
+
+def test_a_clean_item_is_admitted_as_it_is_and_each_field_alone_is_cleaned() -> None:
+    clean = item(
+        author="someone", title="pay cut", text="fine", url="https://ok.example/x", edited_at=NOW
+    )
+    assert sanitized(clean, now=NOW) is clean  # nothing to clean: no copy
+    dirty = {
+        "external_id": "id\x00",
+        "thread_id": "t\x00",
+        "parent_id": "p\x00",
+        "author": "some\x00one",
+        "title": "pay\x00 cut",
+        "text": "fi\x00ne",
+        "url": "https://user:secret@ok.example/x",
+        "edited_at": 10**15,
+    }
+    for name, value in dirty.items():  # one unclean field is enough to clean the item
+        found = sanitized(dataclasses.replace(clean, **{name: value}), now=NOW)
+        assert found is not clean
+        assert "\x00" not in str(getattr(found, name)) and "secret" not in str(found.url)
+    assert sanitized(dataclasses.replace(clean, author=""), now=NOW).author is None
 
 
 def test_an_edit_before_its_post_or_within_the_skew() -> None:

@@ -298,3 +298,61 @@ def test_sqlite_namespace_pseudonyms_up_and_down(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_postgres_namespace_pseudonyms_up_and_down(pg_url: str) -> None:
     _namespace_column_up_and_down(pg_url)
+
+
+def _term_days_sql(engine: object) -> str | None:
+    with db.session_scope(engine) as session:  # type: ignore[arg-type]
+        if session.get_bind().dialect.name != "sqlite":
+            return None
+        found = session.connection().exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'term_days'"
+        )
+        return str(found.scalar_one())
+
+
+STAGED_KEYS = ["community", "day", "term", "pending", "authors", "entries"]
+
+
+def _term_days_rebuilt_keeps_rows(url: str) -> None:
+    """0009 rebuilds ``term_days`` without a rowid on SQLite (nothing on PostgreSQL); its
+    staged rows survive the upgrade and the way back to 0008."""
+    engine = db.make_engine(url)
+    staged = [("a", 86400, "pay rate", 3, "1,2,3", 3), ("a", 86400, "queue", 1, "2", 1)]
+    select = "SELECT community_id, day, term, pending, authors, author_entries FROM term_days"
+    try:
+        db.upgrade(engine, "0008")
+        with engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO communities (id, source, created_at) VALUES ('a', 'reddit', 1)")
+            )
+            for row in staged:
+                connection.execute(
+                    text(
+                        "INSERT INTO term_days VALUES "
+                        "(:community, :day, :term, :pending, :authors, :entries)"
+                    ),
+                    dict(zip(STAGED_KEYS, row, strict=True)),
+                )
+        rowid_sql = _term_days_sql(engine)
+        assert rowid_sql is None or "WITHOUT ROWID" not in rowid_sql
+        db.upgrade(engine)
+        sql = _term_days_sql(engine)
+        assert sql is None or sql.rstrip().endswith("WITHOUT ROWID")
+        with engine.connect() as connection:
+            assert sorted(map(tuple, connection.execute(text(select)).all())) == staged
+        db.downgrade(engine, "0008")
+        back = _term_days_sql(engine)
+        assert back is None or "WITHOUT ROWID" not in back
+        with engine.connect() as connection:
+            assert sorted(map(tuple, connection.execute(text(select)).all())) == staged
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_term_days_without_rowid_up_and_down(tmp_path: Path) -> None:
+    _term_days_rebuilt_keeps_rows(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+@pytest.mark.postgres
+def test_postgres_term_days_up_and_down(pg_url: str) -> None:
+    _term_days_rebuilt_keeps_rows(pg_url)
