@@ -213,3 +213,34 @@ def serving(app: Any, **config: Any) -> Iterator[str]:
         thread.join(timeout=15)
         for sock in sockets:
             sock.close()
+
+
+def report_section(
+    settings: Settings,
+    community_id: str,
+    *,
+    since: int,
+    until: int,
+    now: int,
+    workdir: Path,
+    section: str,
+) -> str | None:
+    """The evidence report of ``community_id`` over ``[since, until)``, written as the
+    ``report`` command writes it: the inner HTML of its ``section``, None when absent."""
+    import re
+
+    from monitor.report import write_report
+
+    out = workdir / f"{community_id}.html"
+    write_report(
+        settings=settings,
+        community_id=community_id,
+        since=since,
+        until=until,
+        out=out,
+        now=now,
+        command="forum-monitor report",
+        version="test",
+    )
+    found = re.search(rf'<section id="{section}">(.*?)</section>', out.read_text(), re.S)
+    return None if found is None else found.group(1)

@@ -32,6 +32,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -46,11 +47,11 @@ from monitor.analysis.flows import (
 from monitor.config import Settings, settings_from_mapping
 from monitor.errors import ConfigError
 from monitor.ingest import Ingestor
-from monitor.report import write_report
 from monitor.sources import author_namespace
 from monitor.sources.base import Batch, Envelope, Item
 from monitor.store import db
 from tests.analysis import fixture as fx
+from tests.support import report_section
 
 NOW = fx.NOW
 DAY = fx.DAY
@@ -463,6 +464,11 @@ def test_namespace_pseudonyms_link_one_account_and_nothing_else() -> None:
     assert "namespace" not in SOURCE_KINDS
 
 
+def flows_of(workdir: Path) -> dict[str, Any]:
+    """``report_section``'s other arguments for these tests' flows section."""
+    return {"now": NOW, "workdir": workdir, "section": "flows"}
+
+
 def test_the_evidence_report_shows_where_departed_participants_went(tmp_path: Path) -> None:
     """The hand count above at k = 2, as the report's section prints it: 7 departed from a,
     3 of them (43 %) active in b, 2 authors active in both; nothing about d or h."""
@@ -470,21 +476,10 @@ def test_the_evidence_report_shows_where_departed_participants_went(tmp_path: Pa
     config = settings(flow_min_authors=2, database_url=f"sqlite:///{tmp_path / 'forum.db'}")
     load(engine, config, POSTS)
     engine.dispose()
-    out = tmp_path / "a.html"
-    write_report(
-        settings=config,
-        community_id="a",
-        since=NOW - 60 * DAY - NOW % DAY,
-        until=NOW - NOW % DAY,
-        out=out,
-        now=NOW,
-        command="forum-monitor report",
-        version="test",
+    text = report_section(
+        config, "a", since=NOW - 60 * DAY - NOW % DAY, until=NOW - NOW % DAY, **flows_of(tmp_path)
     )
-    page = out.read_text()
-    section = re.search(r'<section id="flows">(.*?)</section>', page, re.S)
-    assert section is not None
-    text = section.group(1)
+    assert text is not None
     assert "<p>7 participants departed.</p>" in text
     rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", text)
     assert rows == [("b", "43%", "3", "2")]
@@ -502,20 +497,8 @@ def test_the_evidence_report_counts_flows_at_the_end_of_its_period(tmp_path: Pat
     load(engine, config, POSTS)
     engine.dispose()
     end = NOW - NOW % DAY - 2 * DAY
-    out = tmp_path / "b.html"
-    write_report(
-        settings=config,
-        community_id="b",
-        since=end - 30 * DAY,
-        until=end,
-        out=out,
-        now=NOW,
-        command="forum-monitor report",
-        version="test",
-    )
-    section = re.search(r'<section id="flows">(.*?)</section>', out.read_text(), re.S)
-    assert section is not None
-    text = section.group(1)
+    text = report_section(config, "b", since=end - 30 * DAY, until=end, **flows_of(tmp_path))
+    assert text is not None
     first, last = (
         time.strftime("%Y-%m-%d", time.gmtime(end - 28 * DAY)),
         time.strftime("%Y-%m-%d", time.gmtime(end - 1)),
@@ -530,15 +513,7 @@ def test_the_evidence_report_of_a_feed_says_nothing_of_flows(tmp_path: Path) -> 
     config = settings(database_url=f"sqlite:///{tmp_path / 'forum.db'}")
     load(engine, config, POSTS)
     engine.dispose()
-    out = tmp_path / "f.html"
-    write_report(
-        settings=config,
-        community_id="f",
-        since=NOW - 60 * DAY - NOW % DAY,
-        until=NOW - NOW % DAY,
-        out=out,
-        now=NOW,
-        command="forum-monitor report",
-        version="test",
+    shown = report_section(
+        config, "f", since=NOW - 60 * DAY - NOW % DAY, until=NOW - NOW % DAY, **flows_of(tmp_path)
     )
-    assert 'id="flows"' not in out.read_text()
+    assert shown is None

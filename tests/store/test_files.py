@@ -11,12 +11,13 @@ import sys
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apscheduler.events import EVENT_JOB_SUBMITTED
 from sqlalchemy import text
 
-from monitor.config import settings_from_mapping
+from monitor.config import Settings, settings_from_mapping
 from monitor.ingest import Ingestor
 from monitor.service import Service
 from monitor.sources.base import Batch, Envelope, Item
@@ -68,6 +69,18 @@ def test_connections_turn_secure_delete_on_whatever_the_default() -> None:
         connection.close()
 
 
+def files_settings(folder: Path, **extra: Any) -> Settings:
+    """A store and its files in ``folder``, with a fixed key."""
+    return settings_from_mapping(
+        {
+            "data_dir": str(folder),
+            "database_url": f"sqlite:///{folder / 'store.db'}",
+            "pseudonym_key": "files-test-key-0123456789abcdef-0123",
+            **extra,
+        }
+    )
+
+
 def test_engine_connections_have_secure_delete_on(tmp_path: Path) -> None:
     engine = db.make_engine(f"sqlite:///{tmp_path / 'store.db'}")
     try:
@@ -79,15 +92,11 @@ def test_engine_connections_have_secure_delete_on(tmp_path: Path) -> None:
 
 def test_pruned_body_leaves_no_trace_in_the_files(tmp_path: Path) -> None:
     fetched = 1_700_000_000
-    settings = settings_from_mapping(
-        {
-            "data_dir": str(tmp_path),
-            "database_url": f"sqlite:///{tmp_path / 'store.db'}",
-            "pseudonym_key": "files-test-key-0123456789abcdef-0123",
-            "store_bodies": True,
-            "retention_days": 1,
-            "communities": [{"id": "gig", "source": "reddit", "subreddit": "gig"}],
-        }
+    settings = files_settings(
+        tmp_path,
+        store_bodies=True,
+        retention_days=1,
+        communities=[{"id": "gig", "source": "reddit", "subreddit": "gig"}],
     )
     service = Service(settings, clock=lambda: float(fetched + 86400))
     service.prepare()
@@ -150,13 +159,7 @@ def test_data_dir_open_to_others_is_named_at_start(
 
 
 async def test_serve_prunes_every_hour_not_only_at_start(tmp_path: Path) -> None:
-    settings = settings_from_mapping(
-        {
-            "data_dir": str(tmp_path),
-            "database_url": f"sqlite:///{tmp_path / 'store.db'}",
-            "pseudonym_key": "files-test-key-0123456789abcdef-0123",
-        }
-    )
+    settings = files_settings(tmp_path)
     service = Service(settings)
     await service.open()
     try:
@@ -176,13 +179,7 @@ async def test_a_prune_running_when_the_service_stops_logs_no_error(
     """The first prune runs at start; a SIGTERM soon after (a busy machine makes that
     likely) stops the scheduler, which cancels it. That is a clean stop: no ERROR with a
     traceback from the scheduler."""
-    settings = settings_from_mapping(
-        {
-            "data_dir": str(tmp_path),
-            "database_url": f"sqlite:///{tmp_path / 'store.db'}",
-            "pseudonym_key": "files-test-key-0123456789abcdef-0123",
-        }
-    )
+    settings = files_settings(tmp_path)
     service = Service(settings)
     await service.open()
     # another process's write transaction: the prune waits for it (busy_timeout)
