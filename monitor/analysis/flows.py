@@ -35,15 +35,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
-from sqlalchemy import Select, Table, func, select
 from sqlmodel import Session
 
-from monitor.store.models import Author, Post
+from monitor.store.bulk import select_in
 
 DAY = 86_400
 FLOW_WINDOWS = {"28d": 28 * DAY}
@@ -54,9 +52,6 @@ ZERO_TOLERANCE = 0.10
 share of the departed (so the 0 is at most 10 points off)."""
 TOP_DESTINATIONS = 10
 """Destinations kept per community and window: bounds the series at 1,000 communities."""
-
-AUTHORS = cast(Table, Author.__table__)  # type: ignore[attr-defined]
-POSTS = cast(Table, Post.__table__)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -115,37 +110,15 @@ def flow_counts(
     the ``keep`` busiest (most movers, then most shared, then by id) are kept: all that
     ``anonymous_flows`` shows, and the memory stays linear in communities."""
     members = sorted(set(communities))
-    if not members:
-        return FlowCounts({}, {}, {})
-    query = select(
-        AUTHORS.c.community_id, AUTHORS.c.namespace_pseudonym, AUTHORS.c.last_seen
-    ).where(
-        AUTHORS.c.community_id.in_(members),
-        AUTHORS.c.namespace_pseudonym.is_not(None),
-        AUTHORS.c.last_seen >= now - 2 * seconds,
+    rows = select_in(
+        session,
+        "SELECT community_id, namespace_pseudonym, last_seen FROM authors "
+        "WHERE last_seen >= {mark} AND namespace_pseudonym IS NOT NULL "
+        "AND community_id IN ({marks})",
+        (now - 2 * seconds,),
+        members,
     )
-    return count_flows(members, _plain_rows(session, query), middle=now - seconds, keep=keep)
-
-
-def _plain_rows(session: Session, query: Select[Any]) -> list[tuple[Any, ...]]:
-    """``query``'s rows as the driver's tuples: a namespace's authors are hundreds of
-    thousands of rows, and a result row object each cost more than the counting."""
-    connection = session.connection()
-    compiled = query.compile(
-        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
-    )
-    params = compiled.params
-    arguments = (
-        tuple(params[name] for name in compiled.positiontup or ())
-        if compiled.positional
-        else params
-    )
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(str(compiled), arguments)
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
+    return count_flows(members, rows, middle=now - seconds, keep=keep)
 
 
 def flow_counts_until(
@@ -161,20 +134,17 @@ def flow_counts_until(
     keeps only the latest sighting). At the present it counts what ``flow_counts`` does,
     for posts still kept."""
     members = sorted(set(communities))
-    if not members:
-        return FlowCounts({}, {}, {})
-    query = (
-        select(POSTS.c.community_id, AUTHORS.c.namespace_pseudonym, func.max(POSTS.c.created_at))
-        .join_from(POSTS, AUTHORS, AUTHORS.c.id == POSTS.c.author_id)
-        .where(
-            POSTS.c.community_id.in_(members),
-            AUTHORS.c.namespace_pseudonym.is_not(None),
-            POSTS.c.created_at >= until - 2 * seconds,
-            POSTS.c.created_at < until,
-        )
-        .group_by(POSTS.c.community_id, AUTHORS.c.namespace_pseudonym)
+    rows = select_in(
+        session,
+        "SELECT posts.community_id, authors.namespace_pseudonym, max(posts.created_at) "
+        "FROM posts JOIN authors ON authors.id = posts.author_id "
+        "WHERE posts.created_at >= {mark} AND posts.created_at < {mark} "
+        "AND authors.namespace_pseudonym IS NOT NULL AND posts.community_id IN ({marks}) "
+        "GROUP BY posts.community_id, authors.namespace_pseudonym",
+        (until - 2 * seconds, until),
+        members,
     )
-    return count_flows(members, _plain_rows(session, query), middle=until - seconds, keep=keep)
+    return count_flows(members, rows, middle=until - seconds, keep=keep)
 
 
 def count_flows(

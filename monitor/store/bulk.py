@@ -1,14 +1,16 @@
-"""Bulk writes straight through the driver's ``executemany``.
+"""Bulk writes and reads straight through the driver.
 
-Ingest writes a poll's rows in one statement per table. Going through the
-DBAPI directly skips SQLAlchemy's per-row parameter processing, which costs
-more than the write itself at these volumes. Only plain values (str, int,
-float, bool, None) are passed, so no type processing is lost.
+Ingest writes a poll's rows in one statement per table (the driver's
+``executemany``), and reads what it must know of a poll's ids, or a namespace's
+authors, as the driver's tuples. Going through the DBAPI directly skips
+SQLAlchemy's per-row parameter and result processing, which costs more than the
+statement itself at these volumes. Only plain values (str, int, float, bool,
+None) are passed and read, so no type processing is lost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -16,7 +18,8 @@ from sqlalchemy import Table
 from sqlmodel import Session
 
 
-def _placeholder(session: Session) -> str:
+def placeholder(session: Session) -> str:
+    """The driver's parameter mark: ``?`` (sqlite3) or ``%s`` (psycopg)."""
     style = session.get_bind().dialect.paramstyle
     if style == "qmark":
         return "?"
@@ -30,7 +33,7 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     if not rows:
         return
     columns = list(rows[0])
-    mark = _placeholder(session)
+    mark = placeholder(session)
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
         f"VALUES ({', '.join(mark for _ in columns)})"
@@ -51,7 +54,7 @@ def bulk_update(
         return
     keys = (key,) if isinstance(key, str) else key
     columns = [c for c in rows[0] if c not in keys]
-    mark = _placeholder(session)
+    mark = placeholder(session)
     sql = (
         f"UPDATE {table.name} SET {', '.join(f'{c} = {mark}' for c in columns)} "
         f"WHERE {' AND '.join(f'{k} = {mark}' for k in keys)}"
@@ -76,14 +79,23 @@ def select_in(
     sql: str,
     fixed: Sequence[Any],
     values: Sequence[Any],
-) -> Iterator[tuple[Any, ...]]:
+) -> list[tuple[Any, ...]]:
     """The rows of ``sql`` (with ``{mark}`` for each of the ``fixed`` parameters and
-    ``{marks}`` for the list an ``IN`` takes) for ``values``, ``IN_CHUNK`` at a time,
-    straight through the driver: SQLAlchemy's expanding ``IN`` costs more than the query
-    on a poll's hundreds of ids."""
-    mark = _placeholder(session)
-    connection = session.connection()
-    for start in range(0, len(values), IN_CHUNK):
-        part = values[start : start + IN_CHUNK]
-        statement = sql.format(mark=mark, marks=", ".join([mark] * len(part)))
-        yield from connection.exec_driver_sql(statement, (*fixed, *part)).all()
+    ``{marks}`` for the list an ``IN`` takes) for ``values``, ``IN_CHUNK`` at a time, as
+    the driver's tuples: SQLAlchemy's expanding ``IN`` costs more than the query on a
+    poll's hundreds of ids, and a result row object each more than counting a
+    namespace's hundreds of thousands of authors. A statement that groups by the ``IN``
+    column gives whole groups, each value's rows being in one part."""
+    mark = placeholder(session)
+    cursor = session.connection().connection.cursor()
+    rows: list[tuple[Any, ...]] = []
+    try:
+        for start in range(0, len(values), IN_CHUNK):
+            part = values[start : start + IN_CHUNK]
+            cursor.execute(
+                sql.format(mark=mark, marks=", ".join([mark] * len(part))), (*fixed, *part)
+            )
+            rows += cursor.fetchall()
+    finally:
+        cursor.close()
+    return rows

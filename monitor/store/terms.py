@@ -29,16 +29,13 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from monitor.author_pool import TermUses, pooled_counts
+from monitor.store.bulk import placeholder
 
 DAY = 86400
 AUTHOR_ENTRIES = 64
 """Author ids a staging row keeps at most (twice the largest k: a poll's ids are distinct,
 two polls' may repeat one)."""
 SETTLE_LOCK = 0x7465726D73  # "terms": replicas on one PostgreSQL settle one at a time
-
-
-def _mark(session: Session) -> str:
-    return "?" if session.get_bind().dialect.paramstyle == "qmark" else "%s"
 
 
 PostTerms = tuple[int, int, Iterable[str]]
@@ -83,7 +80,7 @@ def _stage(session: Session, rows: list[StagedRow]) -> None:
     fewer than ``AUTHOR_ENTRIES``."""
     if not rows:
         return
-    mark = _mark(session)
+    mark = placeholder(session)
     sql = (
         "INSERT INTO term_days (community_id, day, term, pending, authors, author_entries) "
         f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark}, {mark}) "
@@ -163,7 +160,7 @@ def settle(session: Session, *, now: int, k: int, pool_days: int) -> int:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SETTLE_LOCK})
     today = now - now % DAY
     first_open = today - (pool_days - 1) * DAY
-    mark = _mark(session)
+    mark = placeholder(session)
     upsert = (
         "INSERT INTO term_counts (community_id, day, term, posts, authors) "
         f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark}) "
