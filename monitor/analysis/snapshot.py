@@ -35,8 +35,6 @@ from monitor.store.changes import data_version
 from monitor.store.models import PollState, Post
 
 SERIES_DAYS = 120
-COVERAGE_GRACE_INTERVALS = cov.GRACE_INTERVALS
-"""Time since the last success shorter than this many poll intervals is not a gap yet."""
 
 
 @dataclass(frozen=True)
@@ -144,9 +142,9 @@ def community_spans(
     session: Session, *, community: CommunityBase, since: int, now: int
 ) -> list[cov.Span]:
     """Covered spans up to ``now``; time since the last success counts while the next poll
-    is not due yet (``COVERAGE_GRACE_INTERVALS``)."""
+    is not due yet (``coverage.GRACE_INTERVALS``)."""
     spans = cov.covered_spans(session, community_id=community.id, since=since)
-    if spans and now - spans[-1][1] <= COVERAGE_GRACE_INTERVALS * community.interval:
+    if spans and now - spans[-1][1] <= cov.GRACE_INTERVALS * community.interval:
         spans[-1] = (spans[-1][0], now)
     return spans
 
