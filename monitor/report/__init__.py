@@ -72,12 +72,13 @@ def write_report(
                 store=db.describe_url(url),
                 command=command,
             )
+            flows_end = min(until, now)
             evidence = dataclasses.replace(
                 evidence,
                 flows=period_flows(
-                    session, settings=settings, community=community, until=min(until, now)
+                    session, settings=settings, community=community, until=flows_end
                 ),
-                flows_at=min(until, now),
+                flows_at=flows_end,
                 rising_terms=period_rising_terms(
                     session, settings=settings, community=community, until=until
                 ),

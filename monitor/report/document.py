@@ -18,7 +18,7 @@ from importlib import resources
 from sqlmodel import Session
 
 from monitor.analysis.cusum import DECLINE_SCORE_THRESHOLD, LONG_Z, SHORT_Z
-from monitor.analysis.flows import DAY
+from monitor.analysis.rollups import DAY
 from monitor.analysis.snapshot import DayActivity
 from monitor.analysis.terms import term_label
 from monitor.analysis.trends import GOOD_COVERAGE

@@ -131,8 +131,7 @@ class Evidence:
     last 28 of the 120 the detectors see): the size the detector judges against."""
     flows: CommunityFlows | None = None
     """Where the community's departed participants went in the 28 days before ``flows_at``
-    (None when the
-    community has no platform namespace, e.g. a feed)."""
+    (None when the community has no platform namespace, e.g. a feed)."""
     flows_at: int | None = None
     rising_terms: list[RisingTerm] | None = None
     """The terms that rose in the period's last 7 days against the baseline before them,
